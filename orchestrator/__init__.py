@@ -1,0 +1,1 @@
+"""The transfer saga, the bank clients, the worker and the ``crossbank`` CLI."""

@@ -1,0 +1,167 @@
+"""Start crossbank's parts as local processes, wait until they answer, kill them.
+
+The local demo, the crash demo, the chaos runner and the tests all need the
+same thing: run ``python -m <package>`` with some environment, know when it is
+ready (its ``GET /health`` answers 200), and later stop it politely or kill it
+with SIGKILL to see what survives. One small class does that, so every caller
+starts the parts exactly the way ``compose.yaml`` and a user would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+
+def free_port() -> int:
+    """Ask the kernel for a TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServiceError(RuntimeError):
+    """A managed process did not start, or died while it was expected to run."""
+
+
+class ManagedProcess:
+    """One ``python -m module`` child process with a health URL.
+
+    ``env`` is added to a copy of this process's environment. Output goes to
+    ``log_path`` (appended, so a restart keeps the earlier run's lines), or is
+    discarded when no path is given.
+    """
+
+    def __init__(
+        self,
+        module: str,
+        *,
+        args: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
+        health_url: str | None = None,
+        log_path: Path | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.module = module
+        self.args = args
+        self.env = dict(env or {})
+        self.health_url = health_url
+        self.log_path = log_path
+        self.name = name or module
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise ServiceError(f"{self.name} is not running")
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, *, wait: bool = True, timeout: float = 30.0) -> ManagedProcess:
+        """Start the process; with ``wait``, return only once its health URL answers."""
+        if self.running():
+            raise ServiceError(f"{self.name} is already running (pid {self.pid})")
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = self.log_path.open("ab")
+            out: IO[bytes] | int = self._log
+        else:
+            out = subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.module, *self.args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        if wait and self.health_url is not None:
+            self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Poll the health URL until it answers 200; fail fast if the process exits."""
+        if self.health_url is None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServiceError(
+                    f"{self.name} exited with code {self.process.returncode} before it was "
+                    f"healthy{self._log_hint()}"
+                )
+            if is_healthy(self.health_url):
+                return
+            time.sleep(0.05)
+        raise ServiceError(
+            f"{self.name} was not healthy at {self.health_url} within {timeout:.0f}s"
+            f"{self._log_hint()}"
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, no flush; what was acknowledged must survive."""
+        self.signal(signal.SIGKILL)
+        self._reap()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+        if not self.running():
+            self._reap()
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            assert self.process is not None
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+        self._reap()
+
+    def signal(self, signum: int) -> None:
+        if self.running():
+            assert self.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signum)
+
+    def restart(self, *, wait: bool = True, timeout: float = 30.0) -> ManagedProcess:
+        self.stop()
+        return self.start(wait=wait, timeout=timeout)
+
+    def _reap(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _log_hint(self) -> str:
+        return f" (see {self.log_path})" if self.log_path is not None else ""
+
+    def __enter__(self) -> ManagedProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def is_healthy(url: str, timeout: float = 1.0) -> bool:
+    """True when ``url`` answers 200 within ``timeout`` seconds."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False

@@ -1,0 +1,1 @@
+"""crossbank's tests: real processes over real HTTP."""
