@@ -1,0 +1,263 @@
+"""An async HTTP client for one bank, speaking DESIGN.md's Bank API.
+
+Every answer from a bank falls in one of three classes, and the saga's safety
+rests on telling them apart (DESIGN.md, "The saga"):
+
+- applied: the bank wrote (or had already written) the entry;
+- rejected: a definitive 4xx; nothing was written and retrying will not change
+  that, so it is returned as a value, never raised;
+- unknown: the connection failed, timed out or the bank answered 5xx; the entry
+  may or may not exist, so :class:`BankUnavailable` is raised and the caller
+  retries (op ids make that safe) or settles it with :meth:`BankClient.void`.
+
+One client keeps one ``httpx.AsyncClient`` so concurrent transfers share
+pooled connections and never block the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal, Self
+
+import httpx
+
+EntryKind = Literal["debit", "credit", "reversal"]
+
+#: 4xx statuses that say "not now" rather than "no": retried like a 5xx.
+_TRANSIENT_4XX = frozenset({408, 425, 429})
+
+
+class BankError(RuntimeError):
+    """A bank answered a request in a way its API does not allow (a bug or a misconfiguration)."""
+
+
+class BankUnavailable(BankError):
+    """The outcome is unknown: no answer, a timeout or a 5xx. Safe to retry with the same op id."""
+
+
+@dataclass(frozen=True)
+class EntryOutcome:
+    """The definitive answer to ``POST /entries``: applied (with its entry) or rejected."""
+
+    status: Literal["applied", "rejected"]
+    entry: dict[str, Any] | None = None
+    code: str | None = None
+    message: str | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.status == "applied"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe form, the one the saga checkpoints as a step's value."""
+        if self.applied:
+            return {"status": "applied", "entry": self.entry}
+        return {"status": "rejected", "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class VoidOutcome:
+    """The answer of the void fence: the op id is now voided for good, or it was applied."""
+
+    state: Literal["applied", "voided"]
+    entry: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.state == "applied":
+            return {"state": "applied", "entry": self.entry}
+        return {"state": "voided"}
+
+
+class BankClient:
+    """One bank at ``base_url``; ``name`` (e.g. "source") appears in every error message."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 5.0,
+        name: str = "bank",
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.name = name
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- ledger writes --------------------------------------------------------
+
+    async def post_entry(
+        self, op_id: str, account_id: str, amount: int, kind: EntryKind
+    ) -> EntryOutcome:
+        """Apply an entry once per ``op_id``; a replay of the same request returns the same entry."""
+        body = {"op_id": op_id, "account_id": account_id, "amount": amount, "kind": kind}
+        response = await self._request("POST", "/entries", json=body)
+        if response.status_code in (200, 201):
+            return EntryOutcome("applied", entry=_json(response))
+        code, message = _error(response)
+        return EntryOutcome("rejected", code=code, message=message)
+
+    async def void(self, op_id: str) -> VoidOutcome:
+        """Fence ``op_id``: afterwards it is either applied (and says so) or can never be."""
+        response = await self._request("POST", f"/entries/{op_id}/void")
+        self._expect(response, 200)
+        return _void_outcome(_json(response))
+
+    # -- reads ------------------------------------------------------------------
+
+    async def get_entry(self, op_id: str) -> dict[str, Any] | None:
+        """``{"op_id", "state": "applied", "entry"}`` or ``{"op_id", "state": "voided"}``; None if unknown."""
+        response = await self._request("GET", f"/entries/{op_id}")
+        if response.status_code == 404:
+            return None
+        self._expect(response, 200)
+        return _json(response)
+
+    async def get_account(self, account_id: str) -> dict[str, Any] | None:
+        response = await self._request("GET", f"/accounts/{account_id}")
+        if response.status_code == 404:
+            return None
+        self._expect(response, 200)
+        return _json(response)
+
+    async def put_account(
+        self, account_id: str, status: str, opening_balance: int | None = None
+    ) -> dict[str, Any]:
+        """Create or update an account; ``opening_balance`` only counts on create."""
+        body: dict[str, Any] = {"status": status}
+        if opening_balance is not None:
+            body["opening_balance"] = opening_balance
+        response = await self._request("PUT", f"/accounts/{account_id}", json=body)
+        self._expect(response, 200, 201)
+        return _json(response)
+
+    async def list_accounts(self) -> list[dict[str, Any]]:
+        response = await self._request("GET", "/accounts")
+        self._expect(response, 200)
+        accounts: list[dict[str, Any]] = _json(response)["accounts"]
+        return accounts
+
+    async def iter_entries(
+        self, account_id: str | None = None, *, page_size: int = 500
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every entry in ledger order, following ``next_after`` from page to page."""
+        after: int | None = None
+        while True:
+            params: dict[str, Any] = {"limit": page_size}
+            if account_id is not None:
+                params["account_id"] = account_id
+            if after is not None:
+                params["after"] = after
+            response = await self._request("GET", "/entries", params=params)
+            self._expect(response, 200)
+            page = _json(response)
+            for entry in page["entries"]:
+                yield entry
+            after = page.get("next_after")
+            if after is None or not page["entries"]:
+                return
+
+    async def health(self) -> dict[str, Any]:
+        response = await self._request("GET", "/health")
+        self._expect(response, 200)
+        return _json(response)
+
+    # -- fault injection (banks started with BANK_FAULTS=1) --------------------
+
+    async def set_faults(self, rules: list[dict[str, Any]]) -> None:
+        """Replace the bank's fault rules (see DESIGN.md's rule shape)."""
+        response = await self._request("PUT", "/admin/faults", json={"faults": rules})
+        self._expect(response, 200, 204)
+
+    async def clear_faults(self) -> None:
+        """Drop every rule and release every held request."""
+        response = await self._request("DELETE", "/admin/faults")
+        self._expect(response, 200, 204)
+
+    async def holds(self) -> list[dict[str, Any]]:
+        """Requests the bank is holding now: ``{"op_id", "kind", "stage", "since"}``."""
+        response = await self._request("GET", "/admin/holds")
+        self._expect(response, 200)
+        held: list[dict[str, Any]] = _json(response)["held"]
+        return held
+
+    async def release(self, op_id: str | None = None) -> int:
+        """Let held requests go on (one op id, or all); returns how many were released."""
+        response = await self._request("POST", "/admin/holds/release", json={"op_id": op_id})
+        self._expect(response, 200)
+        released: int = _json(response)["released"]
+        return released
+
+    # -- plumbing ---------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        url = f"{self.base_url}{path}"
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise BankUnavailable(
+                f"{self.name} bank at {url} did not answer in time ({type(exc).__name__})"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise BankUnavailable(f"{self.name} bank at {url} is unreachable: {exc!r}") from exc
+        if response.status_code >= 500 or response.status_code in _TRANSIENT_4XX:
+            code, message = _error(response)
+            raise BankUnavailable(
+                f"{self.name} bank at {url} answered {response.status_code} {code}: {message}"
+            )
+        return response
+
+    def _expect(self, response: httpx.Response, *statuses: int) -> None:
+        if response.status_code not in statuses:
+            code, message = _error(response)
+            raise BankError(
+                f"{self.name} bank at {response.request.url} answered "
+                f"{response.status_code} {code}: {message}"
+            )
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise BankError(
+            f"bank at {response.request.url} answered {response.status_code} "
+            "without a JSON object body"
+        )
+    return body
+
+
+def _error(response: httpx.Response) -> tuple[str, str]:
+    """``(code, message)`` of a Bank API error body, tolerating bodies that are not one."""
+    try:
+        body = response.json()
+        error = body["error"]
+        return str(error.get("code", "error")), str(error.get("message", ""))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return f"http_{response.status_code}", response.text[:200]
+
+
+def _void_outcome(body: dict[str, Any]) -> VoidOutcome:
+    state = body.get("state")
+    if state == "voided":
+        return VoidOutcome("voided")
+    if state == "applied":
+        return VoidOutcome("applied", entry=body.get("entry"))
+    raise BankError(f"void answered an unknown state {state!r}")
