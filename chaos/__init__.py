@@ -1,0 +1,1 @@
+"""A seeded chaos campaign: concurrent transfers under random faults, then an audit."""

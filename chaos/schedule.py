@@ -1,0 +1,278 @@
+"""The campaign plan: which faults strike when, and which transfers are sent.
+
+Everything here is a pure function of the seed and the parameters, so a
+failing campaign can be rerun exactly: same seed, same accounts, same
+transfers, same faults at the same offsets. The workload and the faults draw
+from separate random streams, so asking for more faults does not change the
+transfers (and vice versa).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Every kind of fault the runner knows how to inject.
+KILL_WORKER = "kill_worker"
+KILL_SOURCE_BANK = "kill_source_bank"
+KILL_TARGET_BANK = "kill_target_bank"
+KILL_STORE = "kill_store"
+PAUSE = "pause"
+LATENCY = "latency"
+FAIL_BEFORE = "fail_before"
+FAIL_AFTER = "fail_after"
+DROP_AFTER = "drop_after"
+CLOSE_ACCOUNT = "close_account"
+
+FAULT_KINDS: tuple[str, ...] = (
+    KILL_WORKER,
+    KILL_SOURCE_BANK,
+    KILL_TARGET_BANK,
+    KILL_STORE,
+    PAUSE,
+    LATENCY,
+    FAIL_BEFORE,
+    FAIL_AFTER,
+    DROP_AFTER,
+    CLOSE_ACCOUNT,
+)
+
+#: Faults that become a fault-injection rule on a bank (its admin API).
+BANK_RULE_KINDS: frozenset[str] = frozenset({LATENCY, FAIL_BEFORE, FAIL_AFTER, DROP_AFTER})
+
+SOURCE_BANK = "source_bank"
+TARGET_BANK = "target_bank"
+STORE = "store"
+
+#: Which ledger operations each bank sees: the source is debited and
+#: reversed, the target is credited.
+_BANK_OP_KINDS: dict[str, tuple[str, ...]] = {
+    SOURCE_BANK: ("debit", "reversal"),
+    TARGET_BANK: ("credit",),
+}
+
+ACCOUNTS_PER_BANK = 4
+#: Mean size of an ordinary transfer, in cents.
+_MEAN_AMOUNT = 5_000
+#: Share of transfers larger than any balance they could meet, so some
+#: debits are always rejected.
+_OVERSIZED_SHARE = 0.08
+
+
+def worker_name(index: int) -> str:
+    return f"worker-{index}"
+
+
+@dataclass(frozen=True)
+class CampaignParams:
+    """What a user chooses for a campaign; together with the seed it fixes the plan."""
+
+    seed: int
+    transfers: int = 200
+    concurrency: int = 8
+    faults: int = 25
+    workers: int = 2
+    duration: float = 30.0
+    quiesce_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.transfers < 1:
+            raise ValueError(f"transfers must be at least 1, got {self.transfers}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.faults < 0:
+            raise ValueError(f"faults must not be negative, got {self.faults}")
+        if self.workers < 2:
+            raise ValueError(
+                f"workers must be at least 2 (one takes over a killed one), got {self.workers}"
+            )
+        if self.duration <= 0:
+            raise ValueError(f"duration must be positive, got {self.duration}")
+        if self.quiesce_timeout <= 0:
+            raise ValueError(f"quiesce_timeout must be positive, got {self.quiesce_timeout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CampaignParams:
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Account:
+    bank: str
+    account_id: str
+    opening_balance: int
+
+
+@dataclass(frozen=True)
+class PlannedTransfer:
+    transfer_id: str
+    source_account: str
+    target_account: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault: at ``at`` seconds into the campaign, do ``kind`` to ``target``.
+
+    ``duration`` is how long the fault lasts: a killed process's downtime, a
+    pause, the lifetime of a bank rule, or how long an account stays closed.
+    ``op_kind``, ``times`` and ``latency_ms`` only matter for bank rules.
+    """
+
+    at: float
+    kind: str
+    target: str
+    duration: float
+    op_kind: str | None = None
+    times: int | None = None
+    latency_ms: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Fault:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+    def bank_rule(self) -> dict[str, Any]:
+        """This fault as a rule for the bank's ``PUT /admin/faults``."""
+        if self.kind not in BANK_RULE_KINDS:
+            raise ValueError(f"a {self.kind} fault is not a bank rule")
+        return {
+            "action": self.kind,
+            "kind": self.op_kind,
+            "op_id": None,
+            "latency_ms": self.latency_ms,
+            "times": self.times,
+        }
+
+    def describe(self) -> str:
+        extra = ""
+        if self.kind in BANK_RULE_KINDS:
+            extra = f" op={self.op_kind or 'any'} times={self.times}"
+            if self.kind == LATENCY:
+                extra += f" latency={self.latency_ms}ms"
+        return f"t+{self.at:6.2f}s {self.kind} {self.target} for {self.duration:.2f}s{extra}"
+
+
+@dataclass(frozen=True)
+class Campaign:
+    params: CampaignParams
+    accounts: tuple[Account, ...]
+    transfers: tuple[PlannedTransfer, ...]
+    faults: tuple[Fault, ...] = field(default=())
+
+    def opening_total(self) -> int:
+        return sum(account.opening_balance for account in self.accounts)
+
+
+def plan(params: CampaignParams) -> Campaign:
+    """The whole campaign for ``params``: accounts, transfers and fault schedule."""
+    workload_rng = random.Random(f"crossbank-chaos-workload:{params.seed}")
+    fault_rng = random.Random(f"crossbank-chaos-faults:{params.seed}")
+    accounts = plan_accounts(params.transfers)
+    transfers = plan_transfers(workload_rng, params.seed, params.transfers, accounts)
+    target_accounts = [a.account_id for a in accounts if a.bank == TARGET_BANK]
+    faults = plan_faults(fault_rng, params.faults, params.duration, params.workers, target_accounts)
+    return Campaign(params, accounts, transfers, faults)
+
+
+def plan_accounts(transfer_count: int) -> tuple[Account, ...]:
+    """Source accounts funded for about three quarters of what will be asked of them.
+
+    So the run sees all three outcomes: most transfers commit, some are
+    compensated (a closed target), and the later ones start meeting
+    insufficient funds.
+    """
+    per_account = max(1, transfer_count // ACCOUNTS_PER_BANK)
+    opening = max(20_000, int(per_account * _MEAN_AMOUNT * 0.75))
+    sources = [Account(SOURCE_BANK, f"src-{i + 1}", opening) for i in range(ACCOUNTS_PER_BANK)]
+    targets = [Account(TARGET_BANK, f"dst-{i + 1}", 10_000) for i in range(ACCOUNTS_PER_BANK)]
+    return (*sources, *targets)
+
+
+def plan_transfers(
+    rng: random.Random, seed: int, count: int, accounts: tuple[Account, ...]
+) -> tuple[PlannedTransfer, ...]:
+    sources = [a for a in accounts if a.bank == SOURCE_BANK]
+    targets = [a for a in accounts if a.bank == TARGET_BANK]
+    planned = []
+    for index in range(count):
+        source = rng.choice(sources)
+        target = rng.choice(targets)
+        if rng.random() < _OVERSIZED_SHARE:
+            amount = source.opening_balance + rng.randint(1, source.opening_balance)
+        else:
+            amount = rng.randint(100, 2 * _MEAN_AMOUNT - 100)
+        planned.append(
+            PlannedTransfer(
+                transfer_id=f"chaos-{seed}-{index:06d}",
+                source_account=source.account_id,
+                target_account=target.account_id,
+                amount=amount,
+            )
+        )
+    return tuple(planned)
+
+
+def plan_faults(
+    rng: random.Random,
+    count: int,
+    duration: float,
+    workers: int,
+    target_accounts: list[str],
+) -> tuple[Fault, ...]:
+    """``count`` faults spread over ``duration``; every kind appears when count allows."""
+    kinds = list(FAULT_KINDS[: min(count, len(FAULT_KINDS))])
+    kinds += [rng.choice(FAULT_KINDS) for _ in range(count - len(kinds))]
+    rng.shuffle(kinds)
+    times = sorted(round(rng.uniform(0.02, 0.9) * duration, 3) for _ in range(count))
+    return tuple(
+        _fault(rng, at, kind, workers, target_accounts)
+        for at, kind in zip(times, kinds, strict=True)
+    )
+
+
+def _fault(
+    rng: random.Random, at: float, kind: str, workers: int, target_accounts: list[str]
+) -> Fault:
+    processes = [*(worker_name(i) for i in range(workers)), SOURCE_BANK, TARGET_BANK, STORE]
+    if kind == KILL_WORKER:
+        return Fault(at, kind, worker_name(rng.randrange(workers)), _seconds(rng, 0.1, 2.0))
+    if kind == KILL_SOURCE_BANK:
+        return Fault(at, kind, SOURCE_BANK, _seconds(rng, 0.1, 1.5))
+    if kind == KILL_TARGET_BANK:
+        return Fault(at, kind, TARGET_BANK, _seconds(rng, 0.1, 1.5))
+    if kind == KILL_STORE:
+        return Fault(at, kind, STORE, _seconds(rng, 0.1, 1.5))
+    if kind == PAUSE:
+        return Fault(at, kind, rng.choice(processes), _seconds(rng, 0.3, 3.0))
+    if kind == CLOSE_ACCOUNT:
+        return Fault(at, kind, rng.choice(target_accounts), _seconds(rng, 0.5, 5.0))
+    if kind in BANK_RULE_KINDS:
+        bank = rng.choice((SOURCE_BANK, TARGET_BANK))
+        op_kind = rng.choice((*_BANK_OP_KINDS[bank], None))
+        times = rng.choice((1, 2, 3, 5, None))
+        latency_ms = rng.randint(50, 3_000) if kind == LATENCY else 0
+        return Fault(at, kind, bank, _seconds(rng, 0.5, 4.0), op_kind, times, latency_ms)
+    raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def _seconds(rng: random.Random, low: float, high: float) -> float:
+    return round(rng.uniform(low, high), 3)
+
+
+def campaign_to_dict(campaign: Campaign) -> dict[str, Any]:
+    """The plan as JSON-ready data, for the results file."""
+    return {
+        "params": campaign.params.to_dict(),
+        "accounts": [asdict(a) for a in campaign.accounts],
+        "faults": [f.to_dict() for f in campaign.faults],
+    }

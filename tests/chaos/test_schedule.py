@@ -1,0 +1,90 @@
+"""The plan is a pure function of the seed: a failing campaign can be rerun exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chaos.schedule import (
+    FAULT_KINDS,
+    SOURCE_BANK,
+    TARGET_BANK,
+    CampaignParams,
+    Fault,
+    campaign_to_dict,
+    plan,
+)
+
+
+def test_same_seed_gives_the_same_plan() -> None:
+    params = CampaignParams(seed=42, transfers=300, faults=40, workers=3, duration=60)
+    assert plan(params) == plan(params)
+
+
+def test_another_seed_gives_another_plan() -> None:
+    first = plan(CampaignParams(seed=1, transfers=50, faults=20))
+    second = plan(CampaignParams(seed=2, transfers=50, faults=20))
+    assert first.transfers != second.transfers
+    assert first.faults != second.faults
+
+
+def test_more_faults_do_not_change_the_workload() -> None:
+    few = plan(CampaignParams(seed=7, transfers=80, faults=5))
+    many = plan(CampaignParams(seed=7, transfers=80, faults=60))
+    assert few.transfers == many.transfers
+
+
+def test_every_fault_kind_is_planned_when_there_is_room() -> None:
+    campaign = plan(CampaignParams(seed=3, faults=len(FAULT_KINDS)))
+    assert sorted(f.kind for f in campaign.faults) == sorted(FAULT_KINDS)
+
+
+def test_faults_are_ordered_and_inside_the_campaign() -> None:
+    params = CampaignParams(seed=11, faults=100, duration=20, workers=4)
+    faults = plan(params).faults
+    assert [f.at for f in faults] == sorted(f.at for f in faults)
+    assert all(0 < f.at < params.duration for f in faults)
+    assert all(f.duration > 0 for f in faults)
+    workers = {f"worker-{i}" for i in range(4)}
+    for fault in faults:
+        if fault.kind == "kill_worker":
+            assert fault.target in workers
+        if fault.kind == "close_account":
+            assert fault.target.startswith("dst-")
+        if fault.kind in {"latency", "fail_before", "fail_after", "drop_after"}:
+            assert fault.target in {SOURCE_BANK, TARGET_BANK}
+            rule = fault.bank_rule()
+            assert rule["action"] == fault.kind
+            if fault.target == TARGET_BANK:
+                assert rule["kind"] in {"credit", None}
+            else:
+                assert rule["kind"] in {"debit", "reversal", None}
+
+
+def test_workload_has_unique_ids_and_some_oversized_transfers() -> None:
+    campaign = plan(CampaignParams(seed=5, transfers=400))
+    ids = [t.transfer_id for t in campaign.transfers]
+    assert len(set(ids)) == len(ids)
+    opening = {a.account_id: a.opening_balance for a in campaign.accounts}
+    assert all(t.amount > 0 for t in campaign.transfers)
+    assert any(t.amount > opening[t.source_account] for t in campaign.transfers)
+    assert all(t.source_account.startswith("src-") for t in campaign.transfers)
+    assert all(t.target_account.startswith("dst-") for t in campaign.transfers)
+
+
+def test_plan_survives_a_round_trip_through_json() -> None:
+    campaign = plan(CampaignParams(seed=9, faults=30))
+    data = json.loads(json.dumps(campaign_to_dict(campaign)))
+    params = CampaignParams.from_dict(data["params"])
+    assert plan(params) == campaign
+    assert tuple(Fault.from_dict(f) for f in data["faults"]) == campaign.faults
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("workers", 1), ("transfers", 0), ("concurrency", 0), ("faults", -1), ("duration", 0)],
+)
+def test_bad_parameters_are_refused_with_the_name(field: str, value: int) -> None:
+    with pytest.raises(ValueError, match=field):
+        CampaignParams(seed=1, **{field: value})
