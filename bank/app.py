@@ -1,0 +1,260 @@
+"""The bank's HTTP API as a Flask application (DESIGN.md, "Bank API").
+
+Views are thin: parse with :mod:`bank.validation`, run fault rules with
+:mod:`bank.faults`, write with :mod:`bank.ledger`, answer JSON. Every error,
+including unknown routes and methods, is a JSON ``{"error": {code, message}}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from bank.config import BankConfig
+from bank.connection import drop_client_connection
+from bank.faults import FaultInjector, Outcome, Target, parse_rules
+from bank.ledger import Conflict, Ledger, LedgerError, Rejected
+from bank.validation import (
+    MAX_BODY_BYTES,
+    InvalidRequest,
+    check_fields,
+    check_id,
+    parse_account_update,
+    parse_entry_query,
+    parse_entry_request,
+    parse_json_object,
+)
+
+log = logging.getLogger("bank")
+
+_MUTATING = frozenset({"PUT", "POST", "DELETE", "PATCH"})
+
+
+@dataclass
+class BankState:
+    """What the views share: the config, the ledger and (when enabled) the fault rules."""
+
+    config: BankConfig
+    ledger: Ledger
+    faults: FaultInjector | None
+
+
+def create_app(config: BankConfig, ledger: Ledger | None = None) -> Flask:
+    """Build the bank's WSGI app; it owns ``ledger`` (opened from the config if not given)."""
+    app = Flask(f"bank.{config.name}")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    faults = FaultInjector(config.initial_faults) if config.faults_enabled else None
+    app.extensions["bank"] = BankState(config, ledger or Ledger(config.ledger_path), faults)
+
+    app.before_request(_require_token)
+    app.register_error_handler(InvalidRequest, _invalid_request)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+
+    app.get("/health")(health)
+    app.get("/accounts")(list_accounts)
+    app.get("/accounts/<account_id>")(get_account)
+    app.put("/accounts/<account_id>")(put_account)
+    app.post("/entries")(post_entry)
+    app.get("/entries")(list_entries)
+    app.get("/entries/<op_id>")(get_entry)
+    app.post("/entries/<op_id>/void")(void_entry)
+    if faults is not None:
+        app.get("/admin/faults")(get_faults)
+        app.put("/admin/faults")(put_faults)
+        app.delete("/admin/faults")(delete_faults)
+        app.get("/admin/holds")(get_holds)
+        app.post("/admin/holds/release")(release_holds)
+    return app
+
+
+def bank_state(app: Flask | None = None) -> BankState:
+    state: BankState = (app or current_app).extensions["bank"]
+    return state
+
+
+# -- views ----------------------------------------------------------------------
+
+
+def health() -> Response:
+    return jsonify(status="ok", bank=bank_state().config.name)
+
+
+def list_accounts() -> Response:
+    accounts = bank_state().ledger.list_accounts()
+    return jsonify(accounts=[account.to_json() for account in accounts])
+
+
+def get_account(account_id: str) -> tuple[Response, int]:
+    account = bank_state().ledger.get_account(check_id("account_id", account_id))
+    if account is None:
+        return _error(404, "unknown_account", f"no account {account_id}")
+    return jsonify(account.to_json()), 200
+
+
+def put_account(account_id: str) -> tuple[Response, int]:
+    check_id("account_id", account_id)
+    update = parse_account_update(_body())
+    try:
+        account, created = bank_state().ledger.put_account(
+            account_id, update.status, update.opening_balance
+        )
+    except LedgerError as exc:
+        return _ledger_error(exc)
+    return jsonify(account.to_json()), 201 if created else 200
+
+
+def post_entry() -> tuple[Response, int]:
+    entry_request = parse_entry_request(_body())
+    state = bank_state()
+    target = Target(entry_request.op_id, entry_request.kind)
+    if _fault(state, target, "before") is not None:
+        return _injected()
+    try:
+        entry, created = state.ledger.post_entry(
+            entry_request.op_id, entry_request.account_id, entry_request.kind, entry_request.amount
+        )
+        result = jsonify(entry.to_json()), 201 if created else 200
+    except LedgerError as exc:
+        result = _ledger_error(exc)
+    return _after(state, target, result)
+
+
+def get_entry(op_id: str) -> tuple[Response, int]:
+    op = bank_state().ledger.op_state(check_id("op_id", op_id))
+    if op is None:
+        return _error(404, "unknown_op", f"no entry and no void for op {op_id}")
+    return jsonify(op.to_json()), 200
+
+
+def void_entry(op_id: str) -> tuple[Response, int]:
+    check_id("op_id", op_id)
+    state = bank_state()
+    target = Target(op_id, None)
+    if _fault(state, target, "before") is not None:
+        return _injected()
+    op = state.ledger.void(op_id)
+    return _after(state, target, (jsonify(op.to_json()), 200))
+
+
+def list_entries() -> Response:
+    query = parse_entry_query(request.args.to_dict(flat=True))
+    page = bank_state().ledger.list_entries(query.account_id, query.after, query.limit + 1)
+    more = len(page) > query.limit
+    page = page[: query.limit]
+    return jsonify(
+        entries=[entry.to_json() for entry in page],
+        next_after=page[-1].seq if more else None,
+    )
+
+
+def get_faults() -> Response:
+    return jsonify(faults=_injector().rules())
+
+
+def put_faults() -> Response:
+    body = parse_json_object(_body())
+    check_fields(body, required=("faults",))
+    return jsonify(faults=_injector().replace(parse_rules(body["faults"])))
+
+
+def delete_faults() -> Response:
+    _injector().clear()
+    return jsonify(faults=[])
+
+
+def get_holds() -> Response:
+    return jsonify(held=_injector().held())
+
+
+def release_holds() -> Response:
+    body = parse_json_object(_body(), allow_empty=True)
+    check_fields(body, required=(), optional=("op_id",))
+    op_id = body.get("op_id")
+    chosen = None if op_id is None else check_id("op_id", op_id)
+    return jsonify(released=_injector().release(chosen))
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def _body() -> bytes:
+    try:
+        return request.get_data(cache=False)
+    except RequestEntityTooLarge as exc:
+        raise InvalidRequest("body", f"larger than {MAX_BODY_BYTES} bytes") from exc
+
+
+def _injector() -> FaultInjector:
+    faults = bank_state().faults
+    assert faults is not None, "admin routes exist only when faults are enabled"
+    return faults
+
+
+def _fault(state: BankState, target: Target, stage: str) -> Outcome | None:
+    if state.faults is None:
+        return None
+    return state.faults.before(target) if stage == "before" else state.faults.after(target)
+
+
+def _after(state: BankState, target: Target, result: tuple[Response, int]) -> tuple[Response, int]:
+    """The after-commit faults: hold, then answer normally, fail, or drop the connection."""
+    outcome = _fault(state, target, "after")
+    if outcome == "drop" and drop_client_connection(request.environ):
+        log.info("fault: dropped the connection after op %s", target.op_id)
+        return Response(status=204), 204
+    if outcome is not None:
+        return _injected()
+    return result
+
+
+def _injected() -> tuple[Response, int]:
+    return _error(503, "injected_fault", "fault injection refused this request")
+
+
+def _require_token() -> tuple[Response, int] | None:
+    """Mutating calls need ``Authorization: Bearer <BANK_TOKEN>`` when a token is set."""
+    token = bank_state().config.token
+    if token is None or request.method not in _MUTATING or request.url_rule is None:
+        return None
+    given = request.headers.get("Authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode()):
+        return None
+    return _error(401, "unauthorized", "this call needs Authorization: Bearer <BANK_TOKEN>")
+
+
+def _ledger_error(exc: LedgerError) -> tuple[Response, int]:
+    status = 409 if isinstance(exc, Conflict) else 422 if isinstance(exc, Rejected) else 400
+    return _error(status, exc.code, exc.message)
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> tuple[Response, int]:
+    return jsonify(error={"code": code, "message": message, **extra}), status
+
+
+def _invalid_request(exc: InvalidRequest) -> tuple[Response, int]:
+    return _error(400, "invalid_request", str(exc), field=exc.field)
+
+
+def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    status = exc.code or 500
+    if isinstance(exc, RequestEntityTooLarge):
+        return _error(400, "invalid_request", f"body: larger than {MAX_BODY_BYTES} bytes")
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, f"http_{status}")
+    response, _ = _error(status, code, exc.description or exc.name)
+    if status == 405 and exc.get_headers():
+        for key, value in exc.get_headers():
+            if key.lower() == "allow":
+                response.headers["Allow"] = value
+    return response, status
+
+
+def _unexpected_error(exc: Exception) -> tuple[Response, int]:
+    log.exception("unexpected error")
+    return _error(500, "internal_error", f"{type(exc).__name__}; see the bank's log")
