@@ -1,0 +1,111 @@
+"""Build the Resonate instance a process needs: a worker, a send-only client, or embedded.
+
+- Served store (``RESONATE_URL`` set):
+  - ``role="worker"`` joins ``settings.group`` with an SSE source, registers
+    the saga and executes transfers the store dispatches to the group;
+  - ``role="client"`` has no source at all (``sources=[]``): it creates
+    promises and polls for their results, and never joins the workers' group,
+    so killing a worker really takes a saga away from where it ran.
+- Embedded store (no ``RESONATE_URL``): one process runs the saga and waits
+  for it, over the promise store's file at ``settings.store_path``, whatever
+  the role.
+
+Call :func:`open_resonate` inside a running event loop and pair it with
+:func:`close_resonate`, or use :func:`resonate_session`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Literal
+
+from resonate.resonate import Resonate
+
+from orchestrator.bank_client import BankClient
+from orchestrator.saga import SAGA_NAME, SagaDeps, transfer
+from orchestrator.settings import Settings
+
+Role = Literal["worker", "client"]
+
+#: How often a send-only client re-reads a pending transfer's promise. It has
+#: no push channel, so this is how quickly it notices the result.
+CLIENT_POLL_SECONDS = 0.25
+
+#: Bank clients opened for each Resonate instance, closed by close_resonate.
+_opened: weakref.WeakKeyDictionary[Resonate, SagaDeps] = weakref.WeakKeyDictionary()
+
+
+def open_resonate(settings: Settings, *, role: Role) -> Resonate:
+    """A started Resonate for ``role`` (see the module docstring); needs a running loop."""
+    ttl = timedelta(seconds=settings.lease_ttl)
+    if settings.resonate_url is None:
+        from promise_store.embedded import EmbeddedStore
+
+        store = EmbeddedStore(settings.store_path, group=settings.group)
+        resonate = Resonate(network=store, group=settings.group, ttl=ttl)
+    elif role == "worker":
+        resonate = Resonate(
+            url=settings.resonate_url,
+            group=settings.group,
+            ttl=ttl,
+            token=settings.resonate_token,
+        )
+    elif role == "client":
+        return Resonate(
+            url=settings.resonate_url,
+            sources=[],
+            group=settings.group,
+            ttl=ttl,
+            token=settings.resonate_token,
+            subscription_refresh_secs=CLIENT_POLL_SECONDS,
+        )
+    else:
+        raise ValueError(f"role must be 'worker' or 'client', got {role!r}")
+    deps = saga_deps(settings)
+    resonate.register(transfer, name=SAGA_NAME)
+    resonate.with_dependency(deps)
+    _opened[resonate] = deps
+    return resonate
+
+
+def saga_deps(settings: Settings) -> SagaDeps:
+    """One pooled client per bank, shared by every transfer this process runs."""
+    return SagaDeps(
+        source=BankClient(
+            settings.source_bank_url,
+            token=settings.bank_token,
+            timeout=settings.bank_timeout,
+            name="source",
+        ),
+        target=BankClient(
+            settings.target_bank_url,
+            token=settings.bank_token,
+            timeout=settings.bank_timeout,
+            name="target",
+        ),
+        settings=settings,
+    )
+
+
+async def close_resonate(resonate: Resonate) -> None:
+    """Stop ``resonate`` (joining what it is running) and close the bank clients it used."""
+    try:
+        await resonate.stop()
+    finally:
+        deps = _opened.pop(resonate, None)
+        if deps is not None:
+            await deps.source.aclose()
+            await deps.target.aclose()
+
+
+@contextlib.asynccontextmanager
+async def resonate_session(settings: Settings, *, role: Role) -> AsyncIterator[Resonate]:
+    """``async with resonate_session(settings, role="client") as resonate: ...``."""
+    resonate = open_resonate(settings, role=role)
+    try:
+        yield resonate
+    finally:
+        await close_resonate(resonate)

@@ -1,0 +1,223 @@
+"""The transfer saga: debit the source, credit the target, reverse the debit if the target says no.
+
+The workflow body (:func:`transfer`) is straight-line code over durable steps
+and nothing else: every bank call, clock read and log line happens inside a
+``ctx.run`` step, so a replay after a crash walks the same path and skips the
+steps whose results are already recorded.
+
+Each bank call has three outcomes (see :mod:`orchestrator.bank_client`):
+
+- applied or rejected: the step returns it and the promise store records it;
+- unknown: the step raises :class:`BankUnavailable` and the SDK retries it
+  with capped exponential backoff, ``settings.step_attempts`` tries in all.
+  When they run out the outcome is *settled*, not guessed: a second step voids
+  the op id on the bank (retried until the bank answers). ``voided`` means it
+  never happened and never will; ``applied`` means it did. Compensating
+  without that fence would create money whenever the credit had in fact
+  landed and only its answer was lost.
+
+A reversal is retried until it is applied: returning money must not give up.
+The saga records when compensation began so a reversal stuck for longer than
+``settings.attention_after`` is reported as needing attention.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from resonate.context import Context
+from resonate.retry import Exponential, RetryPolicy
+
+from orchestrator.bank_client import BankClient, BankError, EntryKind
+from orchestrator.settings import Settings
+
+logger = logging.getLogger("orchestrator.saga")
+
+#: The name the saga is registered and dispatched under.
+SAGA_NAME = "transfer"
+
+#: Effectively "forever" for the SDK's retry counter: a reversal or a fence
+#: retries until the bank answers.
+UNBOUNDED_RETRIES = 1 << 30
+
+BankName = Literal["source", "target"]
+
+
+@dataclass(frozen=True)
+class SagaDeps:
+    """What the steps need from the process running them: one pooled client per bank.
+
+    Handed to the SDK with ``resonate.with_dependency`` and read back in steps
+    with ``ctx.get_dependency(SagaDeps)``, so every transfer in a worker shares
+    the same connections.
+    """
+
+    source: BankClient
+    target: BankClient
+    settings: Settings
+
+    def bank(self, name: BankName) -> BankClient:
+        return self.source if name == "source" else self.target
+
+
+class ReversalRefused(BankError):
+    """The source bank definitively refused a reversal; it is retried until someone fixes that."""
+
+
+def op_id(transfer_id: str, kind: EntryKind) -> str:
+    """The bank op id of one step: ``{transfer_id}-debit`` / ``-credit`` / ``-reversal``."""
+    return f"{transfer_id}-{kind}"
+
+
+def bounded_policy(settings: Settings) -> RetryPolicy:
+    """``step_attempts`` tries in all, backing off exponentially up to ``step_backoff_max``."""
+    return Exponential(
+        delay=settings.step_backoff,
+        factor=2,
+        max_delay=settings.step_backoff_max,
+        max_retries=settings.step_attempts - 1,
+    )
+
+
+def unbounded_policy(settings: Settings) -> RetryPolicy:
+    """Retry until it works; never faster than once a second so a down bank is not hammered."""
+    return Exponential(
+        delay=max(settings.step_backoff, 1),
+        factor=2,
+        max_delay=max(settings.step_backoff_max, 1),
+        max_retries=UNBOUNDED_RETRIES,
+    )
+
+
+# -- steps: each runs inside ctx.run, so its result is checkpointed ----------------
+
+
+async def apply_entry(
+    ctx: Context,
+    bank: BankName,
+    transfer_id: str,
+    account_id: str,
+    amount: int,
+    kind: EntryKind,
+) -> dict[str, Any]:
+    """POST one entry; applied or rejected is the step's value, an unknown outcome raises."""
+    deps = ctx.get_dependency(SagaDeps)
+    if kind == "debit":
+        logger.info("transfer %s started: %s cents from source:%s", transfer_id, amount, account_id)
+    outcome = await deps.bank(bank).post_entry(op_id(transfer_id, kind), account_id, amount, kind)
+    return {"step": kind, "op_id": op_id(transfer_id, kind), **outcome.to_json()}
+
+
+async def fence_entry(
+    ctx: Context, bank: BankName, transfer_id: str, kind: EntryKind
+) -> dict[str, Any]:
+    """Void the op id so its outcome is settled for good: ``applied`` or ``voided``."""
+    deps = ctx.get_dependency(SagaDeps)
+    logger.warning("transfer %s: %s outcome unknown after retries, fencing it", transfer_id, kind)
+    outcome = await deps.bank(bank).void(op_id(transfer_id, kind))
+    return {"step": f"{kind}-fence", "op_id": op_id(transfer_id, kind), **outcome.to_json()}
+
+
+async def begin_compensation(ctx: Context, transfer_id: str, reason: str) -> dict[str, Any]:
+    """Record when compensation began (a clock read, hence a step) so a stuck one can be flagged."""
+    logger.info("transfer %s: credit not applied (%s), reversing the debit", transfer_id, reason)
+    return {"step": "compensating", "since": time.time(), "reason": reason}
+
+
+async def reverse_debit(
+    ctx: Context, transfer_id: str, account_id: str, amount: int, since: float
+) -> dict[str, Any]:
+    """Return the debited money; any answer but applied raises, so the SDK keeps retrying."""
+    deps = ctx.get_dependency(SagaDeps)
+    waited = time.time() - since
+    if waited > deps.settings.attention_after:
+        logger.error(
+            "transfer %s NEEDS ATTENTION: reversal of %s cents to source:%s still not applied "
+            "after %.0f s",
+            transfer_id,
+            amount,
+            account_id,
+            waited,
+        )
+    outcome = await deps.source.post_entry(
+        op_id(transfer_id, "reversal"), account_id, amount, "reversal"
+    )
+    if not outcome.applied:
+        raise ReversalRefused(
+            f"source bank refused reversal {op_id(transfer_id, 'reversal')}: "
+            f"{outcome.code}: {outcome.message}"
+        )
+    return {"step": "reversal", "op_id": op_id(transfer_id, "reversal"), **outcome.to_json()}
+
+
+async def finish(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
+    """Log the outcome once (a replay finds this step recorded and does not log again)."""
+    logger.info(
+        "transfer %s finished: %s%s",
+        result["transfer_id"],
+        result["status"],
+        f" ({result['reason']})" if result["reason"] else "",
+    )
+    return {"step": "finished", "status": result["status"]}
+
+
+# -- the workflow ----------------------------------------------------------------------
+
+
+async def transfer(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
+    """Move ``request["amount"]`` cents from the source account to the target account, or not at all."""
+    settings = ctx.get_dependency(SagaDeps).settings
+    transfer_id: str = request["transfer_id"]
+    source_account: str = request["source_account"]
+    target_account: str = request["target_account"]
+    amount: int = request["amount"]
+    steps: dict[str, Any] = {"debit": None, "credit": None, "reversal": None}
+
+    def result(status: str, reason: str | None) -> dict[str, Any]:
+        return {
+            "transfer_id": transfer_id,
+            "status": status,
+            "reason": reason,
+            "amount": amount,
+            "source_account": source_account,
+            "target_account": target_account,
+            "steps": steps,
+        }
+
+    async def settled_step(bank: BankName, account_id: str, kind: EntryKind) -> dict[str, Any]:
+        """Applied / rejected from the bank, or, once retries run out, applied / voided by the fence."""
+        try:
+            outcome: dict[str, Any] = await ctx.options(retry_policy=bounded_policy(settings)).run(
+                apply_entry, bank, transfer_id, account_id, amount, kind
+            )
+        except Exception:
+            fenced: dict[str, Any] = await ctx.options(retry_policy=unbounded_policy(settings)).run(
+                fence_entry, bank, transfer_id, kind
+            )
+            outcome = {**fenced, "step": kind, "status": fenced["state"], "settled_by": "fence"}
+        return outcome
+
+    async def done(status: str, reason: str | None) -> dict[str, Any]:
+        final = result(status, reason)
+        await ctx.run(finish, final)
+        return final
+
+    debit = steps["debit"] = await settled_step("source", source_account, "debit")
+    if debit["status"] == "rejected":
+        return await done("failed", debit["code"])
+    if debit["status"] == "voided":
+        return await done("failed", "debit_voided_after_timeouts")
+
+    credit = steps["credit"] = await settled_step("target", target_account, "credit")
+    if credit["status"] == "applied":
+        return await done("committed", None)
+    reason = credit["code"] if credit["status"] == "rejected" else "credit_voided_after_timeouts"
+
+    began = await ctx.run(begin_compensation, transfer_id, reason)
+    steps["reversal"] = await ctx.options(retry_policy=unbounded_policy(settings)).run(
+        reverse_debit, transfer_id, source_account, amount, began["since"]
+    )
+    return await done("compensated", reason)

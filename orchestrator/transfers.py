@@ -1,0 +1,221 @@
+"""Start transfers, re-attach to them and read them back from the promise store.
+
+A transfer id is its idempotency key and, here, literally the id of the
+saga's root promise: starting an id that exists attaches to that promise
+instead of creating a second one, so the same transfer never runs twice,
+however many times (or however concurrently) it is started. Its bank op ids
+derive from it (:func:`orchestrator.saga.op_id`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from resonate.resonate import Resonate
+from resonate.error import ServerError
+from resonate.handle import ResonateHandle
+from resonate.types import PromiseRecord
+
+from orchestrator.saga import SAGA_NAME, transfer
+from orchestrator.settings import Settings
+
+#: How long a transfer may stay unfinished before the store times its promise
+#: out. Generous on purpose: a reversal is retried until it lands, and a
+#: transfer that is still compensating is flagged (``needs_attention``), not dropped.
+TRANSFER_TIMEOUT = timedelta(days=365)
+
+#: Safe in a URL path (op ids go into ``/entries/{op_id}/void``) and in a
+#: promise id (``:`` separates a root from its steps there).
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+#: No single transfer moves more than this many cents (a billion units).
+MAX_AMOUNT = 100_000_000_000
+
+
+class TransferConflict(ValueError):
+    """The transfer id exists already with different accounts or amount."""
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """What a transfer moves, in cents; ``transfer_id`` makes starting it idempotent."""
+
+    transfer_id: str
+    source_account: str
+    target_account: str
+    amount: int
+
+    def __post_init__(self) -> None:
+        if not _ID_PATTERN.match(self.transfer_id):
+            raise ValueError(
+                f"transfer id {self.transfer_id!r} must be 1-100 letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit"
+            )
+        for role, account in (("source", self.source_account), ("target", self.target_account)):
+            if not _ID_PATTERN.match(account):
+                raise ValueError(f"{role} account {account!r} is not a valid account id")
+        if self.source_account == self.target_account:
+            raise ValueError("source and target account must differ")
+        if isinstance(self.amount, bool) or not isinstance(self.amount, int):
+            raise ValueError(f"amount must be an integer number of cents, got {self.amount!r}")
+        if not 0 < self.amount <= MAX_AMOUNT:
+            raise ValueError(f"amount must be between 1 and {MAX_AMOUNT} cents, got {self.amount}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "transfer_id": self.transfer_id,
+            "source_account": self.source_account,
+            "target_account": self.target_account,
+            "amount": self.amount,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TransferRequest:
+        return cls(
+            transfer_id=data["transfer_id"],
+            source_account=data["source_account"],
+            target_account=data["target_account"],
+            amount=data["amount"],
+        )
+
+
+def new_transfer_id() -> str:
+    """A fresh, unguessable transfer id (``tr-`` and 20 hex digits)."""
+    return f"tr-{uuid.uuid4().hex[:20]}"
+
+
+async def start_transfer(
+    resonate: Resonate, settings: Settings, request: TransferRequest
+) -> ResonateHandle[Any]:
+    """Start transfer ``request.transfer_id``, or attach to it if it exists; ``await handle.result()``.
+
+    Against a served store the saga is dispatched to the workers' group
+    (``settings.group``) and this process only waits. With the embedded store
+    this process runs it. Either way the store creates the root promise once:
+    a second start, even a concurrent one, gets the first one's promise.
+
+    Raises :class:`TransferConflict` when the id exists with other parameters.
+    """
+    params = request.to_json()
+    if settings.resonate_url is not None:
+        handle = resonate.options(target=settings.group, timeout=TRANSFER_TIMEOUT).rpc(
+            request.transfer_id, SAGA_NAME, params
+        )
+    else:
+        handle = resonate.options(timeout=TRANSFER_TIMEOUT).run(
+            request.transfer_id, transfer, params
+        )
+    await handle.id()  # the root promise exists (created now, or earlier by someone)
+    stored = _request_of(await resonate.promises.get(request.transfer_id))
+    if stored != params:
+        raise TransferConflict(
+            f"transfer {request.transfer_id} already exists with different parameters: "
+            f"{_describe(stored)} (asked for {_describe(params)})"
+        )
+    return handle
+
+
+async def transfer_record(
+    resonate: Resonate, transfer_id: str, *, attention_after: float | None = None
+) -> dict[str, Any] | None:
+    """The transfer as the promise store has it, or None if the id was never started.
+
+    Returns ``{"transfer_id", "state", "request", "result", "error", "steps",
+    "compensating_since", "needs_attention"}``:
+
+    - ``state``: the root promise's state: ``pending`` (running, or waiting for
+      a worker), ``resolved`` (``result`` is the saga's result dict),
+      ``rejected*`` (``error`` says why; not expected in normal operation);
+    - ``request``: the transfer's parameters (source, target, amount);
+    - ``steps``: the recorded steps in the order they ran, each
+      ``{"id", "state", "value", "error"}``. A settled step's ``value`` carries
+      ``"step"`` (``debit``, ``credit``, ``{kind}-fence``, ``compensating``,
+      ``reversal``, ``finished``) and, for bank steps, ``op_id`` and
+      ``status`` (``applied``/``rejected``) or ``state`` (``applied``/``voided``)
+      for a fence; a step whose retries ran out is ``rejected`` with the last
+      ``error`` message; the step in progress is ``pending``;
+    - ``compensating_since``: epoch seconds when the saga began reversing the
+      debit (None if it never did);
+    - ``needs_attention``: the transfer is still unfinished and has been
+      compensating for longer than ``attention_after`` seconds (pass
+      ``settings.attention_after``; None never flags).
+    """
+    root = await _get(resonate, transfer_id)
+    if root is None:
+        return None
+    steps = []
+    number = 1
+    while (step := await _get(resonate, f"{transfer_id}:{number}")) is not None:
+        steps.append(_step_view(step))
+        number += 1
+    since = next(
+        (
+            s["value"]["since"]
+            for s in steps
+            if isinstance(s["value"], dict) and s["value"].get("step") == "compensating"
+        ),
+        None,
+    )
+    pending = root.state == "pending"
+    return {
+        "transfer_id": transfer_id,
+        "state": root.state,
+        "request": _request_of(root),
+        "result": root.value.data if root.state == "resolved" else None,
+        "error": _error_message(root) if root.state.startswith("rejected") else None,
+        "steps": steps,
+        "compensating_since": since,
+        "needs_attention": bool(
+            pending
+            and since is not None
+            and attention_after is not None
+            and time.time() - since > attention_after
+        ),
+    }
+
+
+async def _get(resonate: Resonate, promise_id: str) -> PromiseRecord | None:
+    try:
+        return await resonate.promises.get(promise_id)
+    except ServerError as exc:
+        if exc.code == 404:
+            return None
+        raise
+
+
+def _request_of(record: PromiseRecord) -> dict[str, Any] | None:
+    """The transfer parameters inside a root promise's task data (``args[0]``)."""
+    data = record.param.data
+    if isinstance(data, dict):
+        args = data.get("args") or []
+        if args and isinstance(args[0], dict):
+            return args[0]
+    return None
+
+
+def _step_view(record: PromiseRecord) -> dict[str, Any]:
+    settled_ok = record.state == "resolved"
+    return {
+        "id": record.id,
+        "state": record.state,
+        "value": record.value.data if settled_ok else None,
+        "error": _error_message(record) if record.state.startswith("rejected") else None,
+    }
+
+
+def _error_message(record: PromiseRecord) -> str:
+    data = record.value.data
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return str(data["message"])
+    return record.state
+
+
+def _describe(params: dict[str, Any] | None) -> str:
+    if params is None:
+        return "something that is not a transfer"
+    return f"{params['amount']} cents from {params['source_account']} to {params['target_account']}"

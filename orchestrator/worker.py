@@ -1,0 +1,86 @@
+"""The worker process: executes transfer sagas until told to stop.
+
+``python -m orchestrator.worker`` (or ``crossbank worker``) reads
+:class:`~orchestrator.settings.Settings` from the environment, joins the
+workers' group on the promise store and runs whatever transfers the store
+hands it, many at once on one event loop. Any number of workers may share a
+group; when one dies, the store gives its transfers to another once their
+leases (``LEASE_TTL``) expire.
+
+SIGTERM or SIGINT stops it gracefully: no new work is taken, running steps
+get up to ``lease_ttl`` seconds to finish, and anything still unfinished is
+left to the store to hand to another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+from orchestrator.runtime import close_resonate, open_resonate
+from orchestrator.settings import Settings
+
+logger = logging.getLogger("orchestrator.worker")
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT arrives when ``stop`` is None)."""
+    stop = stop or _stop_on_signals()
+    resonate = open_resonate(settings, role="worker")
+    where = settings.resonate_url or f"embedded store {settings.store_path}"
+    logger.info(
+        "worker %d ready: group=%s store=%s source=%s target=%s lease=%ss",
+        os.getpid(),
+        settings.group,
+        where,
+        settings.source_bank_url,
+        settings.target_bank_url,
+        settings.lease_ttl,
+    )
+    await stop.wait()
+    logger.info("worker %d stopping", os.getpid())
+    try:
+        await asyncio.wait_for(close_resonate(resonate), timeout=settings.lease_ttl)
+    except TimeoutError:
+        logger.warning(
+            "worker %d: transfers still running after %ss; their leases will lapse "
+            "and another worker will finish them",
+            os.getpid(),
+            settings.lease_ttl,
+        )
+    logger.info("worker %d stopped", os.getpid())
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main() -> None:
+    """Entry point of ``python -m orchestrator.worker`` and ``crossbank worker``."""
+    configure_logging()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        sys.exit(f"crossbank worker: {exc}")
+    asyncio.run(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()
