@@ -1,0 +1,188 @@
+"""The SQLite file: an append-only journal of applied inputs plus one snapshot.
+
+Layout (one file, WAL mode, ``synchronous=FULL``):
+
+* ``journal(seq, now, kind, body, crc)`` -- one row per input that changed the
+  state: ``kind`` is ``"req"`` (``body`` is the flat request as JSON) or
+  ``"tick"`` (empty body). ``seq`` is contiguous; ``crc`` is a CRC-32 of the
+  other four columns, so a damaged row is recognised on replay.
+* ``snapshot(id=1, seq, body, crc)`` -- the state after entry ``seq``; every
+  journal row up to ``seq`` is deleted in the same transaction.
+* ``quarantine`` -- rows that failed verification at start, kept for a human.
+
+This module only moves bytes; what the rows mean lives in ``promise_store.state``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+REQUEST = "req"
+TICK = "tick"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    seq  INTEGER PRIMARY KEY,
+    now  INTEGER NOT NULL,
+    kind TEXT    NOT NULL,
+    body BLOB    NOT NULL,
+    crc  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshot (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  INTEGER NOT NULL,
+    body BLOB    NOT NULL,
+    crc  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    seq  INTEGER,
+    now  INTEGER,
+    kind TEXT,
+    body BLOB,
+    crc  INTEGER,
+    reason TEXT
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One journaled input: what was applied, and the clock it was applied at."""
+
+    seq: int
+    now: int
+    kind: str
+    body: bytes
+
+    @property
+    def crc(self) -> int:
+        return entry_crc(self.seq, self.now, self.kind, self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    seq: int
+    body: bytes
+
+
+def entry_crc(seq: int, now: int, kind: str, body: bytes) -> int:
+    head = f"{seq}:{now}:{kind}:".encode()
+    return zlib.crc32(body, zlib.crc32(head))
+
+
+class Journal:
+    """Blocking access to the store file; used from one thread at a time."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- reading (start-up) ---------------------------------------------------
+
+    def load_snapshot(self) -> Snapshot | None:
+        """The saved snapshot, or ``None``; raises ``ValueError`` when it is damaged."""
+        row = self._db.execute("SELECT seq, body, crc FROM snapshot WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        seq, body, crc = int(row[0]), bytes(row[1]), int(row[2])
+        if zlib.crc32(body) != crc:
+            msg = f"snapshot at seq {seq} fails its checksum"
+            raise ValueError(msg)
+        return Snapshot(seq=seq, body=body)
+
+    def entries_after(self, seq: int) -> Iterator[Entry | tuple[int, str]]:
+        """Journal rows after ``seq`` in order; a bad row yields ``(seq, reason)`` and stops.
+
+        A row is bad when its checksum does not match or when it does not follow
+        its predecessor (a gap means a row went missing).
+        """
+        expected = seq + 1
+        cursor = self._db.execute(
+            "SELECT seq, now, kind, body, crc FROM journal WHERE seq > ? ORDER BY seq", (seq,)
+        )
+        for row_seq, now, kind, body, crc in cursor:
+            if row_seq != expected:
+                yield (int(row_seq), f"expected entry {expected}, found {row_seq}")
+                return
+            if not (
+                isinstance(now, int)
+                and isinstance(kind, str)
+                and isinstance(body, bytes)
+                and isinstance(crc, int)
+            ):
+                yield (int(row_seq), "malformed row")
+                return
+            entry = Entry(seq=int(row_seq), now=now, kind=kind, body=body)
+            if entry.crc != crc:
+                yield (int(row_seq), "checksum mismatch")
+                return
+            yield entry
+            expected += 1
+
+    def quarantine_from(self, seq: int, reason: str) -> int:
+        """Move row ``seq`` and every later row out of the journal; return how many."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO quarantine SELECT seq, now, kind, body, crc, ? FROM journal "
+                "WHERE seq >= ?",
+                (reason, seq),
+            )
+            moved = self._db.execute("DELETE FROM journal WHERE seq >= ?", (seq,)).rowcount
+        return int(moved)
+
+    def count_entries(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM journal").fetchone()[0])
+
+    # -- writing --------------------------------------------------------------
+
+    def write(self, entries: Sequence[Entry], snapshot: Snapshot | None = None) -> None:
+        """Append ``entries`` (and replace the snapshot) in ONE durable transaction.
+
+        Returns only after the commit has been synced to disk, which is what
+        makes an acknowledgement sent afterwards safe.
+        """
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO journal (seq, now, kind, body, crc) VALUES (?, ?, ?, ?, ?)",
+                [(e.seq, e.now, e.kind, e.body, e.crc) for e in entries],
+            )
+            if snapshot is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO snapshot (id, seq, body, crc) VALUES (1, ?, ?, ?)",
+                    (snapshot.seq, snapshot.body, zlib.crc32(snapshot.body)),
+                )
+                self._db.execute("DELETE FROM journal WHERE seq <= ?", (snapshot.seq,))
+        if snapshot is not None:
+            # Fold the WAL back into the main file so the file stays small.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")

@@ -1,0 +1,77 @@
+"""The request side of the Resonate protocol, shared by both front doors.
+
+Bytes in, ``(status, envelope bytes, messages)`` out. Whatever arrives --
+bad JSON, a non-envelope, an unknown kind -- the answer is a protocol envelope
+with a ``4xx`` status and an ``error`` message, never an exception and never a
+journal entry (unknown kinds are refused before they reach the state).
+
+The response echoes the request's ``kind`` and ``head.corrId`` whenever they
+can be read, because the SDK rejects a response whose kind or corrId differs
+from its request's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from resonate.connections.local import (
+    OutgoingMessage,
+    unwrap_request_envelope,
+    wrap_response_envelope,
+)
+from resonate_base import PROTOCOL_VERSION
+
+from promise_store.state import JournaledState
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What to send back: a transport status, the envelope, and messages to deliver."""
+
+    http_status: int
+    body: bytes
+    outgoing: list[OutgoingMessage]
+
+
+def error_envelope(status: int, message: str, kind: Any = "", corr_id: Any = "") -> bytes:
+    envelope = {
+        "kind": kind if isinstance(kind, str) else "",
+        "head": {
+            "corrId": corr_id if isinstance(corr_id, str) else "",
+            "status": status,
+            "version": PROTOCOL_VERSION,
+        },
+        "data": {"error": message},
+    }
+    return msgspec.json.encode(envelope)
+
+
+def parse_request(raw: bytes | str) -> dict[str, Any] | str:
+    """The flat request inside ``raw``, or a message saying why it is not one."""
+    try:
+        decoded = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        return f"invalid JSON: {exc}"
+    if not isinstance(decoded, dict):
+        return "a request must be a JSON object envelope {kind, head, data}"
+    flat = unwrap_request_envelope(decoded)
+    if not isinstance(flat, dict) or not isinstance(flat.get("kind"), str):
+        return "a request needs a string 'kind'"
+    return flat
+
+
+async def handle(store: JournaledState, raw: bytes | str) -> Answer:
+    """Apply one raw request to ``store`` and build the answer to send."""
+    flat = parse_request(raw)
+    if isinstance(flat, str):
+        return Answer(400, error_envelope(400, flat), [])
+    applied = await store.apply(flat)
+    if applied.error is not None:
+        status = applied.error.code
+        body = error_envelope(status, applied.error.message, flat.get("kind"), flat.get("corrId"))
+        return Answer(status if 400 <= status < 600 else 400, body, applied.outgoing)
+    return Answer(
+        200, msgspec.json.encode(wrap_response_envelope(applied.response)), applied.outgoing
+    )

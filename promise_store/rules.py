@@ -1,0 +1,80 @@
+"""Which inputs change the SDK's ``ServerState`` -- pure predicates, no I/O.
+
+The journal records exactly the inputs that can change state, so reads stay
+cheap and replay stays exact. These predicates mirror the state machine's own
+conditions (``ServerState.apply`` and ``ServerState.tick``); the SDK guard test
+pins the code they mirror.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from resonate.connections.local import ServerState
+
+#: Every request kind ``ServerState.apply`` dispatches on.
+KNOWN_KINDS = frozenset(
+    {
+        "promise.get",
+        "promise.create",
+        "promise.settle",
+        "promise.register_listener",
+        "task.create",
+        "task.acquire",
+        "task.release",
+        "task.fulfill",
+        "task.fence",
+        "task.suspend",
+        "task.heartbeat",
+        "schedule.create",
+        "schedule.get",
+        "schedule.delete",
+        "schedule.search",
+    }
+)
+
+#: Kinds whose handler only reads (and which trigger no auto-timeout).
+PURE_READS = frozenset({"schedule.get", "schedule.search"})
+
+
+def request_changes_state(state: ServerState, now: int, req: dict[str, Any]) -> bool:
+    """False only when applying ``req`` at ``now`` provably leaves ``state`` untouched.
+
+    ``promise.get`` reads, except that ``apply`` first times out the promise
+    it names when its deadline has passed; that case must be journaled. Every
+    other known kind may write -- even when it then fails validation, since
+    the auto-timeout runs before the handler checks its fields -- so it is
+    journaled whatever its outcome (replaying it fails the same way).
+    """
+    kind = req.get("kind")
+    if kind in PURE_READS:
+        return False
+    if kind == "promise.get":
+        promise_id = req.get("id")
+        promise = state.promises.get(promise_id) if isinstance(promise_id, str) else None
+        return promise is not None and promise.state == "pending" and now >= promise.timeout_at
+    return True
+
+
+def tick_changes_state(state: ServerState, now: int) -> bool:
+    """True when ``ServerState.tick(now)`` would settle, release or retry anything."""
+    for pt in state.p_timeouts:
+        if now >= pt.timeout:
+            promise = state.promises.get(pt.id)
+            if promise is not None and promise.state == "pending":
+                return True
+    for tt in state.t_timeouts:
+        if now < tt.timeout:
+            continue
+        task = state.tasks.get(tt.id)
+        if task is None:
+            continue
+        if (tt.typ == 1 and task.state == "acquired") or (tt.typ == 0 and task.state == "pending"):
+            return True
+    return False
+
+
+def next_deadline(state: ServerState) -> int | None:
+    """The earliest timeout the state holds (ms), or ``None`` when it holds none."""
+    deadlines = [pt.timeout for pt in state.p_timeouts] + [tt.timeout for tt in state.t_timeouts]
+    return min(deadlines) if deadlines else None

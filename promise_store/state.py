@@ -1,0 +1,309 @@
+"""The durable state: the SDK's ``ServerState`` plus a write-ahead journal.
+
+Every input that changes the state is applied in memory, appended to the
+journal, and committed before its caller hears back. Concurrent inputs share
+commits: while one batch is being synced, later inputs are applied (in
+order) and queue up for the next batch, so N concurrent requests pay for about
+one fsync, not N. Nobody is answered -- not even a read -- before every entry
+it could have observed is on disk, and the messages an input produced
+(``execute``/``unblock``) are handed back only then too.
+
+On open, the state is the latest snapshot plus a replay of the journal after
+it, with each entry applied at the ``now`` it was recorded with, which makes
+replay exact. A snapshot is written every ``snapshot_every`` entries, and the
+journal before it is dropped, so restart time and file size stay bounded.
+
+All methods run on one asyncio event loop; the only blocking work (SQLite
+commits) runs on a worker thread, one batch at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from resonate.connections.local import OutgoingMessage, ServerState
+from resonate.error import ServerError
+from resonate.timing import now_ms
+
+from promise_store.errors import CorruptStore, StoreFailed
+from promise_store.journal import REQUEST, TICK, Entry, Journal, Snapshot
+from promise_store.lock import FileLock
+from promise_store.rules import KNOWN_KINDS, request_changes_state, tick_changes_state
+from promise_store.snapshot import decode_state, encode_state
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SNAPSHOT_EVERY = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What opening the store found: useful in logs and tests."""
+
+    snapshot_seq: int
+    replayed: int
+    quarantined: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The outcome of one request: the flat response, or the error it raised."""
+
+    response: dict[str, Any] | None
+    error: ServerError | None
+    outgoing: list[OutgoingMessage]
+
+
+def replay_entry(state: ServerState, entry: Entry) -> None:
+    """Apply one journal entry to ``state`` exactly as it was applied live."""
+    if entry.kind == TICK:
+        state.tick(entry.now)
+    elif entry.kind == REQUEST:
+        req = msgspec.json.decode(entry.body)
+        try:
+            state.apply(entry.now, req)
+        except Exception:  # it failed live the same way; its partial effects are replayed
+            logger.debug("journal entry %d fails again on replay, as it did live", entry.seq)
+    else:
+        msg = f"unknown journal entry kind {entry.kind!r}"
+        raise ValueError(msg)
+    state.outgoing.clear()
+
+
+class JournaledState:
+    """A ``ServerState`` whose every change is durable before it is acknowledged.
+
+    Opening takes an exclusive lock on the file (``StoreLocked`` if another
+    process holds it) and recovers the state synchronously, so a bad path or a
+    locked file fails at construction, not later in a background task.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        if snapshot_every < 1:
+            msg = f"snapshot_every must be at least 1, got {snapshot_every}"
+            raise ValueError(msg)
+        self.path = Path(path)
+        self._clock = clock
+        self._snapshot_every = snapshot_every
+        self._lock = FileLock(self.path).acquire()
+        try:
+            self._journal = Journal(self.path)
+            self.state, self._seq, self.recovery = self._recover()
+        except BaseException:
+            self._lock.release()
+            raise
+        self._durable_seq = self._seq
+        self._since_snapshot = self.recovery.replayed
+        self._pending: list[Entry] = []
+        self._pending_snapshot: Snapshot | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._closed = False
+
+    # -- start-up -------------------------------------------------------------
+
+    def _recover(self) -> tuple[ServerState, int, Recovery]:
+        started = time.perf_counter()
+        try:
+            snap = self._journal.load_snapshot()
+            state = decode_state(snap.body) if snap is not None else ServerState()
+        except (ValueError, msgspec.DecodeError) as exc:
+            msg = f"{self.path}: the snapshot cannot be read ({exc}); refusing to start"
+            raise CorruptStore(msg) from exc
+        seq = snap.seq if snap is not None else 0
+        snapshot_seq = seq
+        replayed = quarantined = 0
+        for item in self._journal.entries_after(seq):
+            if isinstance(item, tuple):
+                bad_seq, reason = item
+                quarantined = self._journal.quarantine_from(bad_seq, reason)
+                logger.error(
+                    "%s: journal entry %d is damaged (%s); replay stopped there and %d "
+                    "row(s) from it on were moved to the quarantine table",
+                    self.path,
+                    bad_seq,
+                    reason,
+                    quarantined,
+                )
+                break
+            try:
+                replay_entry(state, item)
+            except (ValueError, msgspec.DecodeError) as exc:
+                quarantined = self._journal.quarantine_from(item.seq, str(exc))
+                logger.error(
+                    "%s: journal entry %d cannot be replayed (%s); %d row(s) quarantined",
+                    self.path,
+                    item.seq,
+                    exc,
+                    quarantined,
+                )
+                break
+            seq = item.seq
+            replayed += 1
+        recovery = Recovery(
+            snapshot_seq=snapshot_seq,
+            replayed=replayed,
+            quarantined=quarantined,
+            seconds=time.perf_counter() - started,
+        )
+        logger.info(
+            "%s: recovered snapshot@%d + %d journal entries in %.3fs",
+            self.path,
+            snapshot_seq,
+            replayed,
+            recovery.seconds,
+        )
+        return state, seq, recovery
+
+    # -- the two inputs ---------------------------------------------------------
+
+    async def apply(self, req: dict[str, Any]) -> Applied:
+        """Apply one flat request durably; its answer is safe to send on return.
+
+        An unknown ``kind`` is refused before it reaches the state machine, so
+        it is never journaled.
+        """
+        self._check_usable()
+        kind = req.get("kind")
+        if kind not in KNOWN_KINDS:
+            return Applied(None, ServerError(400, f"unknown request kind: {kind}"), [])
+        now = self._clock()
+        journal = request_changes_state(self.state, now, req)
+        response: dict[str, Any] | None = None
+        error: ServerError | None = None
+        try:
+            response = self.state.apply(now, req)
+        except ServerError as exc:
+            error = exc
+        outgoing, self.state.outgoing = self.state.outgoing, []
+        if journal:
+            self._append(now, REQUEST, msgspec.json.encode(req))
+        await self._until_durable(self._seq)
+        return Applied(response, error, outgoing)
+
+    async def tick(self) -> list[OutgoingMessage]:
+        """Advance the clock; journal and return what fired (nothing is journaled if nothing did)."""
+        self._check_usable()
+        now = self._clock()
+        if not tick_changes_state(self.state, now):
+            return []
+        self.state.outgoing.clear()
+        self.state.tick(now)
+        outgoing, self.state.outgoing = self.state.outgoing, []
+        self._append(now, TICK, b"")
+        await self._until_durable(self._seq)
+        return outgoing
+
+    def clock(self) -> int:
+        """The store's clock (ms), the one entries are stamped with."""
+        return self._clock()
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the last entry applied (durable or about to be)."""
+        return self._seq
+
+    # -- group commit -----------------------------------------------------------
+
+    def _append(self, now: int, kind: str, body: bytes) -> None:
+        self._seq += 1
+        self._pending.append(Entry(seq=self._seq, now=now, kind=kind, body=body))
+        self._since_snapshot += 1
+        if self._since_snapshot >= self._snapshot_every:
+            self._pending_snapshot = Snapshot(seq=self._seq, body=encode_state(self.state))
+            self._since_snapshot = 0
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches())
+
+    async def _write_batches(self) -> None:
+        while self._pending or self._pending_snapshot is not None:
+            batch, self._pending = self._pending, []
+            snap, self._pending_snapshot = self._pending_snapshot, None
+            try:
+                await asyncio.to_thread(self._journal.write, batch, snap)
+            except Exception as exc:
+                logger.critical(
+                    "%s: journal write failed, refusing further work: %s", self.path, exc
+                )
+                self._failure = exc
+                self._wake(error=exc)
+                return
+            if batch:
+                self._durable_seq = batch[-1].seq
+            self._wake()
+
+    def _wake(self, error: BaseException | None = None) -> None:
+        still_waiting = []
+        for target, future in self._waiters:
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(StoreFailed(f"journal write failed: {error}"))
+            elif target <= self._durable_seq:
+                future.set_result(None)
+            else:
+                still_waiting.append((target, future))
+        self._waiters = still_waiting
+
+    async def _until_durable(self, seq: int) -> None:
+        if seq <= self._durable_seq:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((seq, future))
+        await future
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            msg = f"journal write failed earlier: {self._failure}"
+            raise StoreFailed(msg)
+        if self._closed:
+            msg = f"the store at {self.path} is closed"
+            raise StoreFailed(msg)
+
+    # -- maintenance ------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Wait until everything applied so far is on disk."""
+        writer = self._writer
+        if writer is not None:
+            await writer
+
+    def snapshot_now(self) -> None:
+        """Write a snapshot of the current state synchronously (no writer may be running)."""
+        if self._pending or (self._writer is not None and not self._writer.done()):
+            msg = "snapshot_now needs a quiet store; await flush() first"
+            raise RuntimeError(msg)
+        self._journal.write([], Snapshot(seq=self._seq, body=encode_state(self.state)))
+        self._since_snapshot = 0
+
+    async def close(self) -> None:
+        """Flush, close the file and release the lock. Idempotent."""
+        if self._closed:
+            return
+        try:
+            await self.flush()
+        finally:
+            self.close_sync()
+
+    def close_sync(self) -> None:
+        """Close without flushing (for use outside a loop, when nothing is pending)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._journal.close()
+        self._lock.release()
