@@ -1,0 +1,47 @@
+"""``python -m promise_store``: serve the Resonate protocol over a journaled SQLite file."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from aiohttp import web
+
+from promise_store.config import ConfigError, Settings
+from promise_store.errors import StoreError
+from promise_store.server import build_app
+from promise_store.state import JournaledState
+
+logger = logging.getLogger("promise_store")
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = Settings.from_env()
+        store = JournaledState(settings.store_path, snapshot_every=settings.snapshot_every)
+    except (ConfigError, StoreError) as exc:
+        logger.error("%s", exc)
+        return 2
+    logger.info(
+        "serving %s on %s:%d (auth %s)",
+        settings.store_path,
+        settings.host,
+        settings.port,
+        "on" if settings.token else "off",
+    )
+    web.run_app(
+        build_app(store, settings),
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=5,
+        access_log=None,
+        print=None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
