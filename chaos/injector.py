@@ -1,0 +1,211 @@
+"""Carry out a fault schedule against a running :class:`~chaos.cluster.Cluster`.
+
+Each fault is its own task, started at its offset, so faults may overlap the
+way real failures do (a bank is slow while a worker dies). A per-process lock
+keeps the process-level faults on one process in order: a pause and a kill of
+the same process never interleave. A fault that could not be carried out (say,
+a latency rule while that bank is down) is recorded as skipped, not counted
+as injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from chaos.cluster import Cluster
+from chaos.schedule import (
+    BANK_RULE_KINDS,
+    CLOSE_ACCOUNT,
+    KILL_SOURCE_BANK,
+    KILL_STORE,
+    KILL_TARGET_BANK,
+    KILL_WORKER,
+    PAUSE,
+    SOURCE_BANK,
+    TARGET_BANK,
+    Fault,
+)
+from orchestrator.bank_client import BankClient, BankError
+
+_KILLS = frozenset({KILL_WORKER, KILL_SOURCE_BANK, KILL_TARGET_BANK, KILL_STORE})
+#: How long an admin call keeps trying a bank that is down or paused.
+_ADMIN_PATIENCE_S = 4.0
+
+
+@dataclass
+class FaultRecord:
+    fault: Fault
+    injected: bool = False
+    started_at: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.fault.to_dict(),
+            "injected": self.injected,
+            "started_at": self.started_at,
+            "error": self.error,
+        }
+
+
+class Injector:
+    """Runs faults; afterwards :meth:`recover` undoes every lasting effect."""
+
+    def __init__(self, cluster: Cluster, *, log: Any = None) -> None:
+        self.cluster = cluster
+        self.records: list[FaultRecord] = []
+        self._locks = {name: asyncio.Lock() for name in cluster.processes}
+        self._rules: dict[str, dict[int, dict[str, Any]]] = {SOURCE_BANK: {}, TARGET_BANK: {}}
+        self._closed: set[str] = set()
+        self._admin = {
+            SOURCE_BANK: BankClient(
+                cluster.source_url, token=cluster.config.bank_token, timeout=1.0, name="source"
+            ),
+            TARGET_BANK: BankClient(
+                cluster.target_url, token=cluster.config.bank_token, timeout=1.0, name="target"
+            ),
+        }
+        self._log = log or (lambda message: None)
+        self._started = 0.0
+
+    async def run(self, faults: tuple[Fault, ...]) -> None:
+        """Start every fault at its offset; return when all have finished."""
+        self._started = time.monotonic()
+        tasks = []
+        for fault in faults:
+            delay = fault.at - (time.monotonic() - self._started)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            record = FaultRecord(fault)
+            self.records.append(record)
+            tasks.append(asyncio.create_task(self._carry_out(record)))
+        await asyncio.gather(*tasks)
+
+    def injected_by_kind(self) -> dict[str, int]:
+        return dict(Counter(r.fault.kind for r in self.records if r.injected))
+
+    def skipped_by_kind(self) -> dict[str, int]:
+        return dict(Counter(r.fault.kind for r in self.records if not r.injected))
+
+    async def _carry_out(self, record: FaultRecord) -> None:
+        fault = record.fault
+        record.started_at = round(time.monotonic() - self._started, 3)
+        try:
+            if fault.kind in _KILLS:
+                await self._kill_and_restart(record)
+            elif fault.kind == PAUSE:
+                await self._pause(record)
+            elif fault.kind in BANK_RULE_KINDS:
+                await self._bank_rule(record)
+            elif fault.kind == CLOSE_ACCOUNT:
+                await self._close_account(record)
+            else:
+                raise ValueError(f"unknown fault kind {fault.kind!r}")
+        except Exception as exc:
+            record.error = f"{type(exc).__name__}: {exc}"
+        self._log(
+            f"{fault.describe()} -> {'injected' if record.injected else 'skipped'}"
+            f"{' (' + record.error + ')' if record.error else ''}"
+        )
+
+    async def _kill_and_restart(self, record: FaultRecord) -> None:
+        fault = record.fault
+        process = self.cluster.processes[fault.target]
+        async with self._locks[fault.target]:
+            if not process.running():
+                record.error = "not running"
+                return
+            await asyncio.to_thread(process.kill)
+            record.injected = True
+            await asyncio.sleep(fault.duration)
+            await asyncio.to_thread(process.start)
+            if fault.target in self._rules:
+                # A restarted bank forgot its rules; the ones still in force come back.
+                await self._push_rules(fault.target)
+
+    async def _pause(self, record: FaultRecord) -> None:
+        fault = record.fault
+        process = self.cluster.processes[fault.target]
+        async with self._locks[fault.target]:
+            if not process.running():
+                record.error = "not running"
+                return
+            process.signal(signal.SIGSTOP)
+            record.injected = True
+            try:
+                await asyncio.sleep(fault.duration)
+            finally:
+                process.signal(signal.SIGCONT)
+
+    async def _bank_rule(self, record: FaultRecord) -> None:
+        fault = record.fault
+        rules = self._rules[fault.target]
+        key = id(record)
+        rules[key] = fault.bank_rule()
+        try:
+            await self._push_rules(fault.target)
+            record.injected = True
+            await asyncio.sleep(fault.duration)
+        finally:
+            rules.pop(key, None)
+            # If this fails, recover() clears every bank's rules at the end anyway.
+            with contextlib.suppress(BankError):
+                await self._push_rules(fault.target)
+
+    async def _push_rules(self, bank: str) -> None:
+        rules = list(self._rules[bank].values())
+        client = self._admin[bank]
+        if rules:
+            await _patiently(lambda: client.set_faults(rules))
+        else:
+            await _patiently(client.clear_faults)
+
+    async def _close_account(self, record: FaultRecord) -> None:
+        fault = record.fault
+        client = self._admin[TARGET_BANK]
+        self._closed.add(fault.target)
+        await _patiently(lambda: client.put_account(fault.target, "closed"))
+        record.injected = True
+        await asyncio.sleep(fault.duration)
+        try:
+            await _patiently(lambda: client.put_account(fault.target, "open"))
+        except BankError:
+            return  # still closed: recover() reopens it
+        self._closed.discard(fault.target)
+
+    async def recover(self) -> None:
+        """The faults are over: every process runs, no rule, no closed account."""
+        await asyncio.to_thread(self.cluster.ensure_running)
+        for bank, client in self._admin.items():
+            self._rules[bank].clear()
+            await _patiently(client.clear_faults, patience=30.0)
+        target = self._admin[TARGET_BANK]
+        for account_id in sorted(self._closed):
+            await _patiently(partial(target.put_account, account_id, "open"), patience=30.0)
+        self._closed.clear()
+
+    async def aclose(self) -> None:
+        for client in self._admin.values():
+            await client.aclose()
+
+
+async def _patiently[T](
+    call: Callable[[], Awaitable[T]], *, patience: float = _ADMIN_PATIENCE_S
+) -> T:
+    """Retry an admin call while the bank is unreachable (killed or paused), for a while."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return await call()
+        except BankError:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.2)

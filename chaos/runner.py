@@ -1,0 +1,124 @@
+"""Run one campaign: start the cluster, send the workload under the fault schedule, audit.
+
+The order is the point: faults strike only while the workload runs; then
+every fault is undone (rules cleared, paused processes resumed, dead ones
+restarted, accounts reopened) and the system gets a bounded time to bring
+every transfer to a terminal status. Only then are the invariants judged,
+so a violation means the system broke a promise, not that it was still busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from chaos.checks import check_seen_entries, check_transfers
+from chaos.cluster import Cluster, ClusterConfig
+from chaos.injector import Injector
+from chaos.results import Outcome
+from chaos.schedule import SOURCE_BANK, Campaign, CampaignParams, plan
+from chaos.watcher import LedgerWatcher
+from chaos.workload import Workload
+from orchestrator import audit
+from orchestrator.bank_client import BankClient
+from orchestrator.runtime import close_resonate, open_resonate
+
+Log = Callable[[str], None]
+
+
+async def run_campaign(params: CampaignParams, *, workdir: Path, log: Log) -> Outcome:
+    """Run the campaign ``params`` describes on fresh processes whose files live in ``workdir``."""
+    campaign = plan(params)
+    cluster = Cluster(ClusterConfig(workdir=workdir, workers=params.workers))
+    began = time.monotonic()
+    try:
+        log(f"starting banks, promise store and {params.workers} workers in {workdir}")
+        await asyncio.to_thread(cluster.start)
+        await seed_accounts(cluster, campaign)
+        return await _run_on(cluster, campaign, began, log)
+    finally:
+        log("stopping every process")
+        await asyncio.to_thread(cluster.stop)
+
+
+async def seed_accounts(cluster: Cluster, campaign: Campaign) -> None:
+    """Open every planned account with its opening balance (idempotent on a rerun)."""
+    token = cluster.config.bank_token
+    async with (
+        BankClient(cluster.source_url, token=token, name="source") as source,
+        BankClient(cluster.target_url, token=token, name="target") as target,
+    ):
+        for account in campaign.accounts:
+            bank = source if account.bank == SOURCE_BANK else target
+            await bank.put_account(account.account_id, "open", account.opening_balance)
+
+
+async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) -> Outcome:
+    params = campaign.params
+    settings = cluster.settings()
+    resonate = open_resonate(settings, role="client")
+    injector = Injector(cluster, log=log)
+    watcher = LedgerWatcher(
+        {"source": cluster.source_url, "target": cluster.target_url},
+        token=cluster.config.bank_token,
+    )
+    workload = Workload(
+        resonate, settings, campaign.transfers, concurrency=params.concurrency, log=log
+    )
+    notes: list[str] = []
+    try:
+        log(
+            f"running {params.transfers} transfers at concurrency {params.concurrency} "
+            f"under {len(campaign.faults)} faults over {params.duration:g}s"
+        )
+        zero = time.monotonic()
+        workload_task = asyncio.create_task(workload.run())
+        watcher_task = asyncio.create_task(watcher.run())
+        await injector.run(campaign.faults)
+        await asyncio.sleep(max(0.0, params.duration - (time.monotonic() - zero)))
+        log("faults over: clearing rules, resuming and restarting processes, reopening accounts")
+        await injector.recover()
+        recovered = time.monotonic()
+        done, _ = await asyncio.wait({workload_task}, timeout=params.quiesce_timeout)
+        quiesce_seconds: float | None = None
+        workload_seconds: float | None = None
+        if done:
+            workload_task.result()
+            quiesce_seconds = round(max(0.0, time.monotonic() - recovered), 2)
+            workload_seconds = round(time.monotonic() - zero, 2)
+        else:
+            workload_task.cancel()
+            notes.append(
+                f"{len(workload.unfinished())} transfers were not terminal "
+                f"{params.quiesce_timeout:g}s after the faults stopped"
+            )
+        watcher.stop()
+        await watcher_task
+        await watcher.read_once()
+        results = {tid: run.result for tid, run in workload.runs.items()}
+        for tid in workload.unfinished():
+            results[tid] = await workload.read_result(tid)
+        log("auditing both ledgers")
+        ledgers = await audit.collect(settings)
+        unfinished = [tid for tid, result in results.items() if result is None]
+        violations = audit.check(ledgers, in_flight=unfinished)
+        violations += check_transfers(campaign.transfers, results, ledgers)
+        violations += check_seen_entries(watcher.seen, ledgers)
+        return Outcome(
+            campaign=campaign,
+            fault_records=injector.records,
+            runs=workload.runs,
+            violations=violations,
+            workload_seconds=workload_seconds,
+            quiesce_seconds=quiesce_seconds,
+            total_seconds=round(time.monotonic() - began, 2),
+            ledger_rounds=watcher.rounds,
+            entries_seen=len(watcher.seen),
+            notes=notes,
+        )
+    finally:
+        await close_resonate(resonate)
+        await injector.aclose()
+        await watcher.aclose()
