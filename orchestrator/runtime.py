@@ -17,6 +17,7 @@ Call :func:`open_resonate` inside a running event loop and pair it with
 from __future__ import annotations
 
 import contextlib
+import uuid
 import weakref
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -44,8 +45,10 @@ def open_resonate(settings: Settings, *, role: Role) -> Resonate:
     if settings.resonate_url is None:
         from promise_store.embedded import EmbeddedStore
 
-        store = EmbeddedStore(settings.store_path, group=settings.group)
-        resonate = Resonate(network=store, group=settings.group, ttl=ttl)
+        # The store advertises the same pid the SDK leases tasks under.
+        pid = uuid.uuid4().hex
+        store = EmbeddedStore(settings.store_path, pid=pid, group=settings.group)
+        resonate = Resonate(network=store, pid=pid, group=settings.group, ttl=ttl)
     elif role == "worker":
         resonate = Resonate(
             url=settings.resonate_url,

@@ -65,11 +65,16 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 def configure_logging() -> None:
+    """One line per transfer start and finish; the SDK's and httpx's per-request chatter
+    only at ``LOG_LEVEL=DEBUG`` (the store connection's state is still logged)."""
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if level != "DEBUG":
+        for noisy in ("httpx", "resonate"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger("resonate.connections").setLevel(level)
 
 
 def main() -> None:

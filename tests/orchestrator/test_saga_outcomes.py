@@ -1,0 +1,114 @@
+"""The three outcomes of a transfer, through a real worker, banks and served store."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from orchestrator.transfers import TransferConflict, TransferRequest, start_transfer
+from tests.orchestrator.cluster import Cluster
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_committed_compensated_and_failed(cluster: Cluster) -> None:
+    await cluster.seed({"alice": 10_000}, {"bob": 0, "carol": 0}, closed=("carol",))
+
+    committed = await cluster.transfer("t-ok", "alice", "bob", 1_250)
+    compensated = await cluster.transfer("t-closed", "alice", "carol", 700)
+    failed = await cluster.transfer("t-poor", "alice", "bob", 1_000_000)
+    unknown = await cluster.transfer("t-nobody", "alice", "zed", 100)
+
+    assert committed["status"] == "committed"
+    assert committed["reason"] is None
+    assert committed["steps"]["credit"]["entry"]["amount"] == 1_250
+    assert compensated["status"] == "compensated"
+    assert compensated["reason"] == "account_closed"
+    assert compensated["steps"]["reversal"]["status"] == "applied"
+    assert failed["status"] == "failed"
+    assert failed["reason"] == "insufficient_funds"
+    assert failed["steps"]["credit"] is None
+    assert unknown["status"] == "compensated"
+    assert unknown["reason"] == "unknown_account"
+
+    assert await cluster.balances() == {
+        "source:alice": 10_000 - 1_250,
+        "target:bob": 1_250,
+        "target:carol": 0,
+    }
+    assert await cluster.violations() == []
+
+
+async def test_source_rejects_debit_of_unknown_account(cluster: Cluster) -> None:
+    await cluster.seed({"alice": 500}, {"bob": 0})
+
+    result = await cluster.transfer("t-ghost", "ghost", "bob", 100)
+
+    assert (result["status"], result["reason"]) == ("failed", "unknown_account")
+    assert await cluster.entries("t-ghost") == []
+    assert await cluster.violations() == []
+
+
+async def test_record_shows_params_steps_and_result(cluster: Cluster) -> None:
+    await cluster.seed({"alice": 500}, {"bob": 0})
+    assert await cluster.record("t-rec") is None
+
+    result = await cluster.transfer("t-rec", "alice", "bob", 100)
+    record = await cluster.record("t-rec")
+
+    assert record is not None
+    assert record["state"] == "resolved"
+    assert record["request"] == {
+        "transfer_id": "t-rec",
+        "source_account": "alice",
+        "target_account": "bob",
+        "amount": 100,
+    }
+    assert record["result"] == result
+    assert [step["value"]["step"] for step in record["steps"]] == ["debit", "credit", "finished"]
+    assert record["needs_attention"] is False
+
+
+async def test_same_id_twice_returns_the_first_result(cluster: Cluster) -> None:
+    await cluster.seed({"alice": 1_000}, {"bob": 0})
+
+    first = await cluster.transfer("t-twice", "alice", "bob", 300)
+    second = await cluster.transfer("t-twice", "alice", "bob", 300)
+
+    assert second == first
+    assert len(await cluster.entries("t-twice")) == 2  # one debit, one credit
+    assert (await cluster.balances())["source:alice"] == 700
+
+
+async def test_same_id_started_concurrently_runs_once(cluster: Cluster) -> None:
+    await cluster.seed({"alice": 1_000}, {"bob": 0})
+    request = TransferRequest("t-race", "alice", "bob", 250)
+
+    async def start_and_wait() -> dict[str, object]:
+        async with cluster.client() as resonate:
+            handle = await start_transfer(resonate, cluster.settings, request)
+            result: dict[str, object] = await asyncio.wait_for(handle.result(), 60)
+            return result
+
+    results = await asyncio.gather(*(start_and_wait() for _ in range(6)))
+
+    assert all(result == results[0] for result in results)
+    assert results[0]["status"] == "committed"
+    entries = await cluster.entries("t-race")
+    assert sorted(entry["op_id"] for entry in entries) == ["t-race-credit", "t-race-debit"]
+    assert (await cluster.balances())["source:alice"] == 750
+    assert await cluster.violations() == []
+
+
+async def test_same_id_with_other_parameters_is_refused(cluster: Cluster) -> None:
+    await cluster.seed({"alice": 1_000}, {"bob": 0})
+    await cluster.transfer("t-conflict", "alice", "bob", 300)
+
+    async with cluster.client() as resonate:
+        with pytest.raises(TransferConflict, match="already exists with different parameters"):
+            await start_transfer(
+                resonate, cluster.settings, TransferRequest("t-conflict", "alice", "bob", 301)
+            )
+
+    assert (await cluster.balances())["source:alice"] == 700
