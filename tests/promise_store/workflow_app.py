@@ -1,11 +1,12 @@
 """A small Resonate program the promise-store tests run as a real process.
 
     python -m tests.promise_store.workflow_app worker          # serve the "workers" group
-    python -m tests.promise_store.workflow_app run ID STEPS SLEEP_S [--here]
+    python -m tests.promise_store.workflow_app run ID STEPS SLEEP_S [--here] [--linger]
 
 ``run`` starts (or re-attaches to) invocation ``ID`` and prints its result as
 one JSON line. With ``--here`` it executes the workflow itself (its own group);
-without, it asks the ``workers`` group to (rpc) and only waits.
+without, it asks the ``workers`` group to (rpc) and only waits. With
+``--linger`` it keeps running after printing (so a test can SIGKILL it).
 
 Environment: ``RESONATE_URL`` (unset: the embedded store at ``STORE_PATH``),
 ``STEP_LOG`` (a file every step appends to), ``GATE_DIR`` (step ``i`` waits
@@ -86,6 +87,8 @@ async def main(argv: list[str]) -> None:
             handle = r.options(target="workers").rpc(wid, "workflow", wid, steps, sleep_s)
         result = await handle.result()
         print(json.dumps(result), flush=True)
+        if "--linger" in argv:
+            await asyncio.Event().wait()
     finally:
         await r.stop()
 
