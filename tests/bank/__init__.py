@@ -1,0 +1,1 @@
+"""Tests of the bank service, run as real processes over real HTTP."""
