@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 from resonate.resonate import Resonate
 
 from orchestrator import audit
@@ -71,6 +72,21 @@ class Cluster:
         worker.start(wait=False)
         wait_for_log(worker, log, WORKER_READY)
         return worker
+
+    def running_workers(self) -> list[ManagedProcess]:
+        return [worker for worker in self.workers if worker.running()]
+
+    def reset(self) -> None:
+        """Both banks up without fault rules or holds, and exactly one running worker."""
+        for bank in (self.source, self.target):
+            if not bank.running():
+                bank.start()
+            clear_faults(bank)
+        running = self.running_workers()
+        for extra in running[1:]:
+            extra.stop()
+        if not running:
+            self.start_worker()
 
     def stop_all(self) -> None:
         for process in [*self.workers, self.store, self.source, self.target]:
@@ -143,6 +159,14 @@ class Cluster:
                 async for entry in bank.iter_entries()
                 if entry["op_id"].startswith(op_prefix)
             ]
+
+
+def clear_faults(bank: ManagedProcess) -> None:
+    """Drop a bank's fault rules and release its held requests (a plain sync call)."""
+    assert bank.health_url is not None
+    base = bank.health_url.removesuffix("/health")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    httpx.delete(f"{base}/admin/faults", headers=headers, timeout=10).raise_for_status()
 
 
 def wait_for_log(process: ManagedProcess, log: Path, text: str, timeout: float = 30) -> None:

@@ -1,4 +1,10 @@
-"""Fixtures for the orchestrator tests: a real cluster of processes per test."""
+"""Fixtures for the orchestrator tests: one real cluster of processes per test module.
+
+Starting two banks, the promise store and a worker costs seconds, so a module
+shares one cluster; each test uses its own account names and transfer ids, and
+gets the cluster back with no fault rules, no held requests, both banks up and
+exactly one running worker.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +22,16 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """Both banks, the served promise store and one worker, stopped after the test."""
-    with running_cluster(tmp_path) as started:
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root: Path = tmp_path_factory.mktemp("cluster")
+    with running_cluster(root) as started:
         yield started
+
+
+@pytest.fixture
+def cluster(shared_cluster: Cluster) -> Iterator[Cluster]:
+    """The module's cluster, reset to a calm state before and after the test."""
+    shared_cluster.reset()
+    yield shared_cluster
+    shared_cluster.reset()

@@ -32,18 +32,17 @@ async def test_committed_compensated_and_failed(cluster: Cluster) -> None:
     assert unknown["status"] == "compensated"
     assert unknown["reason"] == "unknown_account"
 
-    assert await cluster.balances() == {
-        "source:alice": 10_000 - 1_250,
-        "target:bob": 1_250,
-        "target:carol": 0,
-    }
+    balances = await cluster.balances()
+    assert balances["source:alice"] == 10_000 - 1_250
+    assert balances["target:bob"] == 1_250
+    assert balances["target:carol"] == 0
     assert await cluster.violations() == []
 
 
 async def test_source_rejects_debit_of_unknown_account(cluster: Cluster) -> None:
-    await cluster.seed({"alice": 500}, {"bob": 0})
+    await cluster.seed({"ann": 500}, {"ben": 0})
 
-    result = await cluster.transfer("t-ghost", "ghost", "bob", 100)
+    result = await cluster.transfer("t-ghost", "ghost", "ben", 100)
 
     assert (result["status"], result["reason"]) == ("failed", "unknown_account")
     assert await cluster.entries("t-ghost") == []
@@ -51,18 +50,18 @@ async def test_source_rejects_debit_of_unknown_account(cluster: Cluster) -> None
 
 
 async def test_record_shows_params_steps_and_result(cluster: Cluster) -> None:
-    await cluster.seed({"alice": 500}, {"bob": 0})
+    await cluster.seed({"cat": 500}, {"dan": 0})
     assert await cluster.record("t-rec") is None
 
-    result = await cluster.transfer("t-rec", "alice", "bob", 100)
+    result = await cluster.transfer("t-rec", "cat", "dan", 100)
     record = await cluster.record("t-rec")
 
     assert record is not None
     assert record["state"] == "resolved"
     assert record["request"] == {
         "transfer_id": "t-rec",
-        "source_account": "alice",
-        "target_account": "bob",
+        "source_account": "cat",
+        "target_account": "dan",
         "amount": 100,
     }
     assert record["result"] == result
@@ -71,19 +70,19 @@ async def test_record_shows_params_steps_and_result(cluster: Cluster) -> None:
 
 
 async def test_same_id_twice_returns_the_first_result(cluster: Cluster) -> None:
-    await cluster.seed({"alice": 1_000}, {"bob": 0})
+    await cluster.seed({"eve": 1_000}, {"fay": 0})
 
-    first = await cluster.transfer("t-twice", "alice", "bob", 300)
-    second = await cluster.transfer("t-twice", "alice", "bob", 300)
+    first = await cluster.transfer("t-twice", "eve", "fay", 300)
+    second = await cluster.transfer("t-twice", "eve", "fay", 300)
 
     assert second == first
     assert len(await cluster.entries("t-twice")) == 2  # one debit, one credit
-    assert (await cluster.balances())["source:alice"] == 700
+    assert (await cluster.balances())["source:eve"] == 700
 
 
 async def test_same_id_started_concurrently_runs_once(cluster: Cluster) -> None:
-    await cluster.seed({"alice": 1_000}, {"bob": 0})
-    request = TransferRequest("t-race", "alice", "bob", 250)
+    await cluster.seed({"gil": 1_000}, {"hal": 0})
+    request = TransferRequest("t-race", "gil", "hal", 250)
 
     async def start_and_wait() -> dict[str, object]:
         async with cluster.client() as resonate:
@@ -97,18 +96,18 @@ async def test_same_id_started_concurrently_runs_once(cluster: Cluster) -> None:
     assert results[0]["status"] == "committed"
     entries = await cluster.entries("t-race")
     assert sorted(entry["op_id"] for entry in entries) == ["t-race-credit", "t-race-debit"]
-    assert (await cluster.balances())["source:alice"] == 750
+    assert (await cluster.balances())["source:gil"] == 750
     assert await cluster.violations() == []
 
 
 async def test_same_id_with_other_parameters_is_refused(cluster: Cluster) -> None:
-    await cluster.seed({"alice": 1_000}, {"bob": 0})
-    await cluster.transfer("t-conflict", "alice", "bob", 300)
+    await cluster.seed({"ivy": 1_000}, {"jon": 0})
+    await cluster.transfer("t-conflict", "ivy", "jon", 300)
 
     async with cluster.client() as resonate:
         with pytest.raises(TransferConflict, match="already exists with different parameters"):
             await start_transfer(
-                resonate, cluster.settings, TransferRequest("t-conflict", "alice", "bob", 301)
+                resonate, cluster.settings, TransferRequest("t-conflict", "ivy", "jon", 301)
             )
 
-    assert (await cluster.balances())["source:alice"] == 700
+    assert (await cluster.balances())["source:ivy"] == 700
