@@ -23,10 +23,11 @@ class AmountError(ValueError):
     """An amount string that is not a positive number of cents within the cap."""
 
 
-def parse_amount(text: str) -> int:
+def parse_amount(text: str, *, allow_zero: bool = False) -> int:
     """Return the cents in a decimal string: ``"12.50"`` -> 1250, ``"0.5"`` -> 50.
 
-    Raises :class:`AmountError` with a message fit to show the user as is.
+    A transfer amount must be positive; an opening balance (``allow_zero``) may
+    be zero. Raises :class:`AmountError` with a message fit to show the user as is.
     """
     match = _AMOUNT.fullmatch(text)
     if match is None:
@@ -38,7 +39,7 @@ def parse_amount(text: str) -> int:
     if len(units) > len(str(MAX_CENTS)):
         raise AmountError(f"invalid amount {text!r}: above the cap of {format_cents(MAX_CENTS)}")
     cents = int(units) * 100 + int(fraction.ljust(2, "0"))
-    if cents == 0:
+    if cents == 0 and not allow_zero:
         raise AmountError(f"invalid amount {text!r}: must be more than zero")
     if cents > MAX_CENTS:
         raise AmountError(f"invalid amount {text!r}: above the cap of {format_cents(MAX_CENTS)}")

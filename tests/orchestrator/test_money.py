@@ -99,3 +99,10 @@ def test_anything_parsed_is_a_positive_int_within_the_cap(text: str) -> None:
         return
     assert type(cents) is int
     assert 0 < cents <= MAX_CENTS
+
+
+def test_zero_is_allowed_only_when_asked() -> None:
+    assert parse_amount("0", allow_zero=True) == 0
+    assert parse_amount("0.00", allow_zero=True) == 0
+    with pytest.raises(AmountError, match="more than zero"):
+        parse_amount("-0", allow_zero=True)

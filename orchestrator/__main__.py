@@ -1,0 +1,7 @@
+"""``python -m orchestrator COMMAND``: the same as the ``crossbank`` command."""
+
+import sys
+
+from orchestrator.cli import main
+
+sys.exit(main())
