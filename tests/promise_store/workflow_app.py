@@ -36,12 +36,19 @@ def log(line: str) -> None:
         os.fsync(f.fileno())
 
 
+async def wait_for_file(path: Path) -> None:
+    """The gate is opened by another process, so poll the file system for it."""
+    while True:
+        if await asyncio.to_thread(path.exists):
+            return
+        await asyncio.sleep(0.05)
+
+
 async def step(ctx: Context, wid: str, i: int) -> int:
     log(f"start {wid} {i}")
     gate = Path(os.environ.get("GATE_DIR", "/nonexistent"))
-    if (gate / f"hold-{i}").exists():
-        while not (gate / f"open-{i}").exists():
-            await asyncio.sleep(0.05)
+    if await asyncio.to_thread((gate / f"hold-{i}").exists):
+        await wait_for_file(gate / f"open-{i}")
     log(f"done {wid} {i}")
     return i * 10
 
