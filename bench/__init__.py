@@ -1,0 +1,1 @@
+"""Benchmarks: crossbank side by side with durable-execution peers on the same banks."""

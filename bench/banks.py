@@ -1,0 +1,98 @@
+"""Two fresh banks as real processes, seeded with the workload's accounts.
+
+Every system in a run talks to the same two banks, so bank speed is a
+constant of the comparison; distinct transfer ids keep the systems' entries
+apart. After each system the harness checks conservation on the ledgers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.workload import Account, source_accounts, target_accounts
+from orchestrator.supervisor import ManagedProcess, free_port
+
+
+@dataclass(frozen=True)
+class BankUrls:
+    source: str
+    target: str
+    token: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+class LedgerError(AssertionError):
+    """The banks' ledgers break an invariant after a system ran."""
+
+
+def _seed(client: httpx.Client, base_url: str, accounts: Sequence[Account]) -> None:
+    for account in accounts:
+        response = client.put(
+            f"{base_url}/accounts/{account.account_id}",
+            json={"status": account.status, "opening_balance": account.opening_balance},
+        )
+        if response.status_code not in (200, 201):
+            raise RuntimeError(
+                f"seeding {account.account_id} at {base_url} failed: "
+                f"{response.status_code} {response.text}"
+            )
+
+
+def _balances(client: httpx.Client, base_url: str, accounts: Sequence[Account]) -> list[int]:
+    balances = []
+    for account in accounts:
+        response = client.get(f"{base_url}/accounts/{account.account_id}")
+        response.raise_for_status()
+        balances.append(int(response.json()["balance"]))
+    return balances
+
+
+def check_conservation(banks: BankUrls) -> int:
+    """Sum of all balances must equal the sum of opening balances; none negative.
+
+    Returns the total. Raises ``LedgerError`` on a violation.
+    """
+    with httpx.Client(headers=banks.headers(), timeout=30.0) as client:
+        src = _balances(client, banks.source, source_accounts())
+        tgt = _balances(client, banks.target, target_accounts())
+    opening = sum(a.opening_balance for a in (*source_accounts(), *target_accounts()))
+    if min(*src, *tgt) < 0:
+        raise LedgerError("a balance went negative")
+    if sum(src) + sum(tgt) != opening:
+        raise LedgerError(f"money not conserved: {sum(src) + sum(tgt)} != {opening}")
+    return opening
+
+
+@contextmanager
+def running_banks(workdir: Path, *, log_dir: Path | None = None) -> Iterator[BankUrls]:
+    """Start ``source_bank`` and ``target_bank`` on free ports with new ledgers; seed them."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    token = os.environ.get("BENCH_BANK_TOKEN", "bench-token")
+    urls: dict[str, str] = {}
+    with ExitStack() as stack:
+        for module, accounts in (
+            ("source_bank", source_accounts()),
+            ("target_bank", target_accounts()),
+        ):
+            port = free_port()
+            ledger = workdir / f"{module}.db"
+            ledger.unlink(missing_ok=True)
+            process = ManagedProcess(
+                module,
+                env={"PORT": str(port), "LEDGER_PATH": str(ledger), "BANK_TOKEN": token},
+                health_url=f"http://127.0.0.1:{port}/health",
+                log_path=(log_dir / f"{module}.log") if log_dir else None,
+            )
+            stack.enter_context(process)
+            urls[module] = f"http://127.0.0.1:{port}"
+            with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30.0) as client:
+                _seed(client, urls[module], accounts)
+        yield BankUrls(source=urls["source_bank"], target=urls["target_bank"], token=token)
