@@ -48,6 +48,8 @@ def create_app(config: BankConfig, ledger: Ledger | None = None) -> Flask:
     """Build the bank's WSGI app; it owns ``ledger`` (opened from the config if not given)."""
     app = Flask(f"bank.{config.name}")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    # No redirects (they would answer HTML): "/entries//x" is simply not a route.
+    app.url_map.merge_slashes = False
     faults = FaultInjector(config.initial_faults) if config.faults_enabled else None
     app.extensions["bank"] = BankState(config, ledger or Ledger(config.ledger_path), faults)
 
