@@ -31,12 +31,12 @@ TOKEN = "test-bank-token"
 STORE_TOKEN = "test-store-token"
 
 #: The environment every worker gets unless a test overrides it: short leases so
-#: a standby takes over quickly, a small retry budget so fences come soon, and a
+#: a standby takes over quickly, a small retry budget with no pause between tries so fences come soon, and a
 #: bank timeout long enough that a held request is never abandoned by a timeout.
 WORKER_DEFAULTS = {
     "LEASE_TTL": "2",
     "STEP_ATTEMPTS": "3",
-    "STEP_BACKOFF": "1",
+    "STEP_BACKOFF": "0",
     "STEP_BACKOFF_MAX": "1",
     "BANK_TIMEOUT": "30",
     "ATTENTION_AFTER": "300",
@@ -267,3 +267,24 @@ def running_cluster(root: Path, *, workers: int = 1, **worker_env: str) -> Itera
 def with_settings(cluster: Cluster, **changes: Any) -> Cluster:
     """The same cluster seen through different client settings."""
     return replace(cluster, settings=replace(cluster.settings, **changes))
+
+
+async def _embedded_transfer(args: list[str]) -> None:
+    """Start one transfer with the embedded store (settings from the environment) and wait."""
+    transfer_id, source, target, amount = args
+    settings = Settings.from_env()
+    resonate = open_resonate(settings, role="client")
+    try:
+        request = TransferRequest(transfer_id, source, target, int(amount))
+        handle = await start_transfer(resonate, settings, request)
+        print(await handle.result(), flush=True)
+    finally:
+        await close_resonate(resonate)
+
+
+if __name__ == "__main__":
+    # ``python -m tests.orchestrator.cluster ID SOURCE TARGET CENTS``: a process that
+    # runs one transfer over the embedded store, for tests that SIGKILL it mid-saga.
+    import sys
+
+    asyncio.run(_embedded_transfer(sys.argv[1:]))
