@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import secrets
 import shutil
 import sys
@@ -80,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.quiet:
             print(f"[{time.monotonic() - started:7.2f}s] {message}", file=sys.stderr, flush=True)
 
+    if args.quiet:
+        # The SDK logs each retry of a store that is down; expected here, noise in a summary.
+        logging.getLogger("resonate").setLevel(logging.ERROR)
     outcome = asyncio.run(run_campaign(params, workdir=workdir, log=log))
     print(outcome.summary())
     if args.out is not None:

@@ -3,9 +3,9 @@
 Each fault is its own task, started at its offset, so faults may overlap the
 way real failures do (a bank is slow while a worker dies). A per-process lock
 keeps the process-level faults on one process in order: a pause and a kill of
-the same process never interleave. A fault that could not be carried out (say,
-a latency rule while that bank is down) is recorded as skipped, not counted
-as injected.
+the same process never interleave, and a bank rule or an account closure
+waits until its bank is back from a kill or a pause. A fault that still could
+not be carried out is recorded as skipped, not counted as injected.
 """
 
 from __future__ import annotations
@@ -111,10 +111,14 @@ class Injector:
                 raise ValueError(f"unknown fault kind {fault.kind!r}")
         except Exception as exc:
             record.error = f"{type(exc).__name__}: {exc}"
-        self._log(
-            f"{fault.describe()} -> {'injected' if record.injected else 'skipped'}"
-            f"{' (' + record.error + ')' if record.error else ''}"
-        )
+        if not record.injected:
+            self._log(f"skipped {fault.describe()}: {record.error}")
+        elif record.error:
+            self._log(f"after {fault.describe()}: {record.error}")
+
+    def _injected(self, record: FaultRecord) -> None:
+        record.injected = True
+        self._log(f"fault {record.fault.describe()}")
 
     async def _kill_and_restart(self, record: FaultRecord) -> None:
         fault = record.fault
@@ -124,7 +128,7 @@ class Injector:
                 record.error = "not running"
                 return
             await asyncio.to_thread(process.kill)
-            record.injected = True
+            self._injected(record)
             await asyncio.sleep(fault.duration)
             await asyncio.to_thread(process.start)
             if fault.target in self._rules:
@@ -139,7 +143,7 @@ class Injector:
                 record.error = "not running"
                 return
             process.signal(signal.SIGSTOP)
-            record.injected = True
+            self._injected(record)
             try:
                 await asyncio.sleep(fault.duration)
             finally:
@@ -151,8 +155,9 @@ class Injector:
         key = id(record)
         rules[key] = fault.bank_rule()
         try:
-            await self._push_rules(fault.target)
-            record.injected = True
+            async with self._locks[fault.target]:  # not while it is being killed or paused
+                await self._push_rules(fault.target)
+            self._injected(record)
             await asyncio.sleep(fault.duration)
         finally:
             rules.pop(key, None)
@@ -172,8 +177,9 @@ class Injector:
         fault = record.fault
         client = self._admin[TARGET_BANK]
         self._closed.add(fault.target)
-        await _patiently(lambda: client.put_account(fault.target, "closed"))
-        record.injected = True
+        async with self._locks[TARGET_BANK]:  # not while it is being killed or paused
+            await _patiently(lambda: client.put_account(fault.target, "closed"))
+        self._injected(record)
         await asyncio.sleep(fault.duration)
         try:
             await _patiently(lambda: client.put_account(fault.target, "open"))

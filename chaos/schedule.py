@@ -39,6 +39,22 @@ FAULT_KINDS: tuple[str, ...] = (
     CLOSE_ACCOUNT,
 )
 
+#: How often each kind is drawn once every kind has appeared. A store kill
+#: stalls every transfer (and the SDK's reconnect backoff grows with each
+#: one), so it is drawn least: the workload must keep running between faults.
+_KIND_WEIGHTS: dict[str, float] = {
+    KILL_WORKER: 3,
+    KILL_SOURCE_BANK: 1.5,
+    KILL_TARGET_BANK: 1.5,
+    KILL_STORE: 1,
+    PAUSE: 2,
+    LATENCY: 2,
+    FAIL_BEFORE: 2,
+    FAIL_AFTER: 2,
+    DROP_AFTER: 2,
+    CLOSE_ACCOUNT: 2,
+}
+
 #: Faults that become a fault-injection rule on a bank (its admin API).
 BANK_RULE_KINDS: frozenset[str] = frozenset({LATENCY, FAIL_BEFORE, FAIL_AFTER, DROP_AFTER})
 
@@ -231,7 +247,8 @@ def plan_faults(
 ) -> tuple[Fault, ...]:
     """``count`` faults spread over ``duration``; every kind appears when count allows."""
     kinds = list(FAULT_KINDS[: min(count, len(FAULT_KINDS))])
-    kinds += [rng.choice(FAULT_KINDS) for _ in range(count - len(kinds))]
+    weights = [_KIND_WEIGHTS[kind] for kind in FAULT_KINDS]
+    kinds += rng.choices(FAULT_KINDS, weights, k=count - len(kinds))
     rng.shuffle(kinds)
     times = sorted(round(rng.uniform(0.02, 0.9) * duration, 3) for _ in range(count))
     return tuple(
@@ -255,7 +272,7 @@ def _fault(
     if kind == PAUSE:
         return Fault(at, kind, rng.choice(processes), _seconds(rng, 0.3, 3.0))
     if kind == CLOSE_ACCOUNT:
-        return Fault(at, kind, rng.choice(target_accounts), _seconds(rng, 0.5, 5.0))
+        return Fault(at, kind, rng.choice(target_accounts), _seconds(rng, 2.0, 10.0))
     if kind in BANK_RULE_KINDS:
         bank = rng.choice((SOURCE_BANK, TARGET_BANK))
         op_kind = rng.choice((*_BANK_OP_KINDS[bank], None))
