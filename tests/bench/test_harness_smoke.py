@@ -1,0 +1,86 @@
+"""The benchmark harness measures real transfers and refuses to count wrong ones.
+
+Runs the harness end to end (two real banks, the baseline and crossbank's
+embedded store) with a handful of transfers, and checks the pure parts the
+figures rest on: the workload plan and the percentile.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import harness
+from bench.stats import Sample, percentile, summarize
+from bench.workload import CLOSED_ACCOUNT, plan_transfers
+
+
+def test_plan_is_deterministic_unique_and_reverses_one_in_ten() -> None:
+    specs = plan_transfers("run", 100)
+    assert specs == plan_transfers("run", 100)
+    assert len({s.transfer_id for s in specs}) == 100
+    compensated = [s for s in specs if s.expected_status == "compensated"]
+    assert len(compensated) == 10
+    assert all(s.target_account == CLOSED_ACCOUNT for s in compensated)
+    assert specs[0].debit_op == "run-000000-debit"
+
+
+def test_plan_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="count"):
+        plan_transfers("run", 0)
+    with pytest.raises(ValueError, match="prefix"):
+        plan_transfers("a/b", 1)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([7.0], 0.99) == 7.0
+
+
+def test_wrong_outcomes_do_not_count_as_throughput() -> None:
+    samples = [Sample("a", "committed", 0.1), Sample("b", "committed", 0.1)]
+    stats = summarize("x", 1, samples, 1.0, {"a": "committed", "b": "compensated"})
+    assert stats.wrong == 1
+    assert stats.throughput == 1.0
+
+
+def test_harness_runs_baseline_and_embedded_crossbank(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    code = harness.main(
+        [
+            "--count",
+            "10",
+            "--concurrency",
+            "1,4",
+            "--warmup",
+            "0",
+            "--systems",
+            "baseline",
+            "crossbank embedded",
+            "--skip-recovery",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    raw = json.loads((out / "raw.json").read_text())
+    assert raw["skipped"] == {}
+    rows = {(r["system"], r["concurrency"]): r for r in raw["results"]}
+    assert set(rows) == {
+        ("baseline (no durability)", 1),
+        ("baseline (no durability)", 4),
+        ("crossbank embedded", 1),
+        ("crossbank embedded", 4),
+    }
+    for row in rows.values():
+        assert row["wrong"] == 0
+        assert row["statuses"] == {"committed": 9, "compensated": 1}
+        assert row["throughput"] > 0
+    table = (out / "results.md").read_text()
+    assert "| crossbank embedded | 4 |" in table
