@@ -123,6 +123,9 @@ class Ledger:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        # Threads of this process queue here instead of in SQLite's busy handler,
+        # which polls with growing sleeps; other processes still meet at the file lock.
+        self._write_lock = threading.Lock()
         self._init_schema()
 
     # -- accounts ---------------------------------------------------------------
@@ -287,13 +290,14 @@ class Ledger:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: the write lock is taken before any read."""
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
