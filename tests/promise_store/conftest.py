@@ -78,7 +78,7 @@ class App:
                 return parsed
             if self.proc.poll() is not None:
                 break
-        raise AssertionError(f"no result from {self.proc.args}; see {self.log}")
+        raise AssertionError(f"no result from {self.proc.args!r}; see {self.log}")
 
     def kill(self) -> None:
         if self.proc.poll() is None:
