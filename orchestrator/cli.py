@@ -26,14 +26,16 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
-from resonate.resonate import Resonate
 
 from orchestrator import audit, money
 from orchestrator.bank_client import BankClient, BankError, BankUnavailable, EntryKind
 from orchestrator.settings import Settings
+
+if TYPE_CHECKING:
+    from resonate.resonate import Resonate
 
 OK = 0
 NOT_OK = 1
@@ -385,7 +387,7 @@ def describe_result(result: dict[str, Any]) -> str:
             return (
                 f"transfer {result['transfer_id']}: compensated ({result['reason']})\n"
                 f"  the target bank did not take {route}; the debit was reversed, "
-                f"{result['source_account']} has its {amount} back"
+                f"so the {amount} is back in {result['source_account']}'s account"
             )
         case "failed":
             return (

@@ -1,0 +1,237 @@
+"""``crossbank transfer`` refuses bad input with one line and exit 2, and starts nothing.
+
+Every case runs against real banks, the served promise store and a worker, and
+then checks that neither ledger nor the store changed. One case of each kind
+runs the real command as a subprocess; the rest call the same ``main`` in this
+process (``cli_main``), which keeps the module fast on a small machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.supervisor import free_port
+from tests.orchestrator.cluster import Cluster
+
+ACCOUNTS = {"in-alice": 10_000}, {"in-carol": 0, "in-closed": 0}
+
+
+def run_cli(
+    cluster: Cluster, *args: str, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m orchestrator ARGS`` with the cluster's client environment (plus ``env``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        env={**os.environ, **cluster.worker_env, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def cli_main(
+    cluster: Cluster,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    *args: str,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    """``crossbank ARGS`` run in this process, with the same environment as :func:`run_cli`."""
+    with monkeypatch.context() as patch:
+        for name, value in {**cluster.worker_env, **env}.items():
+            patch.setenv(name, value)
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The refusal: exit 2, nothing on stdout, exactly one line on stderr (no traceback)."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("crossbank: error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def seeded(cluster: Cluster) -> Cluster:
+    source, target = ACCOUNTS
+    asyncio.run(cluster.seed(source, target, closed=("in-closed",)))
+    return cluster
+
+
+def snapshot(cluster: Cluster) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Every balance and every entry of both banks."""
+    return asyncio.run(cluster.balances()), asyncio.run(cluster.entries(""))
+
+
+def assert_nothing_started(
+    cluster: Cluster, before: tuple[dict[str, int], list[dict[str, Any]]], transfer_id: str
+) -> None:
+    assert snapshot(cluster) == before
+    assert asyncio.run(cluster.record(transfer_id)) is None
+
+
+@pytest.mark.parametrize(
+    ("amount", "reason"),
+    [
+        ("12.345", "at most two decimal places"),
+        ("-5", "more than zero"),
+        ("1e3", "exponents"),
+        ("abc", "expected a decimal number"),
+        ("0", "more than zero"),
+        ("1000000000.01", "cap"),
+    ],
+)
+def test_malformed_amount(
+    seeded: Cluster,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    amount: str,
+    reason: str,
+) -> None:
+    before = snapshot(seeded)
+    tid = f"in-amount-{abs(hash(amount))}"
+    argv = ("transfer", "--from", "in-alice", "--to", "in-carol", "--amount", amount, "--id", tid)
+    result = cli_main(seeded, capsys, monkeypatch, *argv)
+    line = one_line_error(result)
+    assert reason in line
+    assert repr(amount) in line
+    assert_nothing_started(seeded, before, tid)
+
+
+def test_malformed_amount_from_the_real_command(seeded: Cluster) -> None:
+    before = snapshot(seeded)
+    argv = ("--from", "in-alice", "--to", "in-carol", "--amount", "12.345", "--id", "in-real")
+    line = one_line_error(run_cli(seeded, "transfer", *argv))
+    assert line == "crossbank: error: invalid amount '12.345': at most two decimal places (cents)"
+    assert_nothing_started(seeded, before, "in-real")
+
+
+def test_same_source_and_target(
+    seeded: Cluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = snapshot(seeded)
+    result = cli_main(
+        seeded,
+        capsys,
+        monkeypatch,
+        "transfer",
+        "--from",
+        "in-alice",
+        "--to",
+        "in-alice",
+        "--amount",
+        "1",
+        "--id",
+        "in-same",
+    )
+    assert "same account" in one_line_error(result)
+    assert_nothing_started(seeded, before, "in-same")
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "expected"),
+    [
+        ("in-nobody", "in-carol", "account 'in-nobody' does not exist on the source bank"),
+        ("in-alice", "in-nobody", "account 'in-nobody' does not exist on the target bank"),
+        ("in-carol", "in-alice", "account 'in-carol' does not exist on the source bank"),
+        ("in-alice", "in-closed", "account 'in-closed' on the target bank is closed"),
+    ],
+)
+def test_unknown_or_closed_account(
+    seeded: Cluster,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+    target: str,
+    expected: str,
+) -> None:
+    before = snapshot(seeded)
+    tid = f"in-acct-{source}-{target}"
+    argv = ("transfer", "--from", source, "--to", target, "--amount", "1", "--id", tid)
+    assert one_line_error(cli_main(seeded, capsys, monkeypatch, *argv)).endswith(expected)
+    assert_nothing_started(seeded, before, tid)
+
+
+def test_unknown_account_from_the_real_command(seeded: Cluster) -> None:
+    before = snapshot(seeded)
+    argv = ("--from", "in-alice", "--to", "in-ghost", "--amount", "1", "--id", "in-ghost")
+    line = one_line_error(run_cli(seeded, "transfer", *argv))
+    assert line == "crossbank: error: account 'in-ghost' does not exist on the target bank"
+    assert_nothing_started(seeded, before, "in-ghost")
+
+
+@pytest.mark.parametrize(
+    ("bank", "variable"), [("source", "SOURCE_BANK_URL"), ("target", "TARGET_BANK_URL")]
+)
+def test_unreachable_bank(seeded: Cluster, bank: str, variable: str) -> None:
+    before = snapshot(seeded)
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    tid = f"in-down-{bank}"
+    result = run_cli(
+        seeded,
+        "transfer",
+        "--from",
+        "in-alice",
+        "--to",
+        "in-carol",
+        "--amount",
+        "1",
+        "--id",
+        tid,
+        **{variable: nowhere},
+    )
+    assert one_line_error(result).endswith(f"{bank} bank not reachable at {nowhere} ({variable})")
+    assert_nothing_started(seeded, before, tid)
+
+
+def test_unreachable_store(seeded: Cluster) -> None:
+    before = snapshot(seeded)
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    result = run_cli(
+        seeded,
+        "transfer",
+        "--from",
+        "in-alice",
+        "--to",
+        "in-carol",
+        "--amount",
+        "1",
+        "--id",
+        "in-store-down",
+        RESONATE_URL=nowhere,
+    )
+    assert one_line_error(result).endswith(
+        f"promise store not reachable at {nowhere} (RESONATE_URL)"
+    )
+    assert_nothing_started(seeded, before, "in-store-down")
+
+
+def test_bad_setting_names_the_variable(
+    seeded: Cluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = cli_main(seeded, capsys, monkeypatch, "balances", BANK_TIMEOUT="soon")
+    assert "BANK_TIMEOUT" in one_line_error(result)
+
+
+def test_other_commands_name_an_unreachable_bank(
+    seeded: Cluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    for args in (("balances",), ("audit",), ("accounts", "seed")):
+        result = cli_main(seeded, capsys, monkeypatch, *args, TARGET_BANK_URL=nowhere)
+        assert one_line_error(result).endswith(
+            f"target bank not reachable at {nowhere} (TARGET_BANK_URL)"
+        ), args
