@@ -66,7 +66,7 @@ def _stop_on_signals() -> asyncio.Event:
 
 def configure_logging() -> None:
     """One line per transfer start and finish; the SDK's and httpx's per-request chatter
-    only at ``LOG_LEVEL=DEBUG`` (the store connection's state is still logged)."""
+    only at ``LOG_LEVEL=DEBUG``; the store connection's state always."""
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
@@ -74,7 +74,8 @@ def configure_logging() -> None:
     if level != "DEBUG":
         for noisy in ("httpx", "resonate"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        logging.getLogger("resonate.connections").setLevel(level)
+        # Whether the worker is connected to the store is always worth a line.
+        logging.getLogger("resonate.connections").setLevel(logging.INFO)
 
 
 def main() -> None:
