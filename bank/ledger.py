@@ -178,22 +178,16 @@ class Ledger:
             raise ValueError(
                 f"post_entry needs a known kind and a positive amount: {kind} {amount}"
             )
+        # Entries and voids never change once written, so a replay is answered
+        # without taking the write lock; only a new op id needs it.
+        with self._read() as db:
+            replayed = _settled(db, op_id, account_id, kind, amount)
+        if replayed is not None:
+            return replayed, False
         with self._write() as db:
-            existing = _fetch_entry(db, op_id)
-            if existing is not None:
-                if (existing.account_id, existing.kind, existing.amount) != (
-                    account_id,
-                    kind,
-                    amount,
-                ):
-                    raise Conflict(
-                        "op_id_conflict",
-                        f"op {op_id} was already applied as a {existing.kind} of "
-                        f"{existing.amount} on {existing.account_id}",
-                    )
-                return existing, False
-            if _is_voided(db, op_id):
-                raise Conflict("op_voided", f"op {op_id} was voided and can never be applied")
+            settled = _settled(db, op_id, account_id, kind, amount)
+            if settled is not None:
+                return settled, False
             account = _fetch_account(db, account_id)
             if account is None:
                 raise Rejected("unknown_account", f"no account {account_id}")
@@ -339,6 +333,24 @@ def _fetch_account(db: sqlite3.Connection, account_id: str) -> Account | None:
 def _fetch_entry(db: sqlite3.Connection, op_id: str) -> Entry | None:
     row = db.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE op_id = ?", (op_id,)).fetchone()
     return None if row is None else Entry(*row)
+
+
+def _settled(
+    db: sqlite3.Connection, op_id: str, account_id: str, kind: str, amount: int
+) -> Entry | None:
+    """The stored entry for an identical replay; Conflict if the op id is taken otherwise."""
+    existing = _fetch_entry(db, op_id)
+    if existing is not None:
+        if (existing.account_id, existing.kind, existing.amount) != (account_id, kind, amount):
+            raise Conflict(
+                "op_id_conflict",
+                f"op {op_id} was already applied as a {existing.kind} of "
+                f"{existing.amount} on {existing.account_id}",
+            )
+        return existing
+    if _is_voided(db, op_id):
+        raise Conflict("op_voided", f"op {op_id} was voided and can never be applied")
+    return None
 
 
 def _is_voided(db: sqlite3.Connection, op_id: str) -> bool:

@@ -179,7 +179,7 @@ def test_bad_account_updates_are_refused_and_change_nothing(
     }
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=75)
 @given(bad=st.text(min_size=1, max_size=140).filter(_is_bad_id))
 def test_bad_ids_in_paths_never_cause_a_5xx(http: httpx.Client, account: str, bad: str) -> None:
     accounts_before = http.get("/accounts").json()
