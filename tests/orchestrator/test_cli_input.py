@@ -24,12 +24,12 @@ ACCOUNTS = {"in-alice": 10_000}, {"in-carol": 0, "in-closed": 0}
 
 
 def run_cli(
-    cluster: Cluster, *args: str, timeout: float = 120, **env: str
+    cluster: Cluster, *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """``python -m orchestrator ARGS`` with the cluster's client environment (plus ``env``)."""
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", *args],
-        env={**os.environ, **cluster.worker_env, **env},
+        env={**os.environ, **cluster.worker_env, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -191,7 +191,7 @@ def test_unreachable_bank(seeded: Cluster, bank: str, variable: str) -> None:
         "1",
         "--id",
         tid,
-        **{variable: nowhere},
+        env={variable: nowhere},
     )
     assert one_line_error(result).endswith(f"{bank} bank not reachable at {nowhere} ({variable})")
     assert_nothing_started(seeded, before, tid)
@@ -211,7 +211,7 @@ def test_unreachable_store(seeded: Cluster) -> None:
         "1",
         "--id",
         "in-store-down",
-        RESONATE_URL=nowhere,
+        env={"RESONATE_URL": nowhere},
     )
     assert one_line_error(result).endswith(
         f"promise store not reachable at {nowhere} (RESONATE_URL)"
