@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from resonate.resonate import Resonate
 from resonate.error import ServerError
 from resonate.handle import ResonateHandle
+from resonate.resonate import Resonate
 from resonate.types import PromiseRecord
 
 from orchestrator.saga import SAGA_NAME, transfer
