@@ -11,14 +11,20 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from types import FrameType
+from typing import Any
 
+from waitress import wasyncore
 from waitress.server import create_server
 
 from bank.app import bank_state, create_app
 from bank.config import BankConfig, ConfigError
 
 log = logging.getLogger("bank")
+
+#: On SIGTERM, how long in-flight requests get to finish before the process exits.
+DRAIN_SECONDS = 10.0
 
 
 class _Stop(Exception):
@@ -65,8 +71,30 @@ def main(bank_name: str, default_port: int) -> None:
         server.run()
     except _Stop as exc:
         log.info("%s bank stopping on %s", bank_name, exc)
+        if state.faults is not None:
+            state.faults.close()
+        _drain(server, DRAIN_SECONDS)
     finally:
         if state.faults is not None:
             state.faults.close()
+        server.task_dispatcher.shutdown()
         server.close()
         state.ledger.close()
+
+
+def _drain(server: Any, seconds: float) -> None:
+    """Stop accepting, then keep serving until in-flight requests have been answered."""
+    server.accepting = False
+    dispatcher = server.task_dispatcher
+    deadline = time.monotonic() + seconds
+
+    def busy() -> bool:
+        with dispatcher.lock:
+            if dispatcher.active_count or dispatcher.queue:
+                return True
+        return any(
+            getattr(channel, "total_outbufs_len", 0) for channel in list(server._map.values())
+        )
+
+    while busy() and time.monotonic() < deadline:
+        wasyncore.loop(timeout=0.05, map=server._map, count=1)

@@ -67,3 +67,24 @@ def test_sigkill_under_concurrent_load_loses_no_acknowledged_entry(
         applied = len(entries["entries"])
         assert applied >= len(acknowledged)
         assert balance(http, account_id) == 10**9 - applied
+
+
+def test_sigterm_lets_in_flight_requests_finish(start_bank: StartBank) -> None:
+    bank = start_bank()
+    with bank.client() as http, ThreadPoolExecutor(max_workers=1) as pool:
+        account_id = open_account(http, 100)
+        request = entry(new_id("parked"), account_id, 10)
+        http.put(
+            "/admin/faults", json={"faults": [{"action": "hold_after", "op_id": request["op_id"]}]}
+        ).raise_for_status()
+        pending = pool.submit(http.post, "/entries", json=request)
+        while not http.get("/admin/holds").json()["held"]:
+            threading.Event().wait(0.02)
+        bank.process.stop(timeout=15)
+        answer = pending.result(timeout=15)
+    assert bank.process.process is not None
+    assert bank.process.process.returncode == 0
+    assert answer.status_code == 201
+    bank.process.start()
+    with bank.client() as http:
+        assert balance(http, account_id) == 90
