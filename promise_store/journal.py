@@ -84,6 +84,10 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # Space freed by dropping journal rows behind a snapshot is returned to
+        # the file system (incremental vacuum), so the file does not keep its
+        # high-water mark. Only takes effect on a new file.
+        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
@@ -167,8 +171,10 @@ class Journal:
                 )
                 self._db.execute("DELETE FROM journal WHERE seq <= ?", (snapshot.seq,))
         if snapshot is not None:
-            # Fold the WAL back into the main file so the file stays small.
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # Give the dropped rows' pages back, and fold the WAL into the main
+            # file, so the file stays about the size of the live state.
+            self._db.execute("PRAGMA incremental_vacuum").fetchall()
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

@@ -23,6 +23,7 @@ from resonate.connections.local import (
 )
 from resonate_base import PROTOCOL_VERSION
 
+from promise_store.errors import StoreFailed
 from promise_store.state import JournaledState
 
 
@@ -67,7 +68,11 @@ async def handle(store: JournaledState, raw: bytes | str) -> Answer:
     flat = parse_request(raw)
     if isinstance(flat, str):
         return Answer(400, error_envelope(400, flat), [])
-    applied = await store.apply(flat)
+    try:
+        applied = await store.apply(flat)
+    except StoreFailed as exc:
+        body = error_envelope(503, str(exc), flat.get("kind"), flat.get("corrId"))
+        return Answer(503, body, [])
     if applied.error is not None:
         status = applied.error.code
         body = error_envelope(status, applied.error.message, flat.get("kind"), flat.get("corrId"))
