@@ -125,8 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "open":
             sub.add_argument(
                 "--opening",
-                default="0",
-                help="opening balance when the account is created (default 0)",
+                help="opening balance of a new account (default 0); fixed once created",
             )
     account_commands.add_parser(
         "seed", parents=[common], help="open a default set of demo accounts on both banks"
@@ -549,14 +548,25 @@ def describe_balances(accounts: dict[str, list[dict[str, Any]]]) -> str:
 async def account_command(
     settings: Settings, account_id: str, *, bank: str, action: str, opening: str | None
 ) -> Reply:
+    """Open (creating it if need be) or close an account; an opening balance never changes."""
     opening_cents = money.parse_amount(opening, allow_zero=True) if opening is not None else None
     async with bank_clients(settings) as (source, target):
         client = source if bank == "source" else target
         with reaching(client):
-            if action == "close" and await client.get_account(account_id) is None:
+            existing = await client.get_account(account_id)
+            if existing is None and action == "close":
                 raise CliError(f"account {account_id!r} does not exist on the {bank} bank")
-            status = "open" if action == "open" else "closed"
-            account = await client.put_account(account_id, status, opening_balance=opening_cents)
+            if existing is None:
+                account = await client.put_account(account_id, "open", opening_cents or 0)
+            else:
+                fixed = existing.get("opening_balance")
+                if opening_cents is not None and opening_cents != fixed:
+                    raise CliError(
+                        f"account {account_id!r} on the {bank} bank exists with opening balance "
+                        f"{money.format_cents(fixed or 0)}; an opening balance cannot change"
+                    )
+                status = "open" if action == "open" else "closed"
+                account = await client.put_account(account_id, status)
     text = (
         f"{bank} bank: account {account['account_id']} is {account['status']}, "
         f"balance {money.format_cents(account['balance'])}"
@@ -565,12 +575,15 @@ async def account_command(
 
 
 async def seed_command(settings: Settings) -> Reply:
-    """Open the demo accounts; an account that exists keeps its balance (opening is create-only)."""
+    """Make the demo accounts exist and be open; one that exists keeps its balance."""
     async with bank_clients(settings) as (source, target):
         for client in (source, target):
             with reaching(client):
                 for account_id, opening in SEED_ACCOUNTS[client.name].items():
-                    await client.put_account(account_id, "open", opening_balance=opening)
+                    if await client.get_account(account_id) is None:
+                        await client.put_account(account_id, "open", opening_balance=opening)
+                    else:
+                        await client.put_account(account_id, "open")
     accounts = await read_accounts(settings)
     return Reply(
         OK, balances_data(accounts), "seeded demo accounts\n" + describe_balances(accounts)
