@@ -1,5 +1,6 @@
-"""``python -m source_bank``: the bank money leaves from (port 5001 by default)."""
+"""``python -m source_bank``: the source bank (port 5001 by default)."""
 
 from bank.serve import main
 
-main("source", 5001)
+if __name__ == "__main__":
+    main("source", 5001)

@@ -1,5 +1,6 @@
-"""``python -m target_bank``: the bank money arrives at (port 5002 by default)."""
+"""``python -m target_bank``: the target bank (port 5002 by default)."""
 
 from bank.serve import main
 
-main("target", 5002)
+if __name__ == "__main__":
+    main("target", 5002)
