@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiesce-timeout",
         type=float,
         default=defaults.quiesce_timeout,
-        help="seconds allowed, after the faults, for every transfer to finish",
+        help="after the faults, give up once no transfer started or finished for this long",
     )
     parser.add_argument("--out", type=Path, help="write seed, schedule and outcome here (JSON)")
     parser.add_argument(

@@ -43,6 +43,21 @@ async def run_campaign(params: CampaignParams, *, workdir: Path, log: Log) -> Ou
         await asyncio.to_thread(cluster.stop)
 
 
+async def _wait_while_progressing(
+    workload: Workload, task: asyncio.Task[None], recovered: float, stall_limit: float
+) -> None:
+    """Wait for the workload to finish, giving up once it has made no progress for a while.
+
+    Transfers not yet sent when the faults stop are still sent, so the bound
+    is on a stall (no transfer started or finished for ``stall_limit``
+    seconds), not on the total, which grows with the workload.
+    """
+    while not task.done():
+        await asyncio.wait({task}, timeout=1.0)
+        if time.monotonic() - max(workload.last_progress, recovered) > stall_limit:
+            return
+
+
 async def seed_accounts(cluster: Cluster, campaign: Campaign) -> None:
     """Open every planned account with its opening balance (idempotent on a rerun)."""
     token = cluster.config.bank_token
@@ -81,18 +96,26 @@ async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) 
         log("faults over: clearing rules, resuming and restarting processes, reopening accounts")
         await injector.recover()
         recovered = time.monotonic()
-        done, _ = await asyncio.wait({workload_task}, timeout=params.quiesce_timeout)
+        await _wait_while_progressing(workload, workload_task, recovered, params.quiesce_timeout)
         quiesce_seconds: float | None = None
         workload_seconds: float | None = None
-        if done:
+        if workload_task.done():
             workload_task.result()
-            quiesce_seconds = round(max(0.0, time.monotonic() - recovered), 2)
+            settled_from = max(recovered, workload.last_started)
+            quiesce_seconds = round(max(0.0, time.monotonic() - settled_from), 2)
             workload_seconds = round(time.monotonic() - zero, 2)
+            sent_after = sum(
+                1
+                for run in workload.runs.values()
+                if (run.started_at or 0) > recovered - workload.clock_zero
+            )
+            if sent_after:
+                notes.append(f"{sent_after} transfers were started after the faults stopped")
         else:
             workload_task.cancel()
             notes.append(
-                f"{len(workload.unfinished())} transfers were not terminal "
-                f"{params.quiesce_timeout:g}s after the faults stopped"
+                f"{len(workload.unfinished())} transfers were not terminal: no transfer started "
+                f"or finished for {params.quiesce_timeout:g}s after the faults stopped"
             )
         watcher.stop()
         await watcher_task

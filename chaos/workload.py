@@ -60,7 +60,10 @@ class Workload:
         self.runs = {t.transfer_id: TransferRun(t) for t in transfers}
         self.concurrency = concurrency
         self._log = log
-        self._clock_zero = time.monotonic()
+        self.clock_zero = time.monotonic()
+        #: Monotonic times of the latest start and of the latest start or finish.
+        self.last_started = self.clock_zero
+        self.last_progress = self.clock_zero
 
     async def run(self) -> None:
         queue: Iterator[TransferRun] = iter(list(self.runs.values()))
@@ -91,6 +94,7 @@ class Workload:
             except Exception:  # store down or paused: the id makes a retry safe
                 await asyncio.sleep(_RETRY_PAUSE_S)
         run.started_at = self._now()
+        self.last_started = self.last_progress = time.monotonic()
         try:
             result = await handle.result()
         except Exception as exc:  # the handle gave up; read the promise until it settles
@@ -98,6 +102,7 @@ class Workload:
             result = await self.poll_result(planned.transfer_id)
         run.result = result if isinstance(result, dict) else {"status": repr(result)}
         run.finished_at = self._now()
+        self.last_progress = time.monotonic()
 
     async def poll_result(self, transfer_id: str) -> dict[str, Any]:
         """The transfer's result, reading its root promise until it is settled."""
@@ -123,4 +128,4 @@ class Workload:
         return {"status": record.state, "error": repr(data)}
 
     def _now(self) -> float:
-        return round(time.monotonic() - self._clock_zero, 3)
+        return round(time.monotonic() - self.clock_zero, 3)
