@@ -1,0 +1,96 @@
+"""``crossbank demo`` end to end, as a user runs it; and Ctrl-C stops everything it started."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from orchestrator.supervisor import is_healthy
+
+CROSSBANK = str(Path(sys.executable).parent / "crossbank")
+
+
+def started_urls(output: str) -> list[str]:
+    """The banks' and the store's URLs, from the demo's ``export ...`` line."""
+    line = next(line for line in output.splitlines() if line.strip().startswith("export "))
+    return re.findall(r"=(http://127\.0\.0\.1:\d+)", line)
+
+
+def worker_pids(output: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"worker-\d+\s+pid (\d+)", output)]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_demo_runs_every_outcome_and_stops_everything(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    result = subprocess.run(
+        [CROSSBANK, "demo", "--data", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+        cwd=tmp_path,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert re.search(r"transfer tr-\w+: committed", out)
+    assert re.search(r"transfer demo-comp-\d+: compensated \(account_closed\)", out)
+    assert re.search(r"transfer tr-\w+: failed \(insufficient_funds\)", out)
+    assert "SIGKILL worker-1" in out
+    assert re.search(r"transfer crash-\d+: committed", out)
+    assert "each op applied exactly once" in out
+    assert out.count("audit: clean") == 2
+    assert "total                                    1,310.00  (opening balances: 1,310.00)" in out
+    assert out.rstrip().endswith("demo: done: every outcome as expected")
+    for name in ("source.db", "target.db", "promises.db", "worker-1.log", "worker-2.log"):
+        assert (data / name).exists(), name
+
+    urls = started_urls(out)
+    assert len(urls) == 3
+    assert not any(is_healthy(f"{url}/health") for url in urls)
+    assert not any(pid_alive(pid) for pid in worker_pids(out))
+
+
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
+    demo = subprocess.Popen(
+        [CROSSBANK, "demo", "--data", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert demo.stdout is not None
+    seen = []
+    try:
+        for line in demo.stdout:
+            seen.append(line)
+            if line.startswith("== 2."):
+                break
+        urls = started_urls("".join(seen))
+        assert all(is_healthy(f"{url}/health") for url in urls)
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    output = "".join(seen) + rest
+    assert demo.returncode == 130, output
+    assert "stopping every process the demo started" in output
+    deadline = time.monotonic() + 10
+    while any(is_healthy(f"{url}/health") for url in urls):
+        assert time.monotonic() < deadline, "a part the demo started is still answering"
+        time.sleep(0.1)
+    assert not any(pid_alive(pid) for pid in worker_pids(output))
