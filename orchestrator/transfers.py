@@ -33,6 +33,9 @@ TRANSFER_TIMEOUT = timedelta(days=365)
 #: promise id (``:`` separates a root from its steps there).
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
+#: What the banks accept as an account id.
+_ACCOUNT_PATTERN = re.compile(r"^[A-Za-z0-9._:@~+-]{1,128}$")
+
 #: No single transfer moves more than this many cents (a billion units).
 MAX_AMOUNT = 100_000_000_000
 
@@ -57,7 +60,7 @@ class TransferRequest:
                 "or '-', starting with a letter or digit"
             )
         for role, account in (("source", self.source_account), ("target", self.target_account)):
-            if not _ID_PATTERN.match(account):
+            if not isinstance(account, str) or not _ACCOUNT_PATTERN.match(account):
                 raise ValueError(f"{role} account {account!r} is not a valid account id")
         if self.source_account == self.target_account:
             raise ValueError("source and target account must differ")
