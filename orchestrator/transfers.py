@@ -31,10 +31,10 @@ TRANSFER_TIMEOUT = timedelta(days=365)
 
 #: Safe in a URL path (op ids go into ``/entries/{op_id}/void``) and in a
 #: promise id (``:`` separates a root from its steps there).
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 #: What the banks accept as an account id.
-_ACCOUNT_PATTERN = re.compile(r"^[A-Za-z0-9._:@~+-]{1,128}$")
+_ACCOUNT_PATTERN = re.compile(r"[A-Za-z0-9._:@~+-]{1,128}")
 
 #: No single transfer moves more than this many cents (a billion units).
 MAX_AMOUNT = 100_000_000_000
@@ -54,13 +54,13 @@ class TransferRequest:
     amount: int
 
     def __post_init__(self) -> None:
-        if not _ID_PATTERN.match(self.transfer_id):
+        if not _ID_PATTERN.fullmatch(self.transfer_id):
             raise ValueError(
                 f"transfer id {self.transfer_id!r} must be 1-100 letters, digits, '.', '_' "
                 "or '-', starting with a letter or digit"
             )
         for role, account in (("source", self.source_account), ("target", self.target_account)):
-            if not isinstance(account, str) or not _ACCOUNT_PATTERN.match(account):
+            if not isinstance(account, str) or not _ACCOUNT_PATTERN.fullmatch(account):
                 raise ValueError(f"{role} account {account!r} is not a valid account id")
         if self.source_account == self.target_account:
             raise ValueError("source and target account must differ")

@@ -92,6 +92,7 @@ def test_op_ids_derive_from_the_transfer_id() -> None:
         ("", "a", "b", 1, "transfer id"),
         ("has:colon", "a", "b", 1, "transfer id"),
         ("has/slash", "a", "b", 1, "transfer id"),
+        ("newline\n", "a", "b", 1, "transfer id"),
         ("t", "a", "a", 1, "must differ"),
         ("t", "a", "b", 0, "amount"),
         ("t", "a", "b", -5, "amount"),
