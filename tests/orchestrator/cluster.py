@@ -77,7 +77,9 @@ class Cluster:
         return [worker for worker in self.workers if worker.running()]
 
     def reset(self) -> None:
-        """Both banks up without fault rules or holds, and exactly one running worker."""
+        """The store and both banks up, no fault rules or holds, exactly one running worker."""
+        if not self.store.running():
+            self.store.start()
         for bank in (self.source, self.target):
             if not bank.running():
                 bank.start()

@@ -78,6 +78,7 @@ async def test_same_id_twice_returns_the_first_result(cluster: Cluster) -> None:
     assert second == first
     assert len(await cluster.entries("t-twice")) == 2  # one debit, one credit
     assert (await cluster.balances())["source:eve"] == 700
+    assert await cluster.violations() == []
 
 
 async def test_same_id_started_concurrently_runs_once(cluster: Cluster) -> None:
