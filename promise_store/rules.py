@@ -37,6 +37,40 @@ KNOWN_KINDS = frozenset(
 PURE_READS = frozenset({"schedule.get", "schedule.search"})
 
 
+#: Task operations the SDK fences with the version it was handed, but which the
+#: reference ``ServerState`` applies whatever the version (see ``stale_task_request``).
+VERSIONED_TASK_KINDS = frozenset({"task.acquire", "task.release", "task.fulfill", "task.suspend"})
+
+
+def stale_task_request(state: ServerState, req: dict[str, Any]) -> dict[str, Any] | None:
+    """A 409 answer when ``req`` acts on a task version that is no longer current, else ``None``.
+
+    The SDK's reference state machine checks the version only on
+    ``task.fence`` and ``task.heartbeat``. Left alone, an execution that has
+    lost its lease (its store restarted, its heartbeat was late) releases the
+    *new* holder's lease with its stale ``task.release``, which makes that
+    holder lose its lease in turn: a cascade of re-executions in which steps
+    run again. Refusing stale versions, as the Resonate server does, stops it.
+    A refused request leaves the state untouched, so it is not journaled.
+    """
+    kind = req.get("kind")
+    if kind not in VERSIONED_TASK_KINDS:
+        return None
+    version = req.get("version")
+    task_id = req.get("id")
+    if not isinstance(version, int) or isinstance(version, bool) or not isinstance(task_id, str):
+        return None
+    task = state.tasks.get(task_id)
+    if task is None or task.version == version:
+        return None
+    return {
+        "kind": kind,
+        "corrId": req.get("corrId"),
+        "status": 409,
+        "error": f"task {task_id} is at version {task.version}, not {version}",
+    }
+
+
 def request_changes_state(state: ServerState, now: int, req: dict[str, Any]) -> bool:
     """False only when applying ``req`` at ``now`` provably leaves ``state`` untouched.
 

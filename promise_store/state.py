@@ -35,7 +35,12 @@ from resonate.timing import now_ms
 from promise_store.errors import CorruptStore, StoreFailed
 from promise_store.journal import REQUEST, TICK, Entry, Journal, Snapshot
 from promise_store.lock import FileLock
-from promise_store.rules import KNOWN_KINDS, request_changes_state, tick_changes_state
+from promise_store.rules import (
+    KNOWN_KINDS,
+    request_changes_state,
+    stale_task_request,
+    tick_changes_state,
+)
 from promise_store.snapshot import decode_state, encode_state
 
 logger = logging.getLogger(__name__)
@@ -182,6 +187,10 @@ class JournaledState:
         kind = req.get("kind")
         if kind not in KNOWN_KINDS:
             return Applied(None, ServerError(400, f"unknown request kind: {kind}"), [])
+        stale = stale_task_request(self.state, req)
+        if stale is not None:
+            await self._until_durable(self._seq)
+            return Applied(stale, None, [])
         now = self._clock()
         journal = request_changes_state(self.state, now, req)
         response: dict[str, Any] | None = None

@@ -127,8 +127,9 @@ class Steps:
     def release(self, step: int) -> None:
         (self.gates / f"open-{step}").touch()
 
-    def env(self) -> dict[str, str]:
-        return {"STEP_LOG": str(self.log), "GATE_DIR": str(self.gates), "TTL_S": "2"}
+    def env(self, ttl_s: float = 10.0) -> dict[str, str]:
+        """Environment for workflow_app; a short ``ttl_s`` only where a lease must expire."""
+        return {"STEP_LOG": str(self.log), "GATE_DIR": str(self.gates), "TTL_S": str(ttl_s)}
 
 
 @pytest.fixture

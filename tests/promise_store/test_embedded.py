@@ -14,7 +14,8 @@ from tests.promise_store.conftest import App, Steps
 
 @pytest.fixture
 def env(tmp_path: Path, steps: Steps) -> dict[str, str]:
-    return {**steps.env(), "STORE_PATH": str(tmp_path / "embedded.db")}
+    # A 2 s lease: a killed process's task comes back 2 s after its last heartbeat.
+    return {**steps.env(ttl_s=2), "STORE_PATH": str(tmp_path / "embedded.db")}
 
 
 def test_result_survives_sigkill_and_a_second_start_runs_nothing_again(

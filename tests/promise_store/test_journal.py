@@ -360,3 +360,41 @@ def test_snapshot_round_trips_the_state(tmp_path: Path) -> None:
     assert canonical_state(restored) == canonical_state(store.state)
     assert list(restored.promises) == list(store.state.promises)
     store.close_sync()
+
+
+def test_stale_task_versions_are_refused_so_a_lost_lease_cannot_release_the_new_one(
+    tmp_path: Path,
+) -> None:
+    store = JournaledState(tmp_path / "fence.db")
+
+    async def run() -> list[int]:
+        async def status(req: dict[str, Any]) -> int:
+            applied = await store.apply({"corrId": "c", **req})
+            assert applied.response is not None
+            return int(applied.response["status"])
+
+        tags = {"resonate:target": TARGET}
+        await store.apply({"kind": "promise.create", "id": "t", "timeoutAt": 2**62, "tags": tags})
+        return [
+            await status(
+                {"kind": "task.acquire", "id": "t", "version": 0, "pid": "a", "ttl": 9000}
+            ),
+            await status({"kind": "task.release", "id": "t", "version": 0}),  # now pending at v1
+            await status(
+                {"kind": "task.acquire", "id": "t", "version": 1, "pid": "b", "ttl": 9000}
+            ),
+            await status({"kind": "task.release", "id": "t", "version": 0}),  # a's stale release
+            await status(
+                {"kind": "task.acquire", "id": "t", "version": 0, "pid": "a", "ttl": 9000}
+            ),
+            await status({"kind": "task.fulfill", "id": "t", "version": 0, "action": {}}),
+        ]
+
+    try:
+        seq_before = store.seq
+        assert asyncio.run(run()) == [200, 200, 200, 409, 409, 409]
+        task = store.state.tasks["t"]
+        assert (task.state, task.version, task.pid) == ("acquired", 1, "b")
+        assert store.seq - seq_before == 4, "refused requests are not journaled"
+    finally:
+        store.close_sync()

@@ -50,8 +50,8 @@ def wait_until_exists(server: StoreServer, promise_id: str) -> None:
     raise AssertionError(f"promise {promise_id} was never created")
 
 
-def app_env(server: StoreServer, steps: Steps, **extra: str) -> dict[str, str]:
-    return {**steps.env(), "RESONATE_URL": server.url, **extra}
+def app_env(server: StoreServer, steps: Steps, ttl_s: float = 10.0, **extra: str) -> dict[str, str]:
+    return {**steps.env(ttl_s), "RESONATE_URL": server.url, **extra}
 
 
 def test_result_survives_a_store_sigkill_and_restart(
@@ -71,7 +71,7 @@ def test_result_survives_a_store_sigkill_and_restart(
 def test_second_worker_finishes_a_killed_workers_saga_without_rerunning_done_steps(
     server: StoreServer, launch: Callable[..., App], steps: Steps
 ) -> None:
-    env = app_env(server, steps)
+    env = app_env(server, steps, ttl_s=2)
     steps.hold(2)
     first = launch("worker", env=env)
     client = launch("run", "s-2", "3", "0", env=env)
@@ -126,6 +126,7 @@ def test_durable_sleep_survives_a_store_restart(
     server.start()
     assert client.result() == {"id": "s-5", "total": 10}
     assert steps.count("woke s-5") == 1
+    assert steps.count("start s-5 1") == 1
 
 
 def test_bad_requests_get_protocol_errors_and_never_break_replay(server: StoreServer) -> None:
