@@ -347,6 +347,11 @@ async def transfer_command(
     cents = money.parse_amount(amount)
     if source == target:
         raise CliError(f"source and target are the same account ({source!r})")
+    if not wait and settings.resonate_url is None:
+        raise CliError(
+            "--no-wait needs a served promise store (RESONATE_URL): with the embedded store "
+            "this process is the one that runs the transfer"
+        )
     request = transfers.TransferRequest(
         transfer_id=transfer_id or transfers.new_transfer_id(),
         source_account=source,

@@ -235,3 +235,14 @@ def test_other_commands_name_an_unreachable_bank(
         assert one_line_error(result).endswith(
             f"target bank not reachable at {nowhere} (TARGET_BANK_URL)"
         ), args
+
+
+def test_no_wait_needs_a_served_store(
+    seeded: Cluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the embedded store the CLI process itself runs the saga, so it cannot leave early."""
+    before = snapshot(seeded)
+    argv = ("transfer", "--from", "in-alice", "--to", "in-carol", "--amount", "1", "--no-wait")
+    result = cli_main(seeded, capsys, monkeypatch, *argv, "--id", "in-nowait", RESONATE_URL="")
+    assert "--no-wait needs a served promise store (RESONATE_URL)" in one_line_error(result)
+    assert_nothing_started(seeded, before, "in-nowait")

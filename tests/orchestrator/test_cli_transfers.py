@@ -12,6 +12,7 @@ import json
 import time
 from typing import Any
 
+from orchestrator.transfers import TransferRequest, start_transfer
 from tests.orchestrator.cluster import Cluster, wait_for_hold
 from tests.orchestrator.test_cli_input import run_cli
 
@@ -185,3 +186,37 @@ def test_accounts_and_balances(cluster: Cluster) -> None:
     assert any(
         line.split()[:4] == ["source", "ta-new", "closed", "100.25"] for line in human.splitlines()
     )
+
+
+def test_status_flags_a_transfer_compensating_for_too_long(cluster: Cluster) -> None:
+    """The source bank holds the reversal; past ATTENTION_AFTER, status says it needs attention."""
+    asyncio.run(cluster.seed({"ts-bob": 1_000}, {"ts-closed": 0}, closed=("ts-closed",)))
+    tid = "ts-1"
+
+    async def start_with_reversal_held() -> None:
+        async with cluster.banks() as (source, _):
+            await source.set_faults([{"action": "hold_before", "op_id": f"{tid}-reversal"}])
+            async with cluster.client() as resonate:
+                request = TransferRequest(tid, "ts-bob", "ts-closed", 100)
+                await start_transfer(resonate, cluster.settings, request)
+            await wait_for_hold(source, f"{tid}-reversal", "before")
+
+    asyncio.run(start_with_reversal_held())
+    status = run_cli(cluster, "status", tid, "--json", env={"ATTENTION_AFTER": "0"})
+    view = json.loads(status.stdout)
+    assert (view["status"], view["needs_attention"]) == ("compensating", True)
+    human = run_cli(cluster, "status", tid, env={"ATTENTION_AFTER": "0"}).stdout
+    assert "NEEDS ATTENTION" in human.splitlines()[0]
+    assert "reversal  -" in human
+
+    async def release() -> None:
+        async with cluster.banks() as (source, _):
+            await source.clear_faults()
+
+    asyncio.run(release())
+    finished = asyncio.run(cluster.transfer(tid, "ts-bob", "ts-closed", 100))
+    assert finished["status"] == "compensated"
+    calm = json.loads(
+        run_cli(cluster, "status", tid, "--json", env={"ATTENTION_AFTER": "0"}).stdout
+    )
+    assert (calm["status"], calm["needs_attention"]) == ("compensated", False)
