@@ -137,7 +137,9 @@ base_image() {
 
 build_images() {
     engine_answers || die "no Docker engine answers (run: $0 setup)"
-    docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 || die "$BASE_IMAGE is missing (run: $0 setup)"
+    if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 && ! timeout 120 docker pull -q "$BASE_IMAGE" >/dev/null 2>&1; then
+        die "$BASE_IMAGE is missing and cannot be pulled (run: $0 setup)"
+    fi
     local target
     for target in "${TARGETS[@]}"; do
         step "build crossbank-$target:$TAG" \

@@ -1,0 +1,136 @@
+"""Container tests: run only where a Docker engine answers, always against fresh images.
+
+Tests marked ``containers`` are skipped, with the reason in the report, when no
+Docker engine answers. When one does, the images are built first if they are
+missing or older than the source (``scripts/ci-docker.sh build``), so the tests
+never exercise stale code; when they cannot be built because the
+``python:3.13-slim`` base image is absent and cannot be pulled, the tests are
+skipped saying so and how to make it (``scripts/ci-docker.sh setup``).
+
+Testcontainers' reaper (Ryuk) is off by default: its image usually cannot be
+pulled where crossbank is tested, and every fixture here removes what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from docker.client import DockerClient, from_env
+from docker.errors import APIError, ImageNotFound
+
+from tests.containers.system import PARTS, ContainerSystem, image
+
+# Read by testcontainers when it first starts a container, after this module loads.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = ROOT / "scripts" / "ci-docker.sh"
+#: What goes into the images (see .dockerignore): a change here makes them stale.
+IMAGE_SOURCES = (
+    "pyproject.toml",
+    "bank",
+    "source_bank",
+    "target_bank",
+    "promise_store",
+    "orchestrator",
+    "docker",
+)
+BASE_IMAGE = "python:3.13-slim"
+
+
+def engine_problem() -> str | None:
+    """Why no Docker engine can be used, or None when one answers."""
+    try:
+        client = from_env(timeout=5)
+        client.ping()
+        client.close()
+    except Exception as exc:
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        return (
+            f"no Docker engine answers at {where} ({type(exc).__name__}); "
+            "start one (on a machine with no engine or registry: scripts/ci-docker.sh setup)"
+        )
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    marked = [item for item in items if item.get_closest_marker("containers")]
+    if not marked:
+        return
+    problem = engine_problem()
+    if problem is None:
+        return
+    skip = pytest.mark.skip(reason=f"container tests skipped: {problem}")
+    for item in marked:
+        item.add_marker(skip)
+
+
+def newest_source_change() -> float:
+    newest = 0.0
+    for name in IMAGE_SOURCES:
+        path = ROOT / name
+        files = (
+            [path]
+            if path.is_file()
+            else [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        )
+        newest = max([newest, *(p.stat().st_mtime for p in files)])
+    return newest
+
+
+def stale_images(client: DockerClient) -> list[str]:
+    """The images that are missing or were built before the latest source change."""
+    changed = newest_source_change()
+    stale = []
+    for part in PARTS:
+        try:
+            created = client.images.get(image(part)).attrs["Created"]
+        except ImageNotFound:
+            stale.append(image(part))
+            continue
+        if datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp() < changed:
+            stale.append(image(part))
+    return stale
+
+
+@pytest.fixture(scope="session")
+def crossbank_images() -> None:
+    """Fresh images, built now if needed; a skip that says why when they cannot be."""
+    client = from_env()
+    try:
+        stale = stale_images(client)
+        if not stale:
+            return
+        try:
+            client.images.get(BASE_IMAGE)
+        except ImageNotFound:
+            try:
+                client.images.pull(BASE_IMAGE)
+            except APIError as exc:
+                pytest.skip(
+                    f"container tests skipped: {', '.join(stale)} must be built, and the base "
+                    f"image {BASE_IMAGE} is absent and cannot be pulled ({exc.explanation}); "
+                    "make it with scripts/ci-docker.sh setup, then build with scripts/ci-docker.sh build"
+                )
+    finally:
+        client.close()
+    built = subprocess.run(
+        [str(BUILD_SCRIPT), "build"], capture_output=True, text=True, check=False
+    )
+    if built.returncode != 0:
+        pytest.fail(f"building the images failed:\n{built.stderr[-3000:]}")
+
+
+@pytest.fixture
+def system(crossbank_images: None) -> Iterator[ContainerSystem]:
+    """A fresh deployment on its own network, removed (with its volumes) afterwards."""
+    deployment = ContainerSystem()
+    try:
+        yield deployment
+    finally:
+        deployment.close()
