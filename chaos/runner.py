@@ -104,19 +104,21 @@ async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) 
             settled_from = max(recovered, workload.last_started)
             quiesce_seconds = round(max(0.0, time.monotonic() - settled_from), 2)
             workload_seconds = round(time.monotonic() - zero, 2)
-            sent_after = sum(
-                1
-                for run in workload.runs.values()
-                if (run.started_at or 0) > recovered - workload.clock_zero
-            )
-            if sent_after:
-                notes.append(f"{sent_after} transfers were started after the faults stopped")
         else:
             workload_task.cancel()
             notes.append(
                 f"{len(workload.unfinished())} transfers were not terminal: no transfer started "
                 f"or finished for {params.quiesce_timeout:g}s after the faults stopped"
             )
+        faults_over = recovered - workload.clock_zero
+        finished_during = sum(
+            1 for run in workload.runs.values() if (run.finished_at or faults_over) < faults_over
+        )
+        sent_after = sum(1 for run in workload.runs.values() if (run.started_at or 0) > faults_over)
+        notes.append(
+            f"{finished_during} transfers finished while faults were being injected; "
+            f"{sent_after} were started after the faults stopped"
+        )
         watcher.stop()
         await watcher_task
         await watcher.read_once()

@@ -272,12 +272,12 @@ def _fault(
     if kind == PAUSE:
         return Fault(at, kind, rng.choice(processes), _seconds(rng, 0.3, 3.0))
     if kind == CLOSE_ACCOUNT:
-        return Fault(at, kind, rng.choice(target_accounts), _seconds(rng, 2.0, 10.0))
+        return Fault(at, kind, rng.choice(target_accounts), _seconds(rng, 1.0, 10.0))
     if kind in BANK_RULE_KINDS:
         bank = rng.choice((SOURCE_BANK, TARGET_BANK))
         op_kind = rng.choice((*_BANK_OP_KINDS[bank], None))
         times = rng.choice((1, 2, 3, 5, None))
-        latency_ms = rng.randint(50, 3_000) if kind == LATENCY else 0
+        latency_ms = rng.randint(50, 6_000) if kind == LATENCY else 0
         return Fault(at, kind, bank, _seconds(rng, 0.5, 4.0), op_kind, times, latency_ms)
     raise ValueError(f"unknown fault kind {kind!r}")
 

@@ -34,7 +34,7 @@ def test_small_campaign_keeps_every_invariant(tmp_path: Path) -> None:
         concurrency=8,
         faults=25,
         workers=2,
-        duration=40.0,
+        duration=60.0,
         quiesce_timeout=150.0,
     )
     lines: list[str] = []
