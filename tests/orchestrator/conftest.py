@@ -1,6 +1,6 @@
-"""Fixtures for the orchestrator tests: one real cluster of processes per test session.
+"""Fixtures for the orchestrator tests: one real cluster of processes per test module.
 
-Starting two banks, the promise store and a worker costs seconds, so the session
+Starting two banks, the promise store and a worker costs seconds, so a module
 shares one cluster; each test uses its own account names and transfer ids, and
 gets the cluster back with no fault rules, no held requests, both banks up and
 exactly one running worker.
@@ -22,7 +22,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root: Path = tmp_path_factory.mktemp("cluster")
     with running_cluster(root) as started:
