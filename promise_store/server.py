@@ -111,8 +111,8 @@ async def poll(request: web.Request) -> web.StreamResponse:
             except (ConnectionError, RuntimeError):
                 unsent.append(delivery)
                 raise
-    except (ConnectionError, RuntimeError, asyncio.CancelledError):
-        pass
+    except (ConnectionError, RuntimeError):
+        pass  # the client went away; what it did not receive is routed again below
     finally:
         mailboxes.disconnect(listener, unsent)
         logger.info("listener gone: %s/%s", group, pid)
