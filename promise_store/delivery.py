@@ -25,6 +25,9 @@ from urllib.parse import urlsplit
 logger = logging.getLogger(__name__)
 
 MAX_HELD_PER_ADDRESS = 10_000
+#: Addresses with held mail; past this the longest-held address is forgotten
+#: (every client run listens at a fresh pid, so dead addresses accumulate).
+MAX_HELD_ADDRESSES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +75,11 @@ class Listener:
 class Mailboxes:
     """Live listeners plus the messages held for listeners that are not connected."""
 
-    def __init__(self, max_held: int = MAX_HELD_PER_ADDRESS) -> None:
+    def __init__(
+        self, max_held: int = MAX_HELD_PER_ADDRESS, max_addresses: int = MAX_HELD_ADDRESSES
+    ) -> None:
         self._max_held = max_held
+        self._max_addresses = max_addresses
         self._listeners: dict[tuple[str, str], Listener] = {}
         self._held_uni: dict[tuple[str, str], deque[Delivery]] = {}
         self._held_any: dict[str, deque[Delivery]] = {}
@@ -138,6 +144,9 @@ class Mailboxes:
         )
 
     def _hold[K](self, held: dict[K, deque[Delivery]], key: K, payload: Delivery) -> None:
+        if key not in held and len(held) >= self._max_addresses:
+            oldest = next(iter(held))
+            logger.warning("forgetting %d held message(s) for %s", len(held.pop(oldest)), oldest)
         queue = held.setdefault(key, deque(maxlen=self._max_held))
         if len(queue) == queue.maxlen:
             logger.warning(
