@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,6 +109,10 @@ class JournaledState:
         try:
             self._journal = Journal(self.path)
             self.state, self._seq, self.recovery = self._recover()
+        except sqlite3.DatabaseError as exc:
+            self._lock.release()
+            msg = f"{self.path} is not a readable promise store ({exc}); refusing to start"
+            raise CorruptStore(msg) from exc
         except BaseException:
             self._lock.release()
             raise

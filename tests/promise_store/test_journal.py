@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from promise_store import StoreLocked
+from promise_store import CorruptStore, StoreLocked
 from promise_store.journal import Journal
 from promise_store.snapshot import canonical_state, decode_state, encode_state
 from promise_store.state import JournaledState
@@ -398,3 +398,24 @@ def test_stale_task_versions_are_refused_so_a_lost_lease_cannot_release_the_new_
         assert store.seq - seq_before == 4, "refused requests are not journaled"
     finally:
         store.close_sync()
+
+
+def test_an_unreadable_snapshot_or_file_refuses_to_start(tmp_path: Path) -> None:
+    path = tmp_path / "bad-snapshot.db"
+    store = JournaledState(path)
+    asyncio.run(store.apply({"kind": "promise.create", "corrId": "c", "id": "p", "tags": {}}))
+    store.snapshot_now()
+    store.close_sync()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE snapshot SET body = x'00'")
+    with pytest.raises(CorruptStore, match="snapshot"):
+        JournaledState(path)
+    JournaledState(path.with_name("other.db")).close_sync()
+
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CorruptStore, match="not a readable promise store"):
+        JournaledState(garbage)
+    # The lock was released on the way out: a fixed file can be opened at once.
+    garbage.unlink()
+    JournaledState(garbage).close_sync()
