@@ -35,6 +35,7 @@ from orchestrator.bank_client import BankClient, BankError, BankUnavailable, Ent
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
+    from resonate.handle import ResonateHandle
     from resonate.resonate import Resonate
 
 OK = 0
@@ -371,8 +372,33 @@ async def transfer_command(
         if not wait:
             data = {"transfer_id": request.transfer_id, "status": "started"}
             return Reply(OK, data, f"transfer {request.transfer_id} started")
-        result: dict[str, Any] = await handle.result()
+        result = await _wait_for_result(handle, request.transfer_id, settings)
     return transfer_reply(result)
+
+
+#: How long ``transfer`` waits quietly before saying what it is waiting for.
+PATIENCE_SECONDS = 15.0
+
+
+async def _wait_for_result(
+    handle: ResonateHandle[Any], transfer_id: str, settings: Settings
+) -> dict[str, Any]:
+    """Wait for the saga's result; say so on stderr now and then, so a wait is never a mystery."""
+    waiting = asyncio.ensure_future(handle.result())
+    waited = 0.0
+    while True:
+        done, _ = await asyncio.wait({waiting}, timeout=PATIENCE_SECONDS)
+        if done:
+            result: dict[str, Any] = waiting.result()
+            return result
+        waited += PATIENCE_SECONDS
+        where = f"a worker in group {settings.group!r}" if settings.resonate_url else "the saga"
+        print(
+            f"crossbank: still waiting for transfer {transfer_id} after {waited:.0f}s "
+            f"(waiting on {where}; Ctrl-C stops waiting, the transfer is durable)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def transfer_reply(result: dict[str, Any]) -> Reply:
@@ -602,9 +628,12 @@ async def audit_command(settings: Settings) -> Reply:
     try:
         ledgers = await audit.collect(settings)
     except BankUnavailable as exc:
-        bank = "source" if settings.source_bank_url in str(exc) else "target"
+        # BankClient messages start with the bank's name.
+        bank = "source" if str(exc).startswith("source") else "target"
         url = settings.source_bank_url if bank == "source" else settings.target_bank_url
         raise CliError(f"{bank} bank not reachable at {url} ({BANK_URL_VARIABLE[bank]})") from exc
+    except BankError as exc:
+        raise CliError(str(exc)) from exc
     in_flight = await _in_flight(settings, ledgers)
     violations = audit.check(ledgers, in_flight=in_flight)
     return audit_reply(ledgers, violations, in_flight)

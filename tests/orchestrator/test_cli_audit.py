@@ -1,19 +1,30 @@
 """``crossbank audit`` on real ledgers: clean after real transfers, and a real violation caught.
 
-This module breaks its cluster's ledgers on purpose, so it has a cluster of
-its own (the fixtures share one per module).
+The test breaks its cluster's ledgers on purpose, so it starts a cluster of
+its own rather than borrowing the shared one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
-from tests.orchestrator.cluster import Cluster
+import pytest
+
+from tests.orchestrator.cluster import Cluster, running_cluster
 from tests.orchestrator.test_cli_input import run_cli
 
 
-def test_audit_is_clean_then_names_a_stray_credit(cluster: Cluster) -> None:
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with running_cluster(tmp_path) as started:
+        yield started
+
+
+def test_audit_is_clean_then_names_a_stray_credit(own_cluster: Cluster) -> None:
+    cluster = own_cluster
     accounts = ({"au-alice": 10_000}, {"au-carol": 0, "au-closed": 0})
     asyncio.run(cluster.seed(*accounts, closed=("au-closed",)))
     assert asyncio.run(cluster.transfer("au-1", "au-alice", "au-carol", 1_000))["status"] == (
