@@ -15,7 +15,7 @@ from pathlib import Path
 
 from chaos.results import load_params
 from chaos.runner import run_campaign
-from chaos.schedule import CampaignParams
+from chaos.schedule import FAULT_KINDS, CampaignParams
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=defaults.quiesce_timeout,
         help="after the faults, give up once no transfer started or finished for this long",
+    )
+    parser.add_argument(
+        "--kinds",
+        help="comma-separated fault kinds to draw from (default: all): " + ", ".join(FAULT_KINDS),
     )
     parser.add_argument("--out", type=Path, help="write seed, schedule and outcome here (JSON)")
     parser.add_argument(
@@ -64,6 +68,9 @@ def params_from(args: argparse.Namespace) -> CampaignParams:
         workers=args.workers,
         duration=args.duration,
         quiesce_timeout=args.quiesce_timeout,
+        kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+        if args.kinds
+        else FAULT_KINDS,
     )
 
 

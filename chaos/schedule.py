@@ -92,8 +92,16 @@ class CampaignParams:
     workers: int = 2
     duration: float = 30.0
     quiesce_timeout: float = 120.0
+    #: Which fault kinds to draw from (all by default), to focus a campaign.
+    kinds: tuple[str, ...] = FAULT_KINDS
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.kinds) - set(FAULT_KINDS))
+        if unknown or not self.kinds:
+            raise ValueError(
+                f"kinds must be a non-empty selection of {', '.join(FAULT_KINDS)}; "
+                f"got {', '.join(self.kinds) or 'none'}"
+            )
         if self.transfers < 1:
             raise ValueError(f"transfers must be at least 1, got {self.transfers}")
         if self.concurrency < 1:
@@ -115,6 +123,8 @@ class CampaignParams:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CampaignParams:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        if "kinds" in known:
+            known["kinds"] = tuple(known["kinds"])
         return cls(**known)
 
 
@@ -196,7 +206,14 @@ def plan(params: CampaignParams) -> Campaign:
     accounts = plan_accounts(params.transfers)
     transfers = plan_transfers(workload_rng, params.seed, params.transfers, accounts)
     target_accounts = [a.account_id for a in accounts if a.bank == TARGET_BANK]
-    faults = plan_faults(fault_rng, params.faults, params.duration, params.workers, target_accounts)
+    faults = plan_faults(
+        fault_rng,
+        params.faults,
+        params.duration,
+        params.workers,
+        target_accounts,
+        kinds=params.kinds,
+    )
     return Campaign(params, accounts, transfers, faults)
 
 
@@ -244,16 +261,19 @@ def plan_faults(
     duration: float,
     workers: int,
     target_accounts: list[str],
+    *,
+    kinds: tuple[str, ...] = FAULT_KINDS,
 ) -> tuple[Fault, ...]:
-    """``count`` faults spread over ``duration``; every kind appears when count allows."""
-    kinds = list(FAULT_KINDS[: min(count, len(FAULT_KINDS))])
-    weights = [_KIND_WEIGHTS[kind] for kind in FAULT_KINDS]
-    kinds += rng.choices(FAULT_KINDS, weights, k=count - len(kinds))
-    rng.shuffle(kinds)
+    """``count`` faults of ``kinds`` spread over ``duration``; each kind appears when count allows."""
+    chosen = [kind for kind in FAULT_KINDS if kind in kinds]
+    planned = chosen[: min(count, len(chosen))]
+    weights = [_KIND_WEIGHTS[kind] for kind in chosen]
+    planned += rng.choices(chosen, weights, k=count - len(planned))
+    rng.shuffle(planned)
     times = sorted(round(rng.uniform(0.02, 0.9) * duration, 3) for _ in range(count))
     return tuple(
         _fault(rng, at, kind, workers, target_accounts)
-        for at, kind in zip(times, kinds, strict=True)
+        for at, kind in zip(times, planned, strict=True)
     )
 
 

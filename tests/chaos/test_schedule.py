@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -86,5 +87,18 @@ def test_plan_survives_a_round_trip_through_json() -> None:
     [("workers", 1), ("transfers", 0), ("concurrency", 0), ("faults", -1), ("duration", 0)],
 )
 def test_bad_parameters_are_refused_with_the_name(field: str, value: int) -> None:
+    fields: dict[str, Any] = {field: value}
     with pytest.raises(ValueError, match=field):
-        CampaignParams(seed=1, **{field: value})
+        CampaignParams(seed=1, **fields)
+
+
+def test_a_campaign_can_be_focused_on_some_kinds() -> None:
+    kinds = ("latency", "close_account")
+    campaign = plan(CampaignParams(seed=4, faults=30, kinds=kinds))
+    assert {f.kind for f in campaign.faults} == set(kinds)
+    assert CampaignParams.from_dict(campaign.params.to_dict()) == campaign.params
+
+
+def test_unknown_kinds_are_refused() -> None:
+    with pytest.raises(ValueError, match="kinds"):
+        CampaignParams(seed=1, kinds=("meteor",))
