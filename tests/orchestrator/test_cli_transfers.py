@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from orchestrator.transfers import TransferRequest, start_transfer
@@ -220,3 +221,19 @@ def test_status_flags_a_transfer_compensating_for_too_long(cluster: Cluster) -> 
         run_cli(cluster, "status", tid, "--json", env={"ATTENTION_AFTER": "0"}).stdout
     )
     assert (calm["status"], calm["needs_attention"]) == ("compensated", False)
+
+
+def test_embedded_store_runs_the_transfer_in_the_cli(cluster: Cluster, tmp_path: Path) -> None:
+    """No RESONATE_URL: the command itself runs the saga over a store file, quietly."""
+    asyncio.run(cluster.seed({"te-alice": 5_000}, {"te-carol": 0}))
+    embedded = {"RESONATE_URL": "", "STORE_PATH": str(tmp_path / "promises.db")}
+    argv = ("--from", "te-alice", "--to", "te-carol", "--amount", "7", "--id", "te-1")
+    result = run_cli(cluster, "transfer", *argv, env=embedded)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "transfer te-1: committed"
+    assert result.stderr == ""
+    status = run_cli(cluster, "status", "te-1", "--json", env=embedded)
+    assert (status.returncode, status.stderr) == (0, "")
+    assert json.loads(status.stdout)["status"] == "committed"
+    # The served store never heard of it.
+    assert asyncio.run(cluster.record("te-1")) is None
