@@ -140,10 +140,12 @@ build_images() {
     if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 && ! timeout 120 docker pull -q "$BASE_IMAGE" >/dev/null 2>&1; then
         die "$BASE_IMAGE is missing and cannot be pulled (run: $0 setup)"
     fi
-    local target
+    local target built_at
+    # The container tests compare this with the source files' times to spot stale images.
+    built_at=$(date +%s)
     for target in "${TARGETS[@]}"; do
         step "build crossbank-$target:$TAG" \
-            docker build --quiet --network host --target "$target" \
+            docker build --quiet --network host --target "$target" --label "crossbank.built-at=$built_at" \
             -f "$ROOT/docker/Dockerfile" -t "crossbank-$target:$TAG" "$ROOT"
     done
     docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^crossbank-|^$BASE_IMAGE" >&2 || true

@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from docker.client import DockerClient, from_env
@@ -83,17 +84,26 @@ def newest_source_change() -> float:
     return newest
 
 
+def built_at(attrs: dict[str, Any]) -> float:
+    """When an image was built: scripts/ci-docker.sh's label, else Docker's creation time
+    (which a build entirely from cache leaves at the first build's time)."""
+    label = (attrs["Config"].get("Labels") or {}).get("crossbank.built-at")
+    if label:
+        return float(label)
+    return datetime.fromisoformat(attrs["Created"]).timestamp()
+
+
 def stale_images(client: DockerClient) -> list[str]:
     """The images that are missing or were built before the latest source change."""
     changed = newest_source_change()
     stale = []
     for part in PARTS:
         try:
-            created = client.images.get(image(part)).attrs["Created"]
+            attrs = client.images.get(image(part)).attrs
         except ImageNotFound:
             stale.append(image(part))
             continue
-        if datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp() < changed:
+        if built_at(attrs) < changed:
             stale.append(image(part))
     return stale
 

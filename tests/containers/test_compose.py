@@ -1,0 +1,166 @@
+"""compose.yaml itself: valid for the Compose tools at hand, and a working system when up."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from docker.client import from_env
+
+from orchestrator.supervisor import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "compose.yaml"
+RESONATE_OVERRIDE = ROOT / "compose.resonate.yaml"
+SERVICES_UP = ("promise-store", "source-bank", "target-bank", "worker")
+
+
+def compose_commands() -> list[list[str]]:
+    """Every Compose on this machine: v2 (``docker compose``) and/or v1 (``docker-compose``)."""
+    found = []
+    docker = shutil.which("docker")
+    if (
+        docker
+        and subprocess.run(
+            [docker, "compose", "version"], capture_output=True, check=False
+        ).returncode
+        == 0
+    ):
+        found.append([docker, "compose"])
+    if shutil.which("docker-compose"):
+        found.append(["docker-compose"])
+    return found
+
+
+def compose_or_skip() -> list[str]:
+    commands = compose_commands()
+    if not commands:
+        pytest.skip("neither `docker compose` (v2) nor `docker-compose` (1.29) is installed")
+    return commands[0]
+
+
+@pytest.mark.parametrize(
+    "files", [[COMPOSE_FILE], [COMPOSE_FILE, RESONATE_OVERRIDE]], ids=["compose", "resonate"]
+)
+def test_compose_files_are_valid_for_every_compose_installed(files: list[Path]) -> None:
+    commands = compose_commands()
+    if not commands:
+        pytest.skip("neither `docker compose` (v2) nor `docker-compose` (1.29) is installed")
+    args = [arg for file in files for arg in ("-f", str(file))]
+    for command in commands:
+        checked = subprocess.run(
+            [*command, *args, "config", "-q"], capture_output=True, text=True, check=False
+        )
+        assert checked.returncode == 0, f"{' '.join(command)} rejects {files}: {checked.stderr}"
+
+
+def test_every_published_port_is_on_loopback_only() -> None:
+    for file in (COMPOSE_FILE, RESONATE_OVERRIDE):
+        text = file.read_text()
+        published = re.findall(r"^\s+ports:\n((?:\s+- .*\n)+)", text, flags=re.MULTILINE)
+        mappings = [
+            line.strip()[2:].strip('"') for block in published for line in block.splitlines()
+        ]
+        assert mappings, f"{file.name} publishes no ports"
+        assert all(m.startswith("127.0.0.1:") for m in mappings), mappings
+
+
+class ComposeProject:
+    """One `compose up` of compose.yaml under a unique project name and free host ports."""
+
+    def __init__(self) -> None:
+        self.command = compose_or_skip()
+        self.name = f"crossbank-test-{uuid.uuid4().hex[:8]}"
+        self.env = {
+            **os.environ,
+            "COMPOSE_PROJECT_NAME": self.name,
+            "SOURCE_BANK_PORT": str(free_port()),
+            "TARGET_BANK_PORT": str(free_port()),
+            "PROMISE_STORE_PORT": str(free_port()),
+            "BANK_TOKEN": "compose-test-token",
+            "LEASE_TTL": "2",
+        }
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [*self.command, "-f", str(COMPOSE_FILE), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=ROOT,
+            check=False,
+            timeout=300,
+        )
+        if check:
+            assert done.returncode == 0, f"{' '.join(args)}: {done.stdout}{done.stderr}"
+        return done
+
+    def cli(self, *args: str) -> dict[str, Any]:
+        done = self.run("run", "--rm", "orchestrator", *args, "--json")
+        document: dict[str, Any] = json.loads(done.stdout[done.stdout.index("{") :])
+        return document
+
+    def wait_healthy(self, timeout: float = 180.0) -> float:
+        """Seconds until every service's container reports healthy."""
+        client = from_env()
+        started = time.monotonic()
+        try:
+            while True:
+                health = {}
+                for container in client.containers.list(
+                    filters={"label": f"com.docker.compose.project={self.name}"}
+                ):
+                    service = container.labels["com.docker.compose.service"]
+                    health[service] = container.attrs["State"].get("Health", {}).get("Status")
+                if all(health.get(service) == "healthy" for service in SERVICES_UP):
+                    return time.monotonic() - started
+                assert time.monotonic() - started < timeout, (
+                    f"not healthy after {timeout}s: {health}"
+                )
+                time.sleep(0.2)
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def project(crossbank_images: None) -> Iterator[ComposeProject]:
+    compose = ComposeProject()
+    try:
+        yield compose
+    finally:
+        compose.run("down", "-v", "--remove-orphans", check=False)
+
+
+@pytest.mark.containers
+def test_compose_up_serves_transfers_and_keeps_data_across_down_and_up(
+    project: ComposeProject,
+) -> None:
+    started = time.monotonic()
+    project.run("up", "-d")
+    healthy_after = time.monotonic() - started + project.wait_healthy()
+    print(f"\ncompose up -> all {len(SERVICES_UP)} services healthy: {healthy_after:.1f}s")
+
+    project.cli("accounts", "seed")
+    result = project.cli(
+        "transfer", "--from", "alice", "--to", "carol", "--amount", "12.50", "--id", "compose-1"
+    )
+    assert result["status"] == "committed"
+    before = project.cli("balances")
+
+    project.run("down")  # keeps the named volumes
+    project.run("up", "-d")
+    project.wait_healthy()
+    assert project.cli("balances") == before
+    status = project.cli("status", "compose-1")
+    assert status["result"]["status"] == "committed", status
+    audit = project.cli("audit")
+    assert audit["clean"] is True, audit
