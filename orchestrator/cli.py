@@ -440,6 +440,8 @@ async def status_command(settings: Settings, transfer_id: str) -> Reply:
         record = await transfers.transfer_record(
             resonate, transfer_id, attention_after=settings.attention_after
         )
+        if record is not None:
+            record["timeline"] = await _timeline(resonate, transfer_id, record["steps"])
     if record is None:
         return Reply(
             NOT_OK,
@@ -458,6 +460,19 @@ async def status_command(settings: Settings, transfer_id: str) -> Reply:
                 ledger[kind] = await client.get_entry(saga.op_id(transfer_id, kind))
     view = {**record, "ledger": ledger, "status": _status_word(record)}
     return Reply(OK, view, describe_status(view))
+
+
+async def _timeline(
+    resonate: Resonate, transfer_id: str, steps: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """When the transfer and each of its steps began and settled (epoch ms), from their promises."""
+    timeline = []
+    for promise_id in [transfer_id, *(step["id"] for step in steps)]:
+        promise = await resonate.promises.get(promise_id)
+        timeline.append(
+            {"id": promise_id, "created_at": promise.created_at, "settled_at": promise.settled_at}
+        )
+    return timeline
 
 
 def _status_word(record: dict[str, Any]) -> str:
@@ -483,11 +498,18 @@ def describe_status(view: dict[str, Any]) -> str:
         lines.append(f"  reason: {result['reason']}")
     if view.get("error"):
         lines.append(f"  error: {view['error']}")
-    lines.append("  steps (promise store):")
+    times = {t["id"]: t for t in view.get("timeline", [])}
+    root = times.get(view["transfer_id"], {})
+    lines.append("  timeline (promise store):")
+    lines.append(f"    {_ms_clock(root.get('created_at'))}  started")
     if not view["steps"]:
-        lines.append("    (none recorded yet: waiting for a worker)")
+        lines.append("    (no step recorded yet: waiting for a worker)")
     for step in view["steps"]:
-        lines.append(f"    {step['id']:<28} {_describe_step(step)}")
+        at = times.get(step["id"], {})
+        when = at.get("settled_at") or at.get("created_at")
+        lines.append(f"    {_ms_clock(when)}  {step['id']:<26} {_describe_step(step)}")
+    if root.get("settled_at"):
+        lines.append(f"    {_ms_clock(root['settled_at'])}  done: {view['status']}")
     lines.append("  ledgers:")
     for kind, bank in (("debit", "source"), ("credit", "target"), ("reversal", "source")):
         lines.append(f"    {bank:<7} {kind:<9} {_describe_entry(view['ledger'].get(kind))}")
@@ -524,6 +546,13 @@ def _describe_entry(entry: dict[str, Any] | None) -> str:
         f"applied  {money.format_cents(row.get('amount', 0)):>10} on {row.get('account_id')}"
         f" at {row.get('created_at', '?')}"
     )
+
+
+def _ms_clock(epoch_ms: int | None) -> str:
+    """Epoch milliseconds as UTC ``HH:MM:SS.mmm``, the promise store's resolution."""
+    if not epoch_ms:
+        return " " * 12
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
 def _clock(epoch: float | None) -> str:
