@@ -287,10 +287,12 @@ def run_scenes(kind: str, data_dir: Path | None, lease_ttl: float, debug: bool, 
     except KeyboardInterrupt:
         say("interrupted")
         return 130
-    except (cli.CliError, ServiceError, TimeoutError, OSError) as exc:
+    except Exception as exc:
         if debug:
             traceback.print_exc()
-        print(f"crossbank {kind}: error: {exc}", file=sys.stderr)
+        expected = isinstance(exc, cli.CliError | ServiceError | TimeoutError | OSError)
+        what = str(exc) if expected else f"unexpected error: {type(exc).__name__}: {exc}"
+        print(f"crossbank {kind}: error: {' '.join(what.split())}", file=sys.stderr)
         return 1
     say(
         f"\n{kind}: {'done: every outcome as expected' if ok else 'FINISHED WITH PROBLEMS (see above)'}"
