@@ -7,7 +7,9 @@ steps whose results are already recorded.
 
 Each bank call has three outcomes (see :mod:`orchestrator.bank_client`):
 
-- applied or rejected: the step returns it and the promise store records it;
+- applied or rejected: the step returns it and the promise store records it.
+  A rejection is fenced (its op id voided) inside the same step before it is
+  returned, so an earlier attempt still in flight can never apply it later;
 - unknown: the step raises :class:`BankUnavailable` and the SDK retries it
   with capped exponential backoff, ``settings.step_attempts`` tries in all.
   When they run out the outcome is *settled*, not guessed: a second step voids
@@ -107,8 +109,24 @@ async def apply_entry(
     deps = ctx.get_dependency(SagaDeps)
     if kind == "debit":
         logger.info("transfer %s started: %s cents from source:%s", transfer_id, amount, account_id)
-    outcome = await deps.bank(bank).post_entry(op_id(transfer_id, kind), account_id, amount, kind)
-    return {"step": kind, "op_id": op_id(transfer_id, kind), **outcome.to_json()}
+    client = deps.bank(bank)
+    oid = op_id(transfer_id, kind)
+    outcome = await client.post_entry(oid, account_id, amount, kind)
+    if outcome.applied:
+        return {"step": kind, "op_id": oid, **outcome.to_json()}
+    # A rejection is only final once the op id is fenced: an earlier attempt of this
+    # step (timed out here, still parked in the bank) or a worker that lost its lease
+    # could otherwise apply it after the saga moved on. ``applied`` means one did.
+    fenced = await client.void(oid)
+    if fenced.state == "applied":
+        return {
+            "step": kind,
+            "op_id": oid,
+            "status": "applied",
+            "entry": fenced.entry,
+            "settled_by": "fence",
+        }
+    return {"step": kind, "op_id": oid, **outcome.to_json()}
 
 
 async def fence_entry(

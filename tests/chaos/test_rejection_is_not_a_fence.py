@@ -1,4 +1,4 @@
-"""Regression: a rejected step is treated as final while an earlier attempt is still in flight.
+"""Regression: a rejected step must not be final while an earlier attempt is still in flight.
 
 Found by reading the saga while building the chaos campaign, reproduced here
 without chaos, deterministically, with the bank's ``hold_before`` rule:
@@ -15,8 +15,8 @@ without chaos, deterministically, with the bank's ``hold_before`` rule:
 A refused credit then ends with both a credit and a reversal (money created);
 a refused debit ends with a debit on a "failed" transfer (money destroyed).
 The same happens when a worker that lost its lease (paused past it) retries a
-step another worker already settled as rejected. The fix belongs in the saga:
-a rejection must be settled like an unknown outcome, by voiding the op id
+step another worker already settled as rejected. The saga now settles
+a rejection like an unknown outcome, by voiding the op id in the same step
 (``voided`` confirms the rejection; ``applied`` means an earlier attempt won).
 """
 
@@ -92,11 +92,6 @@ async def _scenario(cluster: Cluster, step: str) -> tuple[dict[str, object], lis
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.xfail(
-    strict=True,
-    reason="orchestrator/saga.py: a rejected debit/credit is final without voiding its op id, "
-    "so an attempt still in flight applies it later",
-)
 @pytest.mark.parametrize(
     ("step", "expected_status"), [("credit", "compensated"), ("debit", "failed")]
 )
