@@ -10,6 +10,7 @@ so a violation means the system broke a promise, not that it was still busy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -83,6 +84,7 @@ async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) 
         resonate, settings, campaign.transfers, concurrency=params.concurrency, log=log
     )
     notes: list[str] = []
+    tasks: list[asyncio.Task[None]] = []
     try:
         log(
             f"running {params.transfers} transfers at concurrency {params.concurrency} "
@@ -91,6 +93,7 @@ async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) 
         zero = time.monotonic()
         workload_task = asyncio.create_task(workload.run())
         watcher_task = asyncio.create_task(watcher.run())
+        tasks += [workload_task, watcher_task]
         await injector.run(campaign.faults)
         await asyncio.sleep(max(0.0, params.duration - (time.monotonic() - zero)))
         log("faults over: clearing rules, resuming and restarting processes, reopening accounts")
@@ -105,20 +108,12 @@ async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) 
             quiesce_seconds = round(max(0.0, time.monotonic() - settled_from), 2)
             workload_seconds = round(time.monotonic() - zero, 2)
         else:
-            workload_task.cancel()
             notes.append(
                 f"{len(workload.unfinished())} transfers were not terminal: no transfer started "
                 f"or finished for {params.quiesce_timeout:g}s after the faults stopped"
             )
-        faults_over = recovered - workload.clock_zero
-        finished_during = sum(
-            1 for run in workload.runs.values() if (run.finished_at or faults_over) < faults_over
-        )
-        sent_after = sum(1 for run in workload.runs.values() if (run.started_at or 0) > faults_over)
-        notes.append(
-            f"{finished_during} transfers finished while faults were being injected; "
-            f"{sent_after} were started after the faults stopped"
-        )
+        notes.append(_overlap_note(workload, recovered))
+        await _cancel(workload_task)
         watcher.stop()
         await watcher_task
         await watcher.read_once()
@@ -144,6 +139,28 @@ async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) 
             notes=notes,
         )
     finally:
+        for task in tasks:
+            await _cancel(task)
         await close_resonate(resonate)
         await injector.aclose()
         await watcher.aclose()
+
+
+def _overlap_note(workload: Workload, recovered: float) -> str:
+    """How much of the workload really ran under faults (a campaign is only as good as that)."""
+    faults_over = recovered - workload.clock_zero
+    runs = workload.runs.values()
+    finished_during = sum(1 for run in runs if (run.finished_at or faults_over) < faults_over)
+    sent_after = sum(1 for run in runs if (run.started_at or 0) > faults_over)
+    return (
+        f"{finished_during} transfers finished while faults were being injected; "
+        f"{sent_after} were started after the faults stopped"
+    )
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Stop ``task`` if it still runs; its own failure was already reported where it mattered."""
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
