@@ -539,6 +539,8 @@ def _describe_step(step: dict[str, Any]) -> str:
 def _describe_entry(entry: dict[str, Any] | None) -> str:
     if entry is None:
         return "-"
+    if entry.get("state") == "voided":
+        return "voided (fenced: it never happened and never will)"
     if entry.get("state") != "applied":
         return str(entry.get("state"))
     row = entry.get("entry") or {}

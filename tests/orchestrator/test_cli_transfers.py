@@ -113,7 +113,7 @@ def test_compensated_when_the_target_account_closes_mid_transfer(cluster: Cluste
         "reversal",
         "finished",
     ]
-    assert status["ledger"]["credit"] is None
+    assert (status["ledger"]["credit"] or {}).get("state") != "applied"
     assert status["ledger"]["reversal"]["state"] == "applied"
 
 
