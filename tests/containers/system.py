@@ -127,6 +127,8 @@ class ContainerSystem:
             "BANK_TOKEN": TOKEN,
             "LEASE_TTL": str(self.lease_ttl),
             "BANK_TIMEOUT": str(self.bank_timeout),
+            # Retries of a step hit a restarted bank soon after it is back.
+            "STEP_BACKOFF_MAX": "2",
         }
 
     def start_worker(self) -> DockerContainer:
