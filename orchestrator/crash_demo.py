@@ -84,6 +84,9 @@ async def crash(cluster: LocalCluster) -> bool:
     show(reply)
     say(f"    finished {time.monotonic() - killed_at:.1f}s after the SIGKILL")
 
+    command(f"status {transfer_id}")
+    show(await cli.status_command(settings, transfer_id))
+
     say("  every op of the transfer, as the ledgers have it:")
     counts = await _op_counts(cluster, transfer_id)
     for name, count in counts.items():
