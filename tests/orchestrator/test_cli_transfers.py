@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.supervisor import ManagedProcess
 from orchestrator.transfers import TransferRequest, start_transfer
-from tests.orchestrator.cluster import Cluster, wait_for_hold
+from tests.orchestrator.cluster import WORKER_READY, Cluster, wait_for_hold, wait_for_log
 from tests.orchestrator.test_cli_input import run_cli
 
 
@@ -237,3 +238,24 @@ def test_embedded_store_runs_the_transfer_in_the_cli(cluster: Cluster, tmp_path:
     assert json.loads(status.stdout)["status"] == "committed"
     # The served store never heard of it.
     assert asyncio.run(cluster.record("te-1")) is None
+
+
+def test_worker_command_runs_transfers_and_stops_on_sigterm(cluster: Cluster) -> None:
+    """``crossbank worker`` is a real worker: with the cluster's own worker gone, it does the work."""
+    asyncio.run(cluster.seed({"tw-alice": 1_000}, {"tw-carol": 0}))
+    log = cluster.root / "cli-worker.log"
+    worker = ManagedProcess(
+        "orchestrator", args=("worker",), env=cluster.worker_env, log_path=log, name="cli worker"
+    )
+    worker.start(wait=False)
+    try:
+        wait_for_log(worker, log, WORKER_READY)
+        for other in cluster.running_workers():
+            other.stop()
+        result = asyncio.run(cluster.transfer("tw-1", "tw-alice", "tw-carol", 250))
+        assert result["status"] == "committed"
+        assert worker.process is not None
+        worker.stop()
+        assert worker.process.returncode == 0
+    finally:
+        worker.stop()
