@@ -65,6 +65,8 @@ async def crash(cluster: LocalCluster) -> bool:
 
         say("  releasing the hold at the target bank (DELETE /admin/faults)")
         await target.clear_faults()
+        say("    (the released request may still reach the ledger with nobody to answer;")
+        say("     the new worker's retry carries the same op id, so it cannot apply twice)")
 
     say(
         f"  starting a new worker; the store gives it the transfer once the lease lapses "
