@@ -92,7 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
         "BANK_TOKEN, RESONATE_URL (unset: the embedded store at STORE_PATH), RESONATE_TOKEN.",
         parents=[common],
     )
-    parser.set_defaults(json=False, debug=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     transfer = commands.add_parser(
@@ -162,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (the console script exits with it)."""
     args = build_parser().parse_args(argv)
+    # The flags may come before or after the command; absent, they are off.
+    args.json = getattr(args, "json", False)
+    args.debug = getattr(args, "debug", False)
     try:
         if args.command == "worker":
             return _run_worker()

@@ -9,6 +9,7 @@ process (``cli_main``), which keeps the module fast on a small machine.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -246,3 +247,14 @@ def test_no_wait_needs_a_served_store(
     result = cli_main(seeded, capsys, monkeypatch, *argv, "--id", "in-nowait", RESONATE_URL="")
     assert "--no-wait needs a served promise store (RESONATE_URL)" in one_line_error(result)
     assert_nothing_started(seeded, before, "in-nowait")
+
+
+def test_json_flag_before_or_after_the_command(
+    seeded: Cluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = cli_main(seeded, capsys, monkeypatch, "--json", "balances")
+    after = cli_main(seeded, capsys, monkeypatch, "balances", "--json")
+    assert before.returncode == after.returncode == 0
+    assert json.loads(before.stdout) == json.loads(after.stdout)
+    plain = cli_main(seeded, capsys, monkeypatch, "balances")
+    assert plain.stdout.startswith("bank ")
