@@ -90,7 +90,7 @@ def chart(report: RunReport, path: Path) -> bool:
     systems: dict[str, list[RunStats]] = {}
     for stats in report.results:
         systems.setdefault(stats.system, []).append(stats)
-    figure, axes = plt.subplots(figsize=(8, 5))
+    figure, axes = plt.subplots(figsize=(10, 5))
     for name, rows in systems.items():
         rows = sorted(rows, key=lambda r: r.concurrency)
         axes.plot(
@@ -106,7 +106,7 @@ def chart(report: RunReport, path: Path) -> bool:
     axes.set_ylabel("terminal transfers per second")
     axes.set_title(f"Transfer throughput ({report.count} transfers per point)")
     axes.grid(True, alpha=0.3)
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
@@ -133,3 +133,20 @@ def print_row(stats: RunStats, base: RunStats | None) -> str:
         f"p50 {stats.p50_ms:8.1f} ms  p99 {stats.p99_ms:8.1f} ms  "
         f"vs baseline {_ratio(stats, base):>5}  {_outcomes(stats)}"
     )
+
+
+def load(raw: Path) -> RunReport:
+    """Read back a ``raw.json`` written by :func:`write`."""
+    data = json.loads(raw.read_text())
+    data["results"] = [RunStats(**row) for row in data["results"]]
+    data["recovery"] = [tuple(row) for row in data["recovery"]]
+    return RunReport(**data)
+
+
+if __name__ == "__main__":
+    # ``python -m bench.report DIR``: redraw the table and chart from DIR/raw.json.
+    import sys
+
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results"
+    for written in write(load(out / "raw.json"), out):
+        print(f"wrote {written}")
