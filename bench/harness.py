@@ -29,7 +29,7 @@ from pathlib import Path
 from bench import recovery, report
 from bench.banks import BankUrls, check_conservation, running_banks
 from bench.driver import drive
-from bench.peers import SYSTEMS, SystemEntry, Unavailable
+from bench.peers import SYSTEMS, SystemEntry, Unavailable, bank_steps
 from bench.stats import summarize
 from bench.workload import plan_transfers
 
@@ -145,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             result.recovery = recovery.collect(workdir / "recovery", args.restart_entries)
             for what, figure in result.recovery:
                 print(f"{what}: {figure}", flush=True)
+    result.notes.append(
+        f"The peers' bank client is {bank_steps.client_name()} (BENCH_HTTP_CLIENT); "
+        "crossbank uses its own (orchestrator/bank_client.py)."
+    )
     result.notes.extend(args.note)
     for path in report.write(result, args.out):
         print(f"wrote {path}")

