@@ -315,9 +315,6 @@ async def promise_store(settings: Settings) -> AsyncIterator[Resonate]:
             f"the promise store at {settings.store_path} (STORE_PATH) is in use by another "
             "process, probably a worker; stop it, or set RESONATE_URL to a served store"
         ) from None
-    # Resonate starts its connections as background tasks; let them run now, so
-    # a quick command never closes a connection before it has started.
-    await asyncio.sleep(0)
     try:
         yield resonate
     finally:

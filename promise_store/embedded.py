@@ -65,6 +65,7 @@ class EmbeddedStore:
         self._receivers: list[Callable[[str], None]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     # -- Source ---------------------------------------------------------------
 
@@ -80,11 +81,15 @@ class EmbeddedStore:
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._ticker is None:
+        # Resonate starts its connections as background tasks, so a process that
+        # opens and closes at once can reach start() after stop(): a closed store
+        # must stay closed rather than tick on a file it no longer holds.
+        if self._ticker is None and not self._closed:
             self._ticker = asyncio.create_task(self._tick_loop())
 
     async def stop(self) -> None:
         """Stop ticking, flush the journal, close the file and release its lock."""
+        self._closed = True
         ticker, self._ticker = self._ticker, None
         if ticker is not None:
             ticker.cancel()
