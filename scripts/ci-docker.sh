@@ -146,8 +146,10 @@ build_images() {
     for target in "${TARGETS[@]}"; do
         step "build crossbank-$target:$TAG" \
             docker build --quiet --network host --target "$target" --label "crossbank.built-at=$built_at" \
-            -f "$ROOT/docker/Dockerfile" -t "crossbank-$target:$TAG" "$ROOT"
+            -f "$ROOT/docker/Dockerfile" -t "crossbank-$target:$TAG" "$ROOT" >/dev/null
     done
+    # Earlier builds of these images, now untagged: only ours carry the label.
+    docker image prune -f --filter label=crossbank.built-at >/dev/null
     docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^crossbank-|^$BASE_IMAGE" >&2 || true
 }
 
