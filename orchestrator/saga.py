@@ -113,12 +113,16 @@ async def apply_entry(
     oid = op_id(transfer_id, kind)
     outcome = await client.post_entry(oid, account_id, amount, kind)
     if outcome.applied:
+        if kind == "credit":
+            log_finished(transfer_id, "committed", None)
         return {"step": kind, "op_id": oid, **outcome.to_json()}
     # A rejection is only final once the op id is fenced: an earlier attempt of this
     # step (timed out here, still parked in the bank) or a worker that lost its lease
     # could otherwise apply it after the saga moved on. ``applied`` means one did.
     fenced = await client.void(oid)
     if fenced.state == "applied":
+        if kind == "credit":
+            log_finished(transfer_id, "committed", None)
         return {
             "step": kind,
             "op_id": oid,
@@ -126,6 +130,8 @@ async def apply_entry(
             "entry": fenced.entry,
             "settled_by": "fence",
         }
+    if kind == "debit":
+        log_finished(transfer_id, "failed", outcome.code)
     return {"step": kind, "op_id": oid, **outcome.to_json()}
 
 
@@ -136,6 +142,10 @@ async def fence_entry(
     deps = ctx.get_dependency(SagaDeps)
     logger.warning("transfer %s: %s outcome unknown after retries, fencing it", transfer_id, kind)
     outcome = await deps.bank(bank).void(op_id(transfer_id, kind))
+    if kind == "debit" and outcome.state == "voided":
+        log_finished(transfer_id, "failed", "debit_voided_after_timeouts")
+    elif kind == "credit" and outcome.state == "applied":
+        log_finished(transfer_id, "committed", None)
     return {"step": f"{kind}-fence", "op_id": op_id(transfer_id, kind), **outcome.to_json()}
 
 
@@ -168,18 +178,19 @@ async def reverse_debit(
             f"source bank refused reversal {op_id(transfer_id, 'reversal')}: "
             f"{outcome.code}: {outcome.message}"
         )
+    log_finished(transfer_id, "compensated", None)
     return {"step": "reversal", "op_id": op_id(transfer_id, "reversal"), **outcome.to_json()}
 
 
-async def finish(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
-    """Log the outcome once (a replay finds this step recorded and does not log again)."""
-    logger.info(
-        "transfer %s finished: %s%s",
-        result["transfer_id"],
-        result["status"],
-        f" ({result['reason']})" if result["reason"] else "",
-    )
-    return {"step": "finished", "status": result["status"]}
+def log_finished(transfer_id: str, status: str, reason: str | None) -> None:
+    """Log the outcome from inside the step that decides it.
+
+    A step's body runs again only when its result was never recorded (a crash
+    between the bank's answer and the checkpoint), so the line appears once per
+    outcome, rarely twice, without a step of its own: that step would cost two
+    more promise-store round trips per transfer.
+    """
+    logger.info("transfer %s finished: %s%s", transfer_id, status, f" ({reason})" if reason else "")
 
 
 # -- the workflow ----------------------------------------------------------------------
@@ -218,24 +229,19 @@ async def transfer(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
             outcome = {**fenced, "step": kind, "status": fenced["state"], "settled_by": "fence"}
         return outcome
 
-    async def done(status: str, reason: str | None) -> dict[str, Any]:
-        final = result(status, reason)
-        await ctx.run(finish, final)
-        return final
-
     debit = steps["debit"] = await settled_step("source", source_account, "debit")
     if debit["status"] == "rejected":
-        return await done("failed", debit["code"])
+        return result("failed", debit["code"])
     if debit["status"] == "voided":
-        return await done("failed", "debit_voided_after_timeouts")
+        return result("failed", "debit_voided_after_timeouts")
 
     credit = steps["credit"] = await settled_step("target", target_account, "credit")
     if credit["status"] == "applied":
-        return await done("committed", None)
+        return result("committed", None)
     reason = credit["code"] if credit["status"] == "rejected" else "credit_voided_after_timeouts"
 
     began = await ctx.run(begin_compensation, transfer_id, reason)
     steps["reversal"] = await ctx.options(retry_policy=unbounded_policy(settings)).run(
         reverse_debit, transfer_id, source_account, amount, began["since"]
     )
-    return await done("compensated", reason)
+    return result("compensated", reason)

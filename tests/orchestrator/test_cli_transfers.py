@@ -112,7 +112,6 @@ def test_compensated_when_the_target_account_closes_mid_transfer(cluster: Cluste
         "credit",
         "compensating",
         "reversal",
-        "finished",
     ]
     assert (status["ledger"]["credit"] or {}).get("state") != "applied"
     assert status["ledger"]["reversal"]["state"] == "applied"

@@ -65,7 +65,7 @@ async def test_record_shows_params_steps_and_result(cluster: Cluster) -> None:
         "amount": 100,
     }
     assert record["result"] == result
-    assert [step["value"]["step"] for step in record["steps"]] == ["debit", "credit", "finished"]
+    assert [step["value"]["step"] for step in record["steps"]] == ["debit", "credit"]
     assert record["needs_attention"] is False
 
 
