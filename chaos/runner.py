@@ -106,7 +106,7 @@ async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) 
             workload_task.result()
             settled_from = max(recovered, workload.last_started)
             quiesce_seconds = round(max(0.0, time.monotonic() - settled_from), 2)
-            workload_seconds = round(time.monotonic() - zero, 2)
+            workload_seconds = round(workload.last_progress - zero, 2)
         else:
             notes.append(
                 f"{len(workload.unfinished())} transfers were not terminal: no transfer started "
