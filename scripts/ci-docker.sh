@@ -71,7 +71,12 @@ start_engine() {
     command -v dockerd >/dev/null || die "dockerd is not installed (run: $0 setup)"
     mkdir -p "$STATE_DIR"
     say "engine: starting dockerd (log: $STATE_DIR/dockerd.log)"
-    as_root dockerd >"$STATE_DIR/dockerd.log" 2>&1 &
+    # A simple command in the background, so $! is dockerd's (or sudo's) own pid.
+    if [ "$(id -u)" -eq 0 ]; then
+        dockerd >"$STATE_DIR/dockerd.log" 2>&1 &
+    else
+        sudo dockerd >"$STATE_DIR/dockerd.log" 2>&1 &
+    fi
     echo $! >"$STATE_DIR/dockerd.pid"
     local waited=0
     until engine_answers; do
