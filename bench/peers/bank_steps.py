@@ -6,10 +6,11 @@ unknown (connection error, timeout, 5xx), raised so the durable runtime
 retries it. Every peer uses this same function, so differences in the
 figures come from the runtimes, not from the bank client.
 
-The HTTP client is httpx by default; ``BENCH_HTTP_CLIENT=aiohttp`` switches
-every peer to aiohttp. On this kind of machine the client's CPU cost per
-request differs about fivefold between the two, so keep the peers on the same
-client as crossbank's own bank client when comparing.
+The HTTP client is aiohttp by default, the library crossbank's own bank client
+(``orchestrator/bank_client.py``) uses; ``BENCH_HTTP_CLIENT=httpx`` switches
+every peer to httpx. On this kind of machine the client's CPU cost per
+request differs about fivefold between the two, so the peers must use the
+same one as crossbank for the comparison to be about the runtimes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any, Protocol, TypedDict
 import httpx
 
 TIMEOUT_SECONDS = 10.0
+DEFAULT_CLIENT = "aiohttp"
+"""The same library as crossbank's bank client."""
 
 
 class StepResult(TypedDict):
@@ -118,7 +121,7 @@ class AiohttpBank:
 def client(token: str | None, pool: int = 64) -> BankHttp:
     """The bank client every peer uses; ``BENCH_HTTP_CLIENT`` picks httpx or aiohttp."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    kind = os.environ.get("BENCH_HTTP_CLIENT", "httpx")
+    kind = client_name()
     if kind == "httpx":
         return HttpxBank(headers, pool)
     if kind == "aiohttp":
@@ -127,7 +130,7 @@ def client(token: str | None, pool: int = 64) -> BankHttp:
 
 
 def client_name() -> str:
-    return os.environ.get("BENCH_HTTP_CLIENT", "httpx")
+    return os.environ.get("BENCH_HTTP_CLIENT", DEFAULT_CLIENT)
 
 
 async def post_entry(
