@@ -19,6 +19,7 @@ import os
 import platform
 import re
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +35,30 @@ from bench.stats import summarize
 from bench.workload import plan_transfers
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+CROSSBANK_PATHS = ("bank", "source_bank", "target_bank", "promise_store", "orchestrator")
+
+
+def code_version() -> str:
+    """The commit the crossbank parts ran from, and whether their files differed from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", *CROSSBANK_PATHS],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{commit} with uncommitted changes in its parts" if dirty else commit
 
 
 def _slug(name: str) -> str:
@@ -85,7 +110,8 @@ async def run_all(args: argparse.Namespace, workdir: Path) -> report.RunReport:
     result = report.RunReport(
         command=" ".join(["python -m bench.harness", *map(shlex.quote, sys.argv[1:])]),
         started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        machine=f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        machine=f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"crossbank at {code_version()}",
         count=args.count,
         concurrency=list(args.concurrency),
     )
