@@ -39,7 +39,8 @@ IMAGE_SOURCES = (
     "target_bank",
     "promise_store",
     "orchestrator",
-    "docker",
+    "docker/Dockerfile",
+    "docker/healthcheck.py",
 )
 BASE_IMAGE = "python:3.13-slim"
 
