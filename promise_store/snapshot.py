@@ -19,6 +19,8 @@ from resonate.connections.local import (
     TTimeout,
 )
 
+from promise_store.indexed import IndexedServerState
+
 #: Bumped whenever the layout below changes, so an old file is refused loudly.
 SNAPSHOT_FORMAT = 1
 
@@ -59,7 +61,7 @@ def decode_state(blob: bytes) -> ServerState:
     if image.format != SNAPSHOT_FORMAT:
         msg = f"snapshot format {image.format} is not the supported {SNAPSHOT_FORMAT}"
         raise ValueError(msg)
-    state = ServerState()
+    state = IndexedServerState()
     state.promises = {p.id: p for p in image.promises}
     state.tasks = {t.id: t for t in image.tasks}
     state.schedules = {s.id: s for s in image.schedules}

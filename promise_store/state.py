@@ -34,6 +34,7 @@ from resonate.error import ServerError
 from resonate.timing import now_ms
 
 from promise_store.errors import CorruptStore, StoreFailed
+from promise_store.indexed import IndexedServerState
 from promise_store.journal import REQUEST, TICK, Entry, Journal, Snapshot
 from promise_store.lock import FileLock
 from promise_store.rules import (
@@ -131,7 +132,7 @@ class JournaledState:
         started = time.perf_counter()
         try:
             snap = self._journal.load_snapshot()
-            state = decode_state(snap.body) if snap is not None else ServerState()
+            state = decode_state(snap.body) if snap is not None else IndexedServerState()
         except (ValueError, msgspec.DecodeError) as exc:
             msg = f"{self.path}: the snapshot cannot be read ({exc}); refusing to start"
             raise CorruptStore(msg) from exc
