@@ -3,9 +3,13 @@
 - Served store (``RESONATE_URL`` set):
   - ``role="worker"`` joins ``settings.group`` with an SSE source, registers
     the saga and executes transfers the store dispatches to the group;
-  - ``role="client"`` has no source at all (``sources=[]``): it creates
-    promises and polls for their results, and never joins the workers' group,
-    so killing a worker really takes a saga away from where it ran.
+  - ``role="client"`` creates promises and waits for their results, and never
+    joins the workers' group, so killing a worker really takes a saga away
+    from where it ran. It listens on a push channel of its own, in a group of
+    its own (``{group}-client-{random}``) that no work is ever dispatched to:
+    the store pushes each result the moment it settles, instead of the client
+    finding it up to a polling interval later (a quarter of a second was most
+    of a transfer's latency at concurrency 1).
 - Embedded store (no ``RESONATE_URL``): one process runs the saga and waits
   for it, over the promise store's file at ``settings.store_path``, whatever
   the role.
@@ -31,9 +35,9 @@ from orchestrator.settings import Settings
 
 Role = Literal["worker", "client"]
 
-#: How often a send-only client re-reads a pending transfer's promise. It has
-#: no push channel, so this is how quickly it notices the result.
-CLIENT_POLL_SECONDS = 0.25
+#: How often a client re-reads a still-pending transfer's promise. Results are
+#: pushed; this only covers a push lost with a dropped connection.
+CLIENT_POLL_SECONDS = 1.0
 
 #: Bank clients opened for each Resonate instance, closed by close_resonate.
 _opened: weakref.WeakKeyDictionary[Resonate, SagaDeps] = weakref.WeakKeyDictionary()
@@ -59,8 +63,7 @@ def open_resonate(settings: Settings, *, role: Role) -> Resonate:
     elif role == "client":
         return Resonate(
             url=settings.resonate_url,
-            sources=[],
-            group=settings.group,
+            group=client_group(settings),
             ttl=ttl,
             token=settings.resonate_token,
             subscription_refresh_secs=CLIENT_POLL_SECONDS,
@@ -72,6 +75,11 @@ def open_resonate(settings: Settings, *, role: Role) -> Resonate:
     resonate.with_dependency(deps)
     _opened[resonate] = deps
     return resonate
+
+
+def client_group(settings: Settings) -> str:
+    """A group only this client is in: results reach it, work is never sent to it."""
+    return f"{settings.group}-client-{uuid.uuid4().hex[:12]}"
 
 
 def saga_deps(settings: Settings) -> SagaDeps:
