@@ -110,3 +110,59 @@ def test_the_reference_preload_is_still_what_the_index_mirrors() -> None:
     source = inspect.getsource(ServerState.preload)
     assert 'p.tags.get("resonate:branch")' in source
     assert 'other.id != promise_id and other.tags.get("resonate:branch") == branch' in source
+
+
+def test_the_reference_fulfil_step_is_still_what_the_awaiter_index_mirrors() -> None:
+    # Only task.suspend adds awaiters, and fulfilling a task removes it from all of them.
+    module = inspect.getsource(inspect.getmodule(ServerState))  # type: ignore[arg-type]
+    assert module.count("awaiters.add(") == 1
+    assert "p.awaiters.add(task_id)" in inspect.getsource(ServerState.task_suspend)
+    fulfil = inspect.getsource(ServerState.enqueue_settle)
+    assert "for p in self.promises.values():\n            p.awaiters.discard(promise_id)" in fulfil
+
+
+def test_a_settled_suspended_task_leaves_the_promises_it_awaited() -> None:
+    """Suspend task A on child C, then settle A: A must leave C's awaiters, as in the reference."""
+    root, child = "root-a", "root-a:1"
+    requests: list[dict[str, Any]] = [
+        {
+            "kind": "task.create",
+            "corrId": "c1",
+            "pid": "p1",
+            "ttl": 5000,
+            "action": {
+                "kind": "promise.create",
+                "data": {
+                    "id": root,
+                    "timeoutAt": 1 << 50,
+                    "tags": {"resonate:target": "poll://any@workers", "resonate:branch": root},
+                },
+            },
+        },
+        {
+            "kind": "promise.create",
+            "corrId": "c2",
+            "id": child,
+            "timeoutAt": 1 << 50,
+            "tags": {"resonate:branch": root},
+        },
+    ]
+    reference, indexed = ServerState(), IndexedServerState()
+    for state in (reference, indexed):
+        for request in requests:
+            state.apply(1, request)
+        version = state.tasks[root].version
+        suspend = {
+            "kind": "task.suspend",
+            "corrId": "c3",
+            "id": root,
+            "version": version,
+            "actions": [{"kind": "promise.register_callback", "data": {"awaited": child}}],
+        }
+        state.apply(2, suspend)
+        assert state.promises[child].awaiters == {root}
+        settle = {"kind": "promise.settle", "corrId": "c4", "id": root, "state": "resolved"}
+        state.apply(3, settle)
+    assert indexed.promises[child].awaiters == reference.promises[child].awaiters == set()
+    assert indexed.tasks[root].state == reference.tasks[root].state == "fulfilled"
+    assert canonical_state(indexed) == canonical_state(reference)
