@@ -19,7 +19,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.bank_client import BankClient
+from orchestrator.bank_client import BankClient, bank_clients
 from orchestrator.settings import Settings
 
 CONSERVATION = "conservation"
@@ -321,20 +321,8 @@ async def read_ledger(client: BankClient, name: str) -> BankLedger:
 
 async def collect(settings: Settings) -> Ledgers:
     """Read both banks' ledgers over HTTP."""
-    async with (
-        BankClient(
-            settings.source_bank_url,
-            token=settings.bank_token,
-            timeout=settings.bank_timeout,
-            name="source",
-        ) as source,
-        BankClient(
-            settings.target_bank_url,
-            token=settings.bank_token,
-            timeout=settings.bank_timeout,
-            name="target",
-        ) as target,
-    ):
+    source, target = bank_clients(settings)
+    async with source, target:
         return Ledgers(await read_ledger(source, "source"), await read_ledger(target, "target"))
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Self
 
 import aiohttp
-import httpx
+
+from orchestrator.settings import Settings
 
 EntryKind = Literal["debit", "credit", "reversal"]
 
@@ -46,11 +47,7 @@ class BankUnavailable(BankError):
 
 
 class BankUnreachable(BankUnavailable):
-    """No connection could be made at all (refused, no route, unknown host).
-
-    Its ``__cause__`` is an ``httpx.ConnectError``, which callers written against
-    the earlier httpx-based client test for; the aiohttp error is its own cause.
-    """
+    """No connection could be made at all (refused, no route, unknown host)."""
 
 
 @dataclass(frozen=True)
@@ -264,9 +261,7 @@ class BankClient:
                 f"{self.name} bank at {url} did not answer in time ({type(exc).__name__})"
             ) from exc
         except aiohttp.ClientConnectorError as exc:
-            cause = httpx.ConnectError(str(exc))
-            cause.__cause__ = exc
-            raise BankUnreachable(f"{self.name} bank at {url} is unreachable: {exc!r}") from cause
+            raise BankUnreachable(f"{self.name} bank at {url} is unreachable: {exc!r}") from exc
         except aiohttp.ClientError as exc:
             raise BankUnavailable(f"{self.name} bank at {url} is unreachable: {exc!r}") from exc
         if answer.status_code >= 500 or answer.status_code in _TRANSIENT_4XX:
@@ -283,6 +278,28 @@ class BankClient:
                 f"{self.name} bank at {response.url} answered "
                 f"{response.status_code} {code}: {message}"
             )
+
+
+def bank_clients(settings: Settings) -> tuple[BankClient, BankClient]:
+    """The source and the target bank's clients as ``settings`` describe them.
+
+    Named "source" and "target", the names every error message carries. The
+    caller owns them: use them with ``async with`` or close them with ``aclose``.
+    """
+    return (
+        BankClient(
+            settings.source_bank_url,
+            token=settings.bank_token,
+            timeout=settings.bank_timeout,
+            name="source",
+        ),
+        BankClient(
+            settings.target_bank_url,
+            token=settings.bank_token,
+            timeout=settings.bank_timeout,
+            name="target",
+        ),
+    )
 
 
 def _query(params: dict[str, Any] | None) -> dict[str, str] | None:

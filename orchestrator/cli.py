@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 import httpx
 
 from orchestrator import audit, money
-from orchestrator.bank_client import BankClient, BankError, BankUnavailable, EntryKind
+from orchestrator.bank_client import (
+    BankClient,
+    BankError,
+    BankUnavailable,
+    BankUnreachable,
+    EntryKind,
+    bank_clients,
+)
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
@@ -257,7 +264,7 @@ def reaching(client: BankClient) -> Iterator[None]:
     except BankUnavailable as exc:
         variable = BANK_URL_VARIABLE.get(client.name, "")
         where = f"{client.base_url} ({variable})" if variable else client.base_url
-        if isinstance(exc.__cause__, httpx.ConnectError):
+        if isinstance(exc, BankUnreachable):
             raise CliError(f"{client.name} bank not reachable at {where}") from exc
         raise CliError(f"{client.name} bank at {where} is not answering properly: {exc}") from exc
     except BankError as exc:
@@ -265,22 +272,10 @@ def reaching(client: BankClient) -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def bank_clients(settings: Settings) -> AsyncIterator[tuple[BankClient, BankClient]]:
+async def open_banks(settings: Settings) -> AsyncIterator[tuple[BankClient, BankClient]]:
     """One client per bank, named "source" and "target" (the names appear in errors)."""
-    async with (
-        BankClient(
-            settings.source_bank_url,
-            token=settings.bank_token,
-            timeout=settings.bank_timeout,
-            name="source",
-        ) as source,
-        BankClient(
-            settings.target_bank_url,
-            token=settings.bank_token,
-            timeout=settings.bank_timeout,
-            name="target",
-        ) as target,
-    ):
+    source, target = bank_clients(settings)
+    async with source, target:
         yield source, target
 
 
@@ -326,7 +321,7 @@ async def promise_store(settings: Settings) -> AsyncIterator[Resonate]:
 
 async def check_accounts(settings: Settings, source_account: str, target_account: str) -> None:
     """Both accounts exist and are open on their banks, or a CliError naming the problem."""
-    async with bank_clients(settings) as (source, target):
+    async with open_banks(settings) as (source, target):
         for client, account_id in ((source, source_account), (target, target_account)):
             with reaching(client):
                 account = await client.get_account(account_id)
@@ -448,7 +443,7 @@ async def status_command(settings: Settings, transfer_id: str) -> Reply:
             f"no transfer {transfer_id} in the promise store",
         )
     ledger: dict[str, Any] = {}
-    async with bank_clients(settings) as (source, target):
+    async with open_banks(settings) as (source, target):
         steps: tuple[tuple[EntryKind, BankClient], ...] = (
             ("debit", source),
             ("credit", target),
@@ -566,7 +561,7 @@ def _clock(epoch: float | None) -> str:
 
 
 async def read_accounts(settings: Settings) -> dict[str, list[dict[str, Any]]]:
-    async with bank_clients(settings) as (source, target):
+    async with open_banks(settings) as (source, target):
         accounts = {}
         for client in (source, target):
             with reaching(client):
@@ -614,7 +609,7 @@ async def account_command(
 ) -> Reply:
     """Open (creating it if need be) or close an account; an opening balance never changes."""
     opening_cents = money.parse_amount(opening, allow_zero=True) if opening is not None else None
-    async with bank_clients(settings) as (source, target):
+    async with open_banks(settings) as (source, target):
         client = source if bank == "source" else target
         with reaching(client):
             existing = await client.get_account(account_id)
@@ -640,7 +635,7 @@ async def account_command(
 
 async def seed_command(settings: Settings) -> Reply:
     """Make the demo accounts exist and be open; one that exists keeps its balance."""
-    async with bank_clients(settings) as (source, target):
+    async with open_banks(settings) as (source, target):
         for client in (source, target):
             with reaching(client):
                 for account_id, opening in SEED_ACCOUNTS[client.name].items():

@@ -29,7 +29,7 @@ from typing import Literal
 
 from resonate.resonate import Resonate
 
-from orchestrator.bank_client import BankClient
+from orchestrator.bank_client import bank_clients
 from orchestrator.saga import SAGA_NAME, SagaDeps, transfer
 from orchestrator.settings import Settings
 
@@ -86,21 +86,8 @@ def client_group(settings: Settings) -> str:
 
 def saga_deps(settings: Settings) -> SagaDeps:
     """One pooled client per bank, shared by every transfer this process runs."""
-    return SagaDeps(
-        source=BankClient(
-            settings.source_bank_url,
-            token=settings.bank_token,
-            timeout=settings.bank_timeout,
-            name="source",
-        ),
-        target=BankClient(
-            settings.target_bank_url,
-            token=settings.bank_token,
-            timeout=settings.bank_timeout,
-            name="target",
-        ),
-        settings=settings,
-    )
+    source, target = bank_clients(settings)
+    return SagaDeps(source=source, target=target, settings=settings)
 
 
 async def close_resonate(resonate: Resonate) -> None:
