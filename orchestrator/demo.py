@@ -24,10 +24,7 @@ from typing import Any
 from orchestrator import cli
 from orchestrator.bank_client import BankClient
 from orchestrator.settings import Settings
-from orchestrator.supervisor import ManagedProcess, ServiceError, free_port
-
-#: What a worker's log says once its push channel to the store is open (the SDK logs it).
-WORKER_READY = "SSE connection established"
+from orchestrator.supervisor import WORKER_READY_LOG, ManagedProcess, ServiceError, free_port
 
 WORKER_GROUP = "crossbank-demo"
 
@@ -122,17 +119,10 @@ class LocalCluster:
             },
             log_path=log,
             name=name,
+            ready_log=WORKER_READY_LOG,
         )
         self.workers.append(worker)
-        worker.start(wait=False)
-        deadline = time.monotonic() + timeout
-        while WORKER_READY not in (log.read_text(errors="replace") if log.exists() else ""):
-            if not worker.running():
-                raise ServiceError(f"{name} exited before it was ready (see {log})")
-            if time.monotonic() > deadline:
-                raise ServiceError(f"{name} was not ready within {timeout:.0f}s (see {log})")
-            time.sleep(0.05)
-        return worker
+        return worker.start(timeout=timeout)
 
     def stop(self) -> None:
         """Stop everything this cluster started, workers first."""

@@ -22,6 +22,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
+#: What a worker's log says once its push channel to the promise store is open
+#: (the SDK logs it): from then on, work sent to the worker's group reaches it.
+#: A worker has no health URL, so this line is how callers know it is ready.
+WORKER_READY_LOG = "SSE connection established"
+
 
 def free_port() -> int:
     """Ask the kernel for a TCP port on 127.0.0.1 that nothing listens on now."""
@@ -36,11 +41,13 @@ class ServiceError(RuntimeError):
 
 
 class ManagedProcess:
-    """One ``python -m module`` child process with a health URL.
+    """One ``python -m module`` child process with a health URL or a ready line.
 
     ``env`` is added to a copy of this process's environment. Output goes to
     ``log_path`` (appended, so a restart keeps the earlier run's lines), or is
-    discarded when no path is given.
+    discarded when no path is given. The process counts as ready once
+    ``health_url`` answers 200 and, when ``ready_log`` is given, once that text
+    appears in its log (for processes that serve no HTTP, like a worker).
     """
 
     def __init__(
@@ -52,15 +59,20 @@ class ManagedProcess:
         health_url: str | None = None,
         log_path: Path | None = None,
         name: str | None = None,
+        ready_log: str | None = None,
     ) -> None:
+        if ready_log is not None and log_path is None:
+            raise ValueError("ready_log needs a log_path to read it from")
         self.module = module
         self.args = args
         self.env = dict(env or {})
         self.health_url = health_url
         self.log_path = log_path
         self.name = name or module
+        self.ready_log = ready_log
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._log_start = 0
 
     @property
     def pid(self) -> int:
@@ -72,13 +84,14 @@ class ManagedProcess:
         return self.process is not None and self.process.poll() is None
 
     def start(self, *, wait: bool = True, timeout: float = 30.0) -> ManagedProcess:
-        """Start the process; with ``wait``, return only once its health URL answers."""
+        """Start the process; with ``wait``, return only once it is ready (see the class)."""
         if self.running():
             raise ServiceError(f"{self.name} is already running (pid {self.pid})")
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("ab")
+            self._log_start = self._log.tell()
             out: IO[bytes] | int = self._log
         else:
             out = subprocess.DEVNULL
@@ -89,28 +102,39 @@ class ManagedProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        if wait and self.health_url is not None:
+        if wait:
             self.wait_healthy(timeout)
         return self
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
-        """Poll the health URL until it answers 200; fail fast if the process exits."""
-        if self.health_url is None:
+        """Poll until the process is ready (see the class); fail fast if it exits."""
+        if self.health_url is None and self.ready_log is None:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise ServiceError(
                     f"{self.name} exited with code {self.process.returncode} before it was "
-                    f"healthy{self._log_hint()}"
+                    f"ready{self._log_hint()}"
                 )
-            if is_healthy(self.health_url):
+            if self._ready():
                 return
             time.sleep(0.05)
+        waited_for = f"at {self.health_url}" if self.health_url else f"({self.ready_log!r})"
         raise ServiceError(
-            f"{self.name} was not healthy at {self.health_url} within {timeout:.0f}s"
-            f"{self._log_hint()}"
+            f"{self.name} was not ready {waited_for} within {timeout:.0f}s{self._log_hint()}"
         )
+
+    def _ready(self) -> bool:
+        if self.health_url is not None and not is_healthy(self.health_url):
+            return False
+        if self.ready_log is None:
+            return True
+        assert self.log_path is not None
+        # Only this run's lines count: the log is appended to across restarts.
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            return self.ready_log.encode() in log.read()
 
     def kill(self) -> None:
         """SIGKILL: no clean-up, no flush; what was acknowledged must survive."""

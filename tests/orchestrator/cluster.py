@@ -24,7 +24,7 @@ from orchestrator import audit
 from orchestrator.bank_client import BankClient
 from orchestrator.runtime import close_resonate, open_resonate
 from orchestrator.settings import Settings
-from orchestrator.supervisor import ManagedProcess, ServiceError, free_port
+from orchestrator.supervisor import WORKER_READY_LOG, ManagedProcess, free_port
 from orchestrator.transfers import TransferRequest, start_transfer, transfer_record
 
 TOKEN = "test-bank-token"
@@ -42,9 +42,6 @@ WORKER_DEFAULTS = {
     "ATTENTION_AFTER": "300",
     "LOG_LEVEL": "INFO",
 }
-
-#: What a worker's log says once its push channel to the store is open.
-WORKER_READY = "SSE connection established"
 
 
 @dataclass
@@ -66,12 +63,14 @@ class Cluster:
         name = f"worker{len(self.workers) + 1}"
         log = self.root / f"{name}.log"
         worker = ManagedProcess(
-            "orchestrator.worker", env={**self.worker_env, **env}, log_path=log, name=name
+            "orchestrator.worker",
+            env={**self.worker_env, **env},
+            log_path=log,
+            name=name,
+            ready_log=WORKER_READY_LOG,
         )
         self.workers.append(worker)
-        worker.start(wait=False)
-        wait_for_log(worker, log, WORKER_READY)
-        return worker
+        return worker.start()
 
     def running_workers(self) -> list[ManagedProcess]:
         return [worker for worker in self.workers if worker.running()]
@@ -169,18 +168,6 @@ def clear_faults(bank: ManagedProcess) -> None:
     base = bank.health_url.removesuffix("/health")
     headers = {"Authorization": f"Bearer {TOKEN}"}
     httpx.delete(f"{base}/admin/faults", headers=headers, timeout=10).raise_for_status()
-
-
-def wait_for_log(process: ManagedProcess, log: Path, text: str, timeout: float = 30) -> None:
-    """Block until ``text`` appears in the process's log; fail if it exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and text in log.read_text(errors="replace"):
-            return
-        if not process.running():
-            raise ServiceError(f"{process.name} exited before logging {text!r} (see {log})")
-        time.sleep(0.05)
-    raise ServiceError(f"{process.name} did not log {text!r} within {timeout:.0f}s (see {log})")
 
 
 async def wait_until(predicate: Any, within: float = 30, interval: float = 0.05) -> Any:

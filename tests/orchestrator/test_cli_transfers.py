@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.supervisor import ManagedProcess
+from orchestrator.supervisor import WORKER_READY_LOG, ManagedProcess
 from orchestrator.transfers import TransferRequest, start_transfer
-from tests.orchestrator.cluster import WORKER_READY, Cluster, wait_for_hold, wait_for_log
+from tests.orchestrator.cluster import Cluster, wait_for_hold
 from tests.orchestrator.test_cli_input import run_cli
 
 
@@ -244,11 +244,15 @@ def test_worker_command_runs_transfers_and_stops_on_sigterm(cluster: Cluster) ->
     asyncio.run(cluster.seed({"tw-alice": 1_000}, {"tw-carol": 0}))
     log = cluster.root / "cli-worker.log"
     worker = ManagedProcess(
-        "orchestrator", args=("worker",), env=cluster.worker_env, log_path=log, name="cli worker"
+        "orchestrator",
+        args=("worker",),
+        env=cluster.worker_env,
+        log_path=log,
+        name="cli worker",
+        ready_log=WORKER_READY_LOG,
     )
-    worker.start(wait=False)
     try:
-        wait_for_log(worker, log, WORKER_READY)
+        worker.start()
         for other in cluster.running_workers():
             other.stop()
         result = asyncio.run(cluster.transfer("tw-1", "tw-alice", "tw-carol", 250))
