@@ -27,11 +27,14 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Literal
 
-from resonate.resonate import Resonate
+from resonate.connections import SSEConnection
+from resonate.resonate import DEFAULT_SUBSCRIPTION_REFRESH_SECS, Resonate
+from resonate.retry import ExponentialBackoff
 
 from orchestrator.bank_client import bank_clients
 from orchestrator.saga import SAGA_NAME, SagaDeps, transfer
 from orchestrator.settings import Settings
+from orchestrator.store_network import RETRY_INITIAL_SECONDS, RETRY_MAX_SECONDS, StoreNetwork
 
 Role = Literal["worker", "client"]
 
@@ -56,19 +59,14 @@ def open_resonate(settings: Settings, *, role: Role) -> Resonate:
         store = EmbeddedStore(settings.store_path, pid=pid, group=settings.group)
         resonate = Resonate(network=store, pid=pid, group=settings.group, ttl=ttl)
     elif role == "worker":
-        resonate = Resonate(
-            url=settings.resonate_url,
-            group=settings.group,
-            ttl=ttl,
-            token=settings.resonate_token,
-        )
+        resonate = _served(settings.resonate_url, settings.resonate_token, settings.group, ttl)
     elif role == "client":
-        return Resonate(
-            url=settings.resonate_url,
-            group=client_group(settings),
-            ttl=ttl,
-            token=settings.resonate_token,
-            subscription_refresh_secs=CLIENT_POLL_SECONDS,
+        return _served(
+            settings.resonate_url,
+            settings.resonate_token,
+            client_group(settings),
+            ttl,
+            refresh_secs=CLIENT_POLL_SECONDS,
         )
     else:
         raise ValueError(f"role must be 'worker' or 'client', got {role!r}")
@@ -77,6 +75,38 @@ def open_resonate(settings: Settings, *, role: Role) -> Resonate:
     resonate.with_dependency(deps)
     _opened[resonate] = deps
     return resonate
+
+
+def _served(
+    url: str,
+    token: str | None,
+    group: str,
+    ttl: timedelta,
+    *,
+    refresh_secs: float = DEFAULT_SUBSCRIPTION_REFRESH_SECS,
+) -> Resonate:
+    """A Resonate on the served store: requests over :class:`StoreNetwork`, pushes over SSE.
+
+    Both reconnect on a short ladder (see :mod:`orchestrator.store_network`),
+    so a restarted store has its workers back within about two seconds.
+    """
+    pid = uuid.uuid4().hex
+    push = SSEConnection(
+        url=url,
+        pid=pid,
+        group=group,
+        auth=token,
+        backoff=ExponentialBackoff(initial=RETRY_INITIAL_SECONDS, max_delay=RETRY_MAX_SECONDS),
+    )
+    return Resonate(
+        network=StoreNetwork(url, token=token),
+        sources=[push],
+        pid=pid,
+        group=group,
+        ttl=ttl,
+        token=token,
+        subscription_refresh_secs=refresh_secs,
+    )
 
 
 def client_group(settings: Settings) -> str:
