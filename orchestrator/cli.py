@@ -42,8 +42,9 @@ from orchestrator.bank_client import (
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
-    from resonate.handle import ResonateHandle
     from resonate.resonate import Resonate
+
+    from orchestrator.transfers import TransferHandle
 
 OK = 0
 NOT_OK = 1
@@ -360,16 +361,19 @@ async def transfer_command(
         # A transfer that exists is re-attached to as it is: its accounts were
         # checked when it started and may have changed since (that is what
         # compensation is for).
-        if await transfers.transfer_record(resonate, request.transfer_id) is None:
-            await check_accounts(settings, source, target)
         try:
+            existing = await transfers.transfer_record(resonate, request.transfer_id)
+            if existing is None:
+                await check_accounts(settings, source, target)
+            else:
+                transfers.check_same_transfer(request, existing["request"])
             handle = await transfers.start_transfer(resonate, settings, request)
+            if not wait:
+                data = {"transfer_id": request.transfer_id, "status": "started"}
+                return Reply(OK, data, f"transfer {request.transfer_id} started")
+            result = await _wait_for_result(handle, settings)
         except transfers.TransferConflict as exc:
             raise CliError(str(exc)) from None
-        if not wait:
-            data = {"transfer_id": request.transfer_id, "status": "started"}
-            return Reply(OK, data, f"transfer {request.transfer_id} started")
-        result = await _wait_for_result(handle, request.transfer_id, settings)
     return transfer_reply(result)
 
 
@@ -377,9 +381,7 @@ async def transfer_command(
 PATIENCE_SECONDS = 15.0
 
 
-async def _wait_for_result(
-    handle: ResonateHandle[Any], transfer_id: str, settings: Settings
-) -> dict[str, Any]:
+async def _wait_for_result(handle: TransferHandle, settings: Settings) -> dict[str, Any]:
     """Wait for the saga's result; say so on stderr now and then, so a wait is never a mystery."""
     waiting = asyncio.ensure_future(handle.result())
     waited = 0.0
@@ -391,7 +393,7 @@ async def _wait_for_result(
         waited += PATIENCE_SECONDS
         where = f"a worker in group {settings.group!r}" if settings.resonate_url else "the saga"
         print(
-            f"crossbank: still waiting for transfer {transfer_id} after {waited:.0f}s "
+            f"crossbank: still waiting for transfer {handle.transfer_id} after {waited:.0f}s "
             f"(waiting on {where}; Ctrl-C stops waiting, the transfer is durable)",
             file=sys.stderr,
             flush=True,

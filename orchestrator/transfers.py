@@ -92,9 +92,37 @@ def new_transfer_id() -> str:
     return f"tr-{uuid.uuid4().hex[:20]}"
 
 
+@dataclass(frozen=True)
+class TransferHandle:
+    """A started transfer: ``await handle.result()`` for the saga's result.
+
+    The result names the accounts and amount the transfer actually moved, so
+    it doubles as the idempotency check: when ``request.transfer_id`` turned
+    out to belong to a different transfer, :meth:`result` raises
+    :class:`TransferConflict` instead of passing that transfer's result off
+    as this one's.
+    """
+
+    request: TransferRequest
+    handle: ResonateHandle[Any]
+
+    @property
+    def transfer_id(self) -> str:
+        return self.request.transfer_id
+
+    def done(self) -> bool:
+        """The saga's result is in (``result()`` will not wait)."""
+        return self.handle.done()
+
+    async def result(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.handle.result()
+        check_same_transfer(self.request, result)
+        return result
+
+
 async def start_transfer(
     resonate: Resonate, settings: Settings, request: TransferRequest
-) -> ResonateHandle[Any]:
+) -> TransferHandle:
     """Start transfer ``request.transfer_id``, or attach to it if it exists; ``await handle.result()``.
 
     Against a served store the saga is dispatched to the workers' group
@@ -102,7 +130,13 @@ async def start_transfer(
     this process runs it. Either way the store creates the root promise once:
     a second start, even a concurrent one, gets the first one's promise.
 
-    Raises :class:`TransferConflict` when the id exists with other parameters.
+    An id that exists with other parameters is reported by
+    :meth:`TransferHandle.result` (:class:`TransferConflict`), not here:
+    checking now would cost every start a read of the root promise, a store
+    round trip on the hot path, to catch what a fresh id
+    (:func:`new_transfer_id`) never hits. A caller that re-uses ids and wants
+    to know before waiting reads the transfer first and calls
+    :func:`check_same_transfer` on its ``request``, as ``crossbank transfer`` does.
     """
     params = request.to_json()
     if settings.resonate_url is not None:
@@ -114,13 +148,22 @@ async def start_transfer(
             request.transfer_id, transfer, params
         )
     await handle.id()  # the root promise exists (created now, or earlier by someone)
-    stored = _request_of(await resonate.promises.get(request.transfer_id))
-    if stored != params:
+    return TransferHandle(request, handle)
+
+
+def check_same_transfer(request: TransferRequest, stored: dict[str, Any] | None) -> None:
+    """Raise :class:`TransferConflict` unless ``stored`` moves what ``request`` asks for.
+
+    ``stored`` is a transfer's parameters or its saga result (which repeats
+    them); None, or anything else that is not a transfer, conflicts too.
+    """
+    wanted = request.to_json()
+    found = {key: stored.get(key) for key in wanted} if isinstance(stored, dict) else None
+    if found != wanted:
         raise TransferConflict(
             f"transfer {request.transfer_id} already exists with different parameters: "
-            f"{_describe(stored)} (asked for {_describe(params)})"
+            f"{_describe(found)} (asked for {_describe(wanted)})"
         )
-    return handle
 
 
 async def transfer_record(
@@ -138,7 +181,7 @@ async def transfer_record(
     - ``steps``: the recorded steps in the order they ran, each
       ``{"id", "state", "value", "error"}``. A settled step's ``value`` carries
       ``"step"`` (``debit``, ``credit``, ``{kind}-fence``, ``compensating``,
-      ``reversal``, ``finished``) and, for bank steps, ``op_id`` and
+      ``reversal``) and, for bank steps, ``op_id`` and
       ``status`` (``applied``/``rejected``) or ``state`` (``applied``/``voided``)
       for a fence; a step whose retries ran out is ``rejected`` with the last
       ``error`` message; the step in progress is ``pending``;
@@ -219,6 +262,6 @@ def _error_message(record: PromiseRecord) -> str:
 
 
 def _describe(params: dict[str, Any] | None) -> str:
-    if params is None:
+    if params is None or None in params.values():
         return "something that is not a transfer"
     return f"{params['amount']} cents from {params['source_account']} to {params['target_account']}"

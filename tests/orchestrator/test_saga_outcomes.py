@@ -106,9 +106,10 @@ async def test_same_id_with_other_parameters_is_refused(cluster: Cluster) -> Non
     await cluster.transfer("t-conflict", "ivy", "jon", 300)
 
     async with cluster.client() as resonate:
+        handle = await start_transfer(
+            resonate, cluster.settings, TransferRequest("t-conflict", "ivy", "jon", 301)
+        )
         with pytest.raises(TransferConflict, match="already exists with different parameters"):
-            await start_transfer(
-                resonate, cluster.settings, TransferRequest("t-conflict", "ivy", "jon", 301)
-            )
+            await handle.result()
 
     assert (await cluster.balances())["source:ivy"] == 700
