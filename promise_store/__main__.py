@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
-from aiohttp import web
-
 from promise_store.config import ConfigError, Settings
 from promise_store.errors import StoreError
-from promise_store.server import build_app
+from promise_store.server import serve
 from promise_store.state import JournaledState
 
 logger = logging.getLogger("promise_store")
@@ -32,14 +31,7 @@ def main() -> int:
         settings.port,
         "on" if settings.token else "off",
     )
-    web.run_app(
-        build_app(store, settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=5,
-        access_log=None,
-        print=None,
-    )
+    asyncio.run(serve(store, settings))
     return 0
 
 

@@ -19,13 +19,14 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import signal
 
 import msgspec
-from aiohttp import web
 from resonate.connections.local import OutgoingMessage
 
 from promise_store.config import Settings
 from promise_store.delivery import Delivery, Mailboxes
+from promise_store.http import Request, Response, Server, Stream
 from promise_store.protocol import error_envelope, handle
 from promise_store.rules import next_deadline
 from promise_store.state import JournaledState
@@ -34,123 +35,135 @@ logger = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 10.0
 
-STORE = web.AppKey("store", JournaledState)
-MAILBOXES = web.AppKey("mailboxes", Mailboxes)
-SETTINGS = web.AppKey("settings", Settings)
-TICKER = web.AppKey("ticker", asyncio.Task[None])
+#: How long a graceful stop waits for requests in flight before closing the store.
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+_HEALTHY = Response(200, b'{"status": "ok"}')
 
 
-def build_app(store: JournaledState, settings: Settings) -> web.Application:
-    """The aiohttp application; it closes ``store`` on cleanup."""
-    app = web.Application(client_max_size=settings.max_body_bytes)
-    app[STORE] = store
-    app[MAILBOXES] = Mailboxes()
-    app[SETTINGS] = settings
-    app.router.add_post("/", post_request)
-    app.router.add_get("/poll/{group}/{pid}", poll)
-    app.router.add_get("/health", health)
-    app.on_startup.append(_start_ticker)
-    app.on_shutdown.append(_close_listeners)
-    app.on_cleanup.append(_stop)
-    return app
+class StoreService:
+    """The store's routes over :mod:`promise_store.http`, plus the firing tick."""
 
+    def __init__(self, store: JournaledState, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.mailboxes = Mailboxes()
+        self.http = Server(self.route, max_body_bytes=settings.max_body_bytes)
+        self._expected_auth = f"Bearer {settings.token}".encode() if settings.token else None
+        self._ticker: asyncio.Task[None] | None = None
 
-def _authorized(request: web.Request) -> bool:
-    token = request.app[SETTINGS].token
-    if token is None:
-        return True
-    given = request.headers.get("Authorization", "")
-    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+    async def start(self) -> int:
+        """Listen on the configured address and start ticking; returns the port."""
+        port = await self.http.start(self.settings.host, self.settings.port)
+        self._ticker = asyncio.create_task(self._tick_loop())
+        return port
 
+    async def stop(self) -> None:
+        """Stop listening, end the event streams, let requests in flight finish, close the store."""
+        self.http.stop_listening()
+        self.mailboxes.close_all()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SHUTDOWN_GRACE_SECONDS):
+                await self.http.drained()
+        self.http.close_connections()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await self.store.close()
+        logger.info("store closed")
 
-def _envelope_response(status: int, body: bytes) -> web.Response:
-    return web.Response(status=status, body=body, content_type="application/json")
+    async def route(self, request: Request, stream: Stream) -> Response | None:
+        path, method = request.path, request.method
+        if path == "/health":
+            return _HEALTHY if method in ("GET", "HEAD") else _not_allowed("GET")
+        if path == "/":
+            return await self.post_request(request) if method == "POST" else _not_allowed("POST")
+        if path.startswith("/poll/"):
+            parts = path.split("/")
+            if len(parts) != 4 or not parts[2] or not parts[3]:
+                return Response(404, b'{"error": "use /poll/{group}/{pid}"}')
+            if method != "GET":
+                return _not_allowed("GET")
+            return await self.poll(request, stream, parts[2], parts[3])
+        return Response(404, b'{"error": "not found"}')
 
+    def _authorized(self, request: Request) -> bool:
+        if self._expected_auth is None:
+            return True
+        given = request.headers.get("authorization", "").encode("latin-1")
+        return hmac.compare_digest(given, self._expected_auth)
 
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    async def post_request(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return Response(401, error_envelope(401, "missing or wrong bearer token"))
+        if request.too_large:
+            limit = self.settings.max_body_bytes
+            return Response(413, error_envelope(413, f"request body exceeds {limit} bytes"))
+        answer = await handle(self.store, request.body)
+        _route(self.mailboxes, answer.outgoing)
+        return Response(answer.http_status, answer.body)
 
+    async def poll(self, request: Request, stream: Stream, group: str, pid: str) -> Response | None:
+        if not self._authorized(request):
+            return Response(401, b'{"error": "missing or wrong bearer token"}')
+        await stream.start(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        listener = self.mailboxes.connect(group, pid)
+        logger.info("listener connected: %s/%s", group, pid)
+        unsent: list[Delivery] = []
+        try:
+            await stream.write(b": connected\n\n")
+            while True:
+                try:
+                    delivery = await asyncio.wait_for(listener.queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    await stream.write(b": keepalive\n\n")
+                    continue
+                if delivery is None:
+                    return None
+                try:
+                    await stream.write(f"data: {delivery.payload}\n\n".encode())
+                except BaseException:
+                    unsent.append(delivery)  # routed again below
+                    raise
+        except ConnectionError:
+            return None  # the client went away
+        finally:
+            self.mailboxes.disconnect(listener, unsent)
+            logger.info("listener gone: %s/%s", group, pid)
 
-async def post_request(request: web.Request) -> web.Response:
-    if not _authorized(request):
-        return _envelope_response(401, error_envelope(401, "missing or wrong bearer token"))
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[SETTINGS].max_body_bytes
-        return _envelope_response(413, error_envelope(413, f"request body exceeds {limit} bytes"))
-    answer = await handle(request.app[STORE], raw)
-    _route(request.app[MAILBOXES], answer.outgoing)
-    return _envelope_response(answer.http_status, answer.body)
-
-
-async def poll(request: web.Request) -> web.StreamResponse:
-    if not _authorized(request):
-        raise web.HTTPUnauthorized(text="missing or wrong bearer token")
-    group, pid = request.match_info["group"], request.match_info["pid"]
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
-    mailboxes = request.app[MAILBOXES]
-    listener = mailboxes.connect(group, pid)
-    logger.info("listener connected: %s/%s", group, pid)
-    unsent: list[Delivery] = []
-    try:
-        await response.write(b": connected\n\n")
+    async def _tick_loop(self) -> None:
+        store, mailboxes = self.store, self.mailboxes
+        interval = self.settings.tick_interval
         while True:
             try:
-                delivery = await asyncio.wait_for(listener.queue.get(), KEEPALIVE_SECONDS)
-            except TimeoutError:
-                await response.write(b": keepalive\n\n")
-                continue
-            if delivery is None:
-                break
-            try:
-                await response.write(f"data: {delivery.payload}\n\n".encode())
-            except (ConnectionError, RuntimeError):
-                unsent.append(delivery)
-                raise
-    except (ConnectionError, RuntimeError):
-        pass  # the client went away; what it did not receive is routed again below
-    finally:
-        mailboxes.disconnect(listener, unsent)
-        logger.info("listener gone: %s/%s", group, pid)
-    return response
+                _route(mailboxes, await store.tick())
+            except Exception:
+                logger.exception("tick failed")
+            deadline = next_deadline(store.state)
+            wait = interval
+            if deadline is not None:
+                wait = min(interval, max((deadline - store.clock()) / 1000, 0.01))
+            await asyncio.sleep(wait)
+
+
+def _not_allowed(allowed: str) -> Response:
+    return Response(405, f'{{"error": "method not allowed; use {allowed}"}}'.encode())
+
+
+async def serve(store: JournaledState, settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully (see :meth:`StoreService.stop`)."""
+    service = StoreService(store, settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await service.start()
+    await stopping.wait()
+    logger.info("stopping")
+    await service.stop()
 
 
 def _route(mailboxes: Mailboxes, messages: list[OutgoingMessage]) -> None:
     for message in messages:
         mailboxes.route(message.address, msgspec.json.encode(message.message).decode())
-
-
-async def _tick_loop(app: web.Application) -> None:
-    store, mailboxes = app[STORE], app[MAILBOXES]
-    interval = app[SETTINGS].tick_interval
-    while True:
-        try:
-            _route(mailboxes, await store.tick())
-        except Exception:
-            logger.exception("tick failed")
-        deadline = next_deadline(store.state)
-        wait = interval
-        if deadline is not None:
-            wait = min(interval, max((deadline - store.clock()) / 1000, 0.01))
-        await asyncio.sleep(wait)
-
-
-async def _start_ticker(app: web.Application) -> None:
-    app[TICKER] = asyncio.create_task(_tick_loop(app))
-
-
-async def _close_listeners(app: web.Application) -> None:
-    app[MAILBOXES].close_all()
-
-
-async def _stop(app: web.Application) -> None:
-    ticker = app[TICKER]
-    ticker.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await ticker
-    await app[STORE].close()
-    logger.info("store closed")

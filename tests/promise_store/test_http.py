@@ -1,0 +1,160 @@
+"""The served store's HTTP layer, spoken to over real sockets by clients of several kinds.
+
+The SDK's aiohttp client, urllib and http.client already talk to it in the
+other tests; these pin the framing a client relies on: keep-alive, ordered
+answers to pipelined requests, chunked bodies in and out, a body-size limit
+that leaves the connection usable, and a clean 400 for garbage.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from typing import Any
+
+import pytest
+
+from tests.promise_store.conftest import StoreServer
+from tests.promise_store.test_served import envelope
+
+
+def connect(server: StoreServer) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+
+
+def answer(conn: http.client.HTTPConnection) -> tuple[int, dict[str, Any]]:
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def raw_exchange(server: StoreServer, data: bytes) -> bytes:
+    """Send ``data`` on a fresh socket and read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def post_head(body: bytes, extra: str = "") -> bytes:
+    return (
+        f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode()
+
+
+def test_one_connection_carries_many_requests(server: StoreServer) -> None:
+    conn = connect(server)
+    for i in range(20):
+        body = envelope("promise.create", {"id": f"k-{i}", "timeoutAt": 2**62}, corr=f"c{i}")
+        conn.request("POST", "/", body, {"Content-Type": "application/json"})
+        status, reply = answer(conn)
+        assert (status, reply["head"]["status"], reply["head"]["corrId"]) == (200, 201, f"c{i}")
+    conn.close()
+
+
+def test_pipelined_requests_are_answered_in_order(server: StoreServer) -> None:
+    bodies = [envelope("promise.get", {"id": "nope"}, corr=f"p{i}") for i in range(5)]
+    last = post_head(bodies[-1], "Connection: close\r\n") + bodies[-1]
+    raw = raw_exchange(server, b"".join(post_head(b) + b for b in bodies[:-1]) + last)
+    corr_ids = [part.split(b'"corrId":"')[1].split(b'"')[0] for part in raw.split(b"HTTP/1.1 ")[1:]]
+    assert corr_ids == [b"p0", b"p1", b"p2", b"p3", b"p4"]
+
+
+def test_a_chunked_request_body_is_read_whole(server: StoreServer) -> None:
+    body = envelope("promise.create", {"id": "chunked-1", "timeoutAt": 2**62})
+    half = len(body) // 2
+    framed = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+        half,
+        body[:half],
+        len(body) - half,
+        body[half:],
+    )
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    raw = raw_exchange(server, head + framed)
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b'"status":201' in raw
+
+
+def test_too_large_a_body_is_refused_and_the_connection_stays_usable(
+    server: StoreServer,
+) -> None:
+    conn = connect(server)
+    conn.request("POST", "/", b'{"kind": "promise.get", "pad": "' + b"x" * (2 << 20) + b'"}')
+    status, reply = answer(conn)
+    assert status == 413
+    assert "exceeds" in reply["data"]["error"]
+    conn.request("POST", "/", envelope("promise.get", {"id": "nope"}))
+    assert answer(conn)[1]["head"]["status"] == 404
+    conn.close()
+
+
+def test_expect_continue_is_honoured(server: StoreServer) -> None:
+    body = envelope("promise.get", {"id": "nope"})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(post_head(body, "Expect: 100-continue\r\nConnection: close\r\n"))
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+    assert b'"status":404' in rest
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/", 405),
+        ("POST", "/health", 405),
+        ("GET", "/nowhere", 404),
+        ("GET", "/poll/only-a-group", 404),
+        ("HEAD", "/health", 200),
+    ],
+)
+def test_routes_and_methods(server: StoreServer, method: str, path: str, status: int) -> None:
+    conn = connect(server)
+    conn.request(method, path)
+    response = conn.getresponse()
+    response.read()
+    assert response.status == status
+    conn.close()
+
+
+def test_garbage_gets_400_and_a_closed_connection(server: StoreServer) -> None:
+    raw = raw_exchange(server, b"BLAH\x00 / HTTP/9\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"Connection: close" in raw
+    # The store is unharmed.
+    conn = connect(server)
+    conn.request("GET", "/health")
+    assert conn.getresponse().status == 200
+
+
+def test_events_stream_as_chunked_server_sent_events(server: StoreServer) -> None:
+    conn = connect(server)
+    conn.request("GET", "/poll/http-test/p-1")
+    stream = conn.getresponse()
+    assert stream.status == 200
+    assert stream.getheader("Content-Type") == "text/event-stream"
+    assert stream.getheader("Transfer-Encoding") == "chunked"
+    assert stream.readline() == b": connected\n"
+    # A task for the group is pushed to the listener as one ``data:`` line.
+    create = envelope(
+        "promise.create",
+        {
+            "id": "sse-1",
+            "timeoutAt": 2**62,
+            "param": {},
+            "tags": {"resonate:target": "poll://any@http-test"},
+        },
+    )
+    other = connect(server)
+    other.request("POST", "/", create)
+    answer(other)
+    while (line := stream.readline()) == b"\n":
+        pass
+    assert line.startswith(b"data: ")
+    assert json.loads(line[len(b"data: ") :])["kind"] == "execute"
+    conn.close()
