@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from bench.stats import Sample
 from bench.workload import TransferSpec
+
+#: Where Linux keeps the machine's CPU time counters.
+PROC_STAT = Path("/proc/stat")
 
 RunTransfer = Callable[[TransferSpec], Awaitable[str]]
 """Runs one transfer to its terminal status and returns that status."""
@@ -40,3 +45,21 @@ async def drive(
         for _ in range(min(concurrency, len(specs))):
             group.create_task(worker())
     return samples, time.perf_counter() - started
+
+
+def machine_busy_seconds(stat: Path = PROC_STAT) -> float | None:
+    """CPU seconds all cores have spent busy since boot (None where ``/proc/stat`` is missing).
+
+    Busy is user, nice, system, irq and softirq time: every process of every
+    system under test, their servers and databases included, so the
+    difference across a run is what a transfer really costs the machine,
+    whichever processes did the work. Idle, iowait and steal are left out.
+    """
+    try:
+        fields = stat.read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 8:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bench import recovery, report
 from bench.banks import BankUrls, check_conservation, running_banks
-from bench.driver import drive
+from bench.driver import drive, machine_busy_seconds
 from bench.peers import SYSTEMS, SystemEntry, Unavailable, bank_steps
 from bench.stats import summarize
 from bench.workload import plan_transfers
@@ -85,13 +85,18 @@ async def run_system(
                 await drive(run, warm, min(8, args.warmup))
             for concurrency in args.concurrency:
                 specs = plan_transfers(f"{slug}-c{concurrency}-{run_tag}", args.count)
+                busy_before = machine_busy_seconds()
                 samples, wall = await drive(run, specs, concurrency)
+                busy_after = machine_busy_seconds()
                 stats = summarize(
                     entry.name,
                     concurrency,
                     samples,
                     wall,
                     {s.transfer_id: s.expected_status for s in specs},
+                    cpu_s=None
+                    if busy_before is None or busy_after is None
+                    else busy_after - busy_before,
                 )
                 result.results.append(stats)
                 print(report.print_row(stats, result.baseline(concurrency)), flush=True)

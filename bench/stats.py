@@ -31,6 +31,8 @@ class RunStats:
     statuses: dict[str, int]
     wrong: int
     """Transfers whose terminal status differed from the planned one (must be 0)."""
+    cpu_ms: float | None = None
+    """Busy CPU time of the whole machine per transfer, every process counted (None: unknown)."""
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -50,6 +52,7 @@ def summarize(
     samples: Sequence[Sample],
     wall_s: float,
     expected: dict[str, str],
+    cpu_s: float | None = None,
 ) -> RunStats:
     """Throughput counts only transfers that reached the status the plan says they must."""
     if wall_s <= 0:
@@ -66,4 +69,5 @@ def summarize(
         p99_ms=percentile(latencies, 0.99),
         statuses=dict(Counter(s.status for s in samples)),
         wrong=wrong,
+        cpu_ms=None if cpu_s is None or not samples else cpu_s * 1000.0 / len(samples),
     )

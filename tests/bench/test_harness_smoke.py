@@ -8,11 +8,13 @@ figures rest on: the workload plan and the percentile.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from bench import harness
+from bench.driver import machine_busy_seconds
 from bench.stats import Sample, percentile, summarize
 from bench.workload import CLOSED_ACCOUNT, plan_transfers
 
@@ -46,6 +48,16 @@ def test_wrong_outcomes_do_not_count_as_throughput() -> None:
     stats = summarize("x", 1, samples, 1.0, {"a": "committed", "b": "compensated"})
     assert stats.wrong == 1
     assert stats.throughput == 1.0
+
+
+def test_busy_cpu_counts_user_nice_system_irq_softirq_only(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    #                 user nice system idle iowait irq softirq steal
+    stat.write_text("cpu  400  100  200    9000 50     20  30      70 0 0\ncpu0 1 2 3\n")
+    assert machine_busy_seconds(stat) == pytest.approx(750 / os.sysconf("SC_CLK_TCK"))
+    assert machine_busy_seconds(tmp_path / "missing") is None
+    stat.write_text("not a stat file\n")
+    assert machine_busy_seconds(stat) is None
 
 
 def test_harness_runs_baseline_and_embedded_crossbank(tmp_path: Path) -> None:
@@ -82,5 +94,6 @@ def test_harness_runs_baseline_and_embedded_crossbank(tmp_path: Path) -> None:
         assert row["wrong"] == 0
         assert row["statuses"] == {"committed": 9, "compensated": 1}
         assert row["throughput"] > 0
+        assert row["cpu_ms"] > 0  # the transfers kept the machine busy
     table = (out / "results.md").read_text()
     assert "| crossbank embedded | 4 |" in table
