@@ -76,11 +76,11 @@ class Stream:
 Handler = Callable[[Request, Stream], Awaitable[Response | None]]
 
 
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+
+
 def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+    return _REASONS.get(status, "Unknown")
 
 
 class _Connection(asyncio.Protocol):
