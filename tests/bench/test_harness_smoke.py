@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from bench import harness
+from bench import harness, process_cpu
 from bench.driver import machine_busy_seconds
 from bench.stats import Sample, percentile, summarize
 from bench.workload import CLOSED_ACCOUNT, plan_transfers
@@ -97,3 +98,17 @@ def test_harness_runs_baseline_and_embedded_crossbank(tmp_path: Path) -> None:
         assert row["cpu_ms"] > 0  # the transfers kept the machine busy
     table = (out / "results.md").read_text()
     assert "| crossbank embedded | 4 |" in table
+
+
+def test_process_cpu_counts_children_and_grandchildren() -> None:
+    busy = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end: pass"
+    spawner = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {busy!r}])"
+    code, processes = process_cpu.run([sys.executable, "-c", spawner])
+    assert code == 0
+    grandchild = [
+        p for p in processes if "process_time" in p.command and "subprocess" not in p.command
+    ]
+    assert len(grandchild) == 1
+    assert grandchild[0].total_s >= 0.3
+    table = process_cpu.table(processes, per=4)
+    assert table.splitlines()[-1].startswith("| all |")
