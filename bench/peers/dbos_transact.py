@@ -53,7 +53,8 @@ async def transfer_workflow(source_url: str, target_url: str, spec_fields: dict[
         name: str, bank: str, op_id: str, account_id: str, amount: int, kind: str
     ) -> StepResult:
         del name
-        return await post_entry_step(urls[bank], op_id, account_id, amount, kind)
+        result: StepResult = await post_entry_step(urls[bank], op_id, account_id, amount, kind)
+        return result
 
     return await saga.transfer(run_step, spec)
 
@@ -102,7 +103,8 @@ async def open_dbos(banks: BankUrls, workdir: Path) -> AsyncIterator[RunTransfer
                     "expected_status": spec.expected_status,
                 }
                 with SetWorkflowID(spec.transfer_id):
-                    return await transfer_workflow(banks.source, banks.target, fields)
+                    status: str = await transfer_workflow(banks.source, banks.target, fields)
+                    return status
 
             try:
                 yield run
