@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from orchestrator.supervisor import ManagedProcess, free_port
+from orchestrator.supervisor import bank_process, free_port
 
 TOKEN = "bench-token"
 
@@ -75,13 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bank-bench-") as directory:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "LEDGER_PATH": str(Path(directory) / "ledger.db"),
-            "BANK_TOKEN": TOKEN,
-        }
-        with ManagedProcess("source_bank", env=env, health_url=f"{url}/health", name="bench bank"):
+        ledger = Path(directory) / "ledger.db"
+        with bank_process("source", port=port, ledger=ledger, token=TOKEN, name="bench bank"):
             headers = {"Authorization": f"Bearer {TOKEN}"}
             with httpx.Client(base_url=url, headers=headers) as http:
                 http.put("/accounts/bench", json={"status": "open"}).raise_for_status()

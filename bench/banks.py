@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from bench.workload import Account, source_accounts, target_accounts
-from orchestrator.supervisor import ManagedProcess, free_port
+from orchestrator.supervisor import bank_process, free_port, local_url
 
 
 @dataclass(frozen=True)
@@ -78,21 +78,15 @@ def running_banks(workdir: Path, *, log_dir: Path | None = None) -> Iterator[Ban
     token = os.environ.get("BENCH_BANK_TOKEN", "bench-token")
     urls: dict[str, str] = {}
     with ExitStack() as stack:
-        for module, accounts in (
-            ("source_bank", source_accounts()),
-            ("target_bank", target_accounts()),
-        ):
+        for role, accounts in (("source", source_accounts()), ("target", target_accounts())):
             port = free_port()
-            ledger = workdir / f"{module}.db"
+            ledger = workdir / f"{role}_bank.db"
             ledger.unlink(missing_ok=True)
-            process = ManagedProcess(
-                module,
-                env={"PORT": str(port), "LEDGER_PATH": str(ledger), "BANK_TOKEN": token},
-                health_url=f"http://127.0.0.1:{port}/health",
-                log_path=(log_dir / f"{module}.log") if log_dir else None,
+            log_path = (log_dir / f"{role}_bank.log") if log_dir else None
+            stack.enter_context(
+                bank_process(role, port=port, ledger=ledger, token=token, log_path=log_path)
             )
-            stack.enter_context(process)
-            urls[module] = f"http://127.0.0.1:{port}"
+            urls[role] = local_url(port)
             with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30.0) as client:
-                _seed(client, urls[module], accounts)
-        yield BankUrls(source=urls["source_bank"], target=urls["target_bank"], token=token)
+                _seed(client, urls[role], accounts)
+        yield BankUrls(source=urls["source"], target=urls["target"], token=token)

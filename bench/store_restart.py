@@ -20,7 +20,7 @@ from pathlib import Path
 import msgspec
 from resonate.connections.local import ServerState
 
-from orchestrator.supervisor import ManagedProcess, free_port
+from orchestrator.supervisor import free_port, store_process
 from promise_store.journal import REQUEST, Entry, Journal
 from promise_store.snapshot import canonical_state
 from promise_store.state import JournaledState
@@ -76,11 +76,7 @@ def timed_open(path: Path, expected: bytes) -> tuple[float, int]:
 
 def time_to_healthy(path: Path) -> float:
     port = free_port()
-    process = ManagedProcess(
-        "promise_store",
-        env={"HOST": "127.0.0.1", "PORT": str(port), "STORE_PATH": str(path)},
-        health_url=f"http://127.0.0.1:{port}/health",
-    )
+    process = store_process(port=port, path=path)
     started = time.perf_counter()
     process.start(timeout=300)
     elapsed = time.perf_counter() - started

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from orchestrator.supervisor import ManagedProcess, free_port
+from orchestrator.supervisor import free_port, store_process
 from promise_store.state import JournaledState
 
 
@@ -83,10 +83,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        store = ManagedProcess(
-            "promise_store",
-            env={"HOST": "127.0.0.1", "PORT": str(port), "STORE_PATH": f"{tmp}/bench.db"},
-            health_url=f"{url}/health",
+        store = store_process(
+            port=port,
+            path=Path(tmp) / "bench.db",
             log_path=Path(tmp) / "store.log",
         )
         with store:

@@ -16,7 +16,13 @@ from pathlib import Path
 
 from chaos.schedule import SOURCE_BANK, STORE, TARGET_BANK, worker_name
 from orchestrator.settings import Settings
-from orchestrator.supervisor import ManagedProcess, free_port
+from orchestrator.supervisor import (
+    ManagedProcess,
+    bank_process,
+    free_port,
+    store_process,
+    worker_process,
+)
 
 
 @dataclass(frozen=True)
@@ -46,38 +52,33 @@ class Cluster:
         self.store_url = self._url(STORE)
         logs = workdir / "logs"
         self.processes: dict[str, ManagedProcess] = {
-            SOURCE_BANK: self._bank("source_bank", SOURCE_BANK, workdir / "source.db", logs),
-            TARGET_BANK: self._bank("target_bank", TARGET_BANK, workdir / "target.db", logs),
-            STORE: ManagedProcess(
-                "promise_store",
-                env={"PORT": str(self.ports[STORE]), "STORE_PATH": str(workdir / "promises.db")},
-                health_url=f"{self.store_url}/health",
+            SOURCE_BANK: self._bank("source", SOURCE_BANK, workdir / "source.db", logs),
+            TARGET_BANK: self._bank("target", TARGET_BANK, workdir / "target.db", logs),
+            STORE: store_process(
+                port=self.ports[STORE],
+                path=workdir / "promises.db",
                 log_path=logs / "store.log",
                 name=STORE,
             ),
         }
         for index in range(config.workers):
             name = worker_name(index)
-            self.processes[name] = ManagedProcess(
-                "orchestrator.worker",
-                env=self.worker_env(),
-                log_path=logs / f"{name}.log",
-                name=name,
+            # Not waiting for a worker to reach the store: the campaign restarts
+            # workers while the store may be down, and they find it when it is back.
+            self.processes[name] = worker_process(
+                self.worker_env(), log_path=logs / f"{name}.log", name=name, wait_ready=False
             )
 
     def _url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
-    def _bank(self, module: str, name: str, ledger: Path, logs: Path) -> ManagedProcess:
-        return ManagedProcess(
-            module,
-            env={
-                "PORT": str(self.ports[name]),
-                "LEDGER_PATH": str(ledger),
-                "BANK_TOKEN": self.config.bank_token,
-                "BANK_FAULTS": "1",
-            },
-            health_url=f"{self._url(name)}/health",
+    def _bank(self, role: str, name: str, ledger: Path, logs: Path) -> ManagedProcess:
+        return bank_process(
+            role,
+            port=self.ports[name],
+            ledger=ledger,
+            token=self.config.bank_token,
+            faults=True,
             log_path=logs / f"{name}.log",
             name=name,
         )

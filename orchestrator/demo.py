@@ -24,7 +24,14 @@ from typing import Any
 from orchestrator import cli
 from orchestrator.bank_client import BankClient
 from orchestrator.settings import Settings
-from orchestrator.supervisor import WORKER_READY_LOG, ManagedProcess, ServiceError, free_port
+from orchestrator.supervisor import (
+    ManagedProcess,
+    ServiceError,
+    bank_process,
+    free_port,
+    store_process,
+    worker_process,
+)
 
 WORKER_GROUP = "crossbank-demo"
 
@@ -74,31 +81,24 @@ class LocalCluster:
         """Start the banks and the store (in parallel) and wait until each answers its health check."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.ports = {name: free_port() for name in ("source", "target", "store")}
-        specs = (
-            (
-                "source bank",
-                "source_bank",
-                "source",
-                {"LEDGER_PATH": "source.db", "BANK_FAULTS": "1"},
+        self.services = [
+            *(
+                bank_process(
+                    role,
+                    port=self.ports[role],
+                    ledger=self.data_dir / f"{role}.db",
+                    faults=True,
+                    log_path=self.data_dir / f"{role}.log",
+                )
+                for role in ("source", "target")
             ),
-            (
-                "target bank",
-                "target_bank",
-                "target",
-                {"LEDGER_PATH": "target.db", "BANK_FAULTS": "1"},
+            store_process(
+                port=self.ports["store"],
+                path=self.data_dir / "promises.db",
+                log_path=self.data_dir / "store.log",
             ),
-            ("promise store", "promise_store", "store", {"STORE_PATH": "promises.db"}),
-        )
-        for name, module, key, files in specs:
-            env = {k: str(self.data_dir / v) if k.endswith("PATH") else v for k, v in files.items()}
-            process = ManagedProcess(
-                module,
-                env={**env, "PORT": str(self.ports[key])},
-                health_url=f"http://127.0.0.1:{self.ports[key]}/health",
-                log_path=self.data_dir / f"{key}.log",
-                name=name,
-            )
-            self.services.append(process)
+        ]
+        for process in self.services:
             process.start(wait=False)
         for process in self.services:
             process.wait_healthy()
@@ -107,9 +107,8 @@ class LocalCluster:
         """Start a worker and wait until it listens to the store for work."""
         name = f"worker-{len(self.workers) + 1}"
         log = self.data_dir / f"{name}.log"
-        worker = ManagedProcess(
-            "orchestrator.worker",
-            env={
+        worker = worker_process(
+            {
                 **self.env,
                 "LEASE_TTL": f"{self.lease_ttl:g}",
                 "STEP_ATTEMPTS": "3",
@@ -119,7 +118,6 @@ class LocalCluster:
             },
             log_path=log,
             name=name,
-            ready_log=WORKER_READY_LOG,
         )
         self.workers.append(worker)
         return worker.start(timeout=timeout)

@@ -3,8 +3,10 @@
 The local demo, the crash demo, the chaos runner and the tests all need the
 same thing: run ``python -m <package>`` with some environment, know when it is
 ready (its ``GET /health`` answers 200), and later stop it politely or kill it
-with SIGKILL to see what survives. One small class does that, so every caller
-starts the parts exactly the way ``compose.yaml`` and a user would.
+with SIGKILL to see what survives. One small class does that, and
+:func:`bank_process`, :func:`store_process` and :func:`worker_process` say how
+each part is started, so every caller starts the parts exactly the way
+``compose.yaml`` and a user would.
 """
 
 from __future__ import annotations
@@ -189,3 +191,82 @@ def is_healthy(url: str, timeout: float = 1.0) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+# -- the parts, started the way compose.yaml and a user start them ----------------------
+# Local parts listen on 127.0.0.1 only: a demo bank's fault API has no token.
+
+
+def local_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+def bank_process(
+    role: str,
+    *,
+    port: int,
+    ledger: Path,
+    token: str | None = None,
+    faults: bool = False,
+    log_path: Path | None = None,
+    name: str | None = None,
+) -> ManagedProcess:
+    """``python -m {role}_bank`` (role ``source`` or ``target``) on 127.0.0.1:``port`` over ``ledger``.
+
+    ``token`` guards its mutating calls; ``faults`` turns on the fault admin API
+    (``BANK_FAULTS``), which the demos, tests and chaos campaigns use to break it.
+    """
+    if role not in ("source", "target"):
+        raise ValueError(f"a bank's role is 'source' or 'target', not {role!r}")
+    env = {"HOST": "127.0.0.1", "PORT": str(port), "LEDGER_PATH": str(ledger)}
+    if token:
+        env["BANK_TOKEN"] = token
+    if faults:
+        env["BANK_FAULTS"] = "1"
+    return ManagedProcess(
+        f"{role}_bank",
+        env=env,
+        health_url=f"{local_url(port)}/health",
+        log_path=log_path,
+        name=name or f"{role} bank",
+    )
+
+
+def store_process(
+    *,
+    port: int,
+    path: Path,
+    token: str | None = None,
+    log_path: Path | None = None,
+    name: str = "promise store",
+    env: Mapping[str, str] | None = None,
+) -> ManagedProcess:
+    """``python -m promise_store`` on 127.0.0.1:``port`` journaling to ``path``; ``env`` adds settings."""
+    store_env = {"HOST": "127.0.0.1", "PORT": str(port), "STORE_PATH": str(path), **(env or {})}
+    if token:
+        store_env["RESONATE_TOKEN"] = token
+    return ManagedProcess(
+        "promise_store",
+        env=store_env,
+        health_url=f"{local_url(port)}/health",
+        log_path=log_path,
+        name=name,
+    )
+
+
+def worker_process(
+    env: Mapping[str, str], *, log_path: Path, name: str, wait_ready: bool = True
+) -> ManagedProcess:
+    """``python -m orchestrator.worker`` with ``env`` (its settings).
+
+    Starting it waits, by default, until it listens to the store
+    (:data:`WORKER_READY_LOG`); ``wait_ready=False`` returns as soon as it runs,
+    for callers that start workers while the store may be down.
+    """
+    return ManagedProcess(
+        "orchestrator.worker",
+        env=env,
+        log_path=log_path,
+        name=name,
+        ready_log=WORKER_READY_LOG if wait_ready else None,
+    )

@@ -19,7 +19,7 @@ from bench.driver import RunTransfer
 from bench.workload import TransferSpec
 from orchestrator.runtime import resonate_session
 from orchestrator.settings import Settings
-from orchestrator.supervisor import ManagedProcess, free_port
+from orchestrator.supervisor import free_port, store_process, worker_process
 from orchestrator.transfers import TransferRequest, start_transfer
 
 WORKER_GROUP = "bench-workers"
@@ -74,22 +74,20 @@ async def _served(banks: BankUrls, workdir: Path, workers: int) -> AsyncIterator
     }
     with ExitStack() as stack:
         stack.enter_context(
-            ManagedProcess(
-                "promise_store",
-                env={"HOST": "127.0.0.1", "PORT": str(port), "STORE_PATH": str(store_path)},
-                health_url=f"{url}/health",
+            store_process(
+                port=port,
+                path=store_path,
                 log_path=workdir / "logs" / f"promise_store-{workers}.log",
             )
         )
         for n in range(workers):
-            stack.enter_context(
-                ManagedProcess(
-                    "orchestrator.worker",
-                    env=worker_env,
-                    log_path=workdir / "logs" / f"worker-{workers}-{n}.log",
-                    name=f"worker {n}",
-                )
+            # At LOG_LEVEL=WARNING a worker does not log that it is ready; the
+            # harness's unmeasured warm-up transfers wait for the workers instead.
+            log_path = workdir / "logs" / f"worker-{workers}-{n}.log"
+            worker = worker_process(
+                worker_env, log_path=log_path, name=f"worker {n}", wait_ready=False
             )
+            stack.enter_context(worker)
         async with _session(_settings(banks, resonate_url=url)) as run:
             yield run
 

@@ -24,7 +24,13 @@ from orchestrator import audit
 from orchestrator.bank_client import BankClient
 from orchestrator.runtime import close_resonate, open_resonate
 from orchestrator.settings import Settings
-from orchestrator.supervisor import WORKER_READY_LOG, ManagedProcess, free_port
+from orchestrator.supervisor import (
+    ManagedProcess,
+    bank_process,
+    free_port,
+    store_process,
+    worker_process,
+)
 from orchestrator.transfers import TransferRequest, start_transfer, transfer_record
 
 TOKEN = "test-bank-token"
@@ -62,13 +68,7 @@ class Cluster:
         """Start one more worker in the group and wait until it listens to the store."""
         name = f"worker{len(self.workers) + 1}"
         log = self.root / f"{name}.log"
-        worker = ManagedProcess(
-            "orchestrator.worker",
-            env={**self.worker_env, **env},
-            log_path=log,
-            name=name,
-            ready_log=WORKER_READY_LOG,
-        )
+        worker = worker_process({**self.worker_env, **env}, log_path=log, name=name)
         self.workers.append(worker)
         return worker.start()
 
@@ -198,31 +198,22 @@ async def wait_for_hold(bank: BankClient, op_id: str, stage: str) -> dict[str, A
 def running_cluster(root: Path, *, workers: int = 1, **worker_env: str) -> Iterator[Cluster]:
     """Start banks, store and ``workers`` workers under ``root``; stop everything on exit."""
     ports = {name: free_port() for name in ("source", "target", "store")}
-    bank_env = {"BANK_FAULTS": "1", "BANK_TOKEN": TOKEN}
-    source = ManagedProcess(
-        "source_bank",
-        env={**bank_env, "PORT": str(ports["source"]), "LEDGER_PATH": str(root / "source.db")},
-        health_url=f"http://127.0.0.1:{ports['source']}/health",
-        log_path=root / "source.log",
-        name="source bank",
+    source, target = (
+        bank_process(
+            role,
+            port=ports[role],
+            ledger=root / f"{role}.db",
+            token=TOKEN,
+            faults=True,
+            log_path=root / f"{role}.log",
+        )
+        for role in ("source", "target")
     )
-    target = ManagedProcess(
-        "target_bank",
-        env={**bank_env, "PORT": str(ports["target"]), "LEDGER_PATH": str(root / "target.db")},
-        health_url=f"http://127.0.0.1:{ports['target']}/health",
-        log_path=root / "target.log",
-        name="target bank",
-    )
-    store = ManagedProcess(
-        "promise_store",
-        env={
-            "PORT": str(ports["store"]),
-            "STORE_PATH": str(root / "promises.db"),
-            "RESONATE_TOKEN": STORE_TOKEN,
-        },
-        health_url=f"http://127.0.0.1:{ports['store']}/health",
+    store = store_process(
+        port=ports["store"],
+        path=root / "promises.db",
+        token=STORE_TOKEN,
         log_path=root / "store.log",
-        name="promise store",
     )
     client_env = {
         "RESONATE_URL": f"http://127.0.0.1:{ports['store']}",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.supervisor import ManagedProcess, free_port
+from orchestrator.supervisor import free_port, store_process
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 60.0
@@ -27,18 +27,11 @@ class StoreServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.path = tmp / "promises.db"
         self.log = tmp / "store.log"
-        self.proc = ManagedProcess(
-            "promise_store",
-            env={
-                "HOST": "127.0.0.1",
-                "PORT": str(self.port),
-                "STORE_PATH": str(self.path),
-                "TICK_INTERVAL": "0.2",
-                **env,
-            },
-            health_url=f"{self.url}/health",
+        self.proc = store_process(
+            port=self.port,
+            path=self.path,
+            env={"TICK_INTERVAL": "0.2", **env},
             log_path=self.log,
-            name="promise-store",
         )
 
     def start(self) -> StoreServer:
