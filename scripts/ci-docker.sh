@@ -151,7 +151,7 @@ build_images() {
     for target in "${TARGETS[@]}"; do
         step "build crossbank-$target:$TAG" \
             docker build --quiet --network host --target "$target" --label "crossbank.built-at=$built_at" \
-            -f "$ROOT/docker/Dockerfile" -t "crossbank-$target:$TAG" "$ROOT" >/dev/null
+            -f "$ROOT/deploy/Dockerfile" -t "crossbank-$target:$TAG" "$ROOT" >/dev/null
     done
     # Earlier builds of these images, now untagged: only ours carry the label.
     docker image prune -f --filter label=crossbank.built-at >/dev/null

@@ -39,8 +39,8 @@ IMAGE_SOURCES = (
     "target_bank",
     "promise_store",
     "orchestrator",
-    "docker/Dockerfile",
-    "docker/healthcheck.py",
+    "deploy/Dockerfile",
+    "deploy/healthcheck.py",
 )
 BASE_IMAGE = "python:3.13-slim"
 
