@@ -88,7 +88,7 @@ def _served(
     """A Resonate on the served store: requests over :class:`StoreNetwork`, pushes over SSE.
 
     Both reconnect on a short ladder (see :mod:`orchestrator.store_network`),
-    so a restarted store has its workers back within about two seconds.
+    so a restarted store has its workers back within a second of answering.
     """
     pid = uuid.uuid4().hex
     push = SSEConnection(
