@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from orchestrator import cli, money
+from orchestrator import commands, money
 from orchestrator.demo import LocalCluster, command, run_scenes, say, show, wait_for_hold
 from orchestrator.saga import op_id
 
@@ -38,7 +38,7 @@ async def crash(cluster: LocalCluster) -> bool:
             f"transfer --from {SOURCE} --to {TARGET} --amount {AMOUNT} --id {transfer_id} --no-wait"
         )
         show(
-            await cli.transfer_command(
+            await commands.transfer_command(
                 settings,
                 source=SOURCE,
                 target=TARGET,
@@ -61,7 +61,7 @@ async def crash(cluster: LocalCluster) -> bool:
         say(f"    source  {op_id(transfer_id, 'debit'):<28} {_state(debit_now)}")
         say(f"    target  {credit:<28} {_state(credit_now)}")
         command(f"status {transfer_id}")
-        show(await cli.status_command(settings, transfer_id))
+        show(await commands.status_command(settings, transfer_id))
 
         say("  releasing the hold at the target bank (DELETE /admin/faults)")
         await target.clear_faults()
@@ -75,7 +75,7 @@ async def crash(cluster: LocalCluster) -> bool:
     replacement = cluster.start_worker()
     say(f"    {replacement.name} is up (pid {replacement.pid})")
     command(f"transfer --from {SOURCE} --to {TARGET} --amount {AMOUNT} --id {transfer_id}")
-    reply = await cli.transfer_command(
+    reply = await commands.transfer_command(
         settings,
         source=SOURCE,
         target=TARGET,
@@ -87,7 +87,7 @@ async def crash(cluster: LocalCluster) -> bool:
     say(f"    finished {time.monotonic() - killed_at:.1f}s after the SIGKILL")
 
     command(f"status {transfer_id}")
-    show(await cli.status_command(settings, transfer_id))
+    show(await commands.status_command(settings, transfer_id))
 
     say("  every op of the transfer, as the ledgers have it:")
     counts = await _op_counts(cluster, transfer_id)
@@ -98,9 +98,9 @@ async def crash(cluster: LocalCluster) -> bool:
     say(f"    {'each op applied exactly once' if once else 'UNEXPECTED: see the counts above'}")
 
     command("audit")
-    verdict = await cli.audit_command(settings)
+    verdict = await commands.audit_command(settings)
     show(verdict)
-    return bool(reply.data.get("status") == "committed" and once and verdict.code == cli.OK)
+    return bool(reply.data.get("status") == "committed" and once and verdict.code == commands.OK)
 
 
 def _state(entry: dict[str, object] | None) -> str:
@@ -129,12 +129,12 @@ async def standalone(cluster: LocalCluster) -> bool:
     settings = cluster.settings
     say("\n== demo accounts")
     command("accounts seed")
-    show(await cli.seed_command(settings))
+    show(await commands.seed_command(settings))
     say("\n== the crash")
     ok = await crash(cluster)
     say("\n== where the money is")
     command("balances")
-    show(await cli.balances_command(settings))
+    show(await commands.balances_command(settings))
     return ok
 
 

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator import cli
+from orchestrator import commands
 from orchestrator.bank_client import BankClient
 from orchestrator.settings import Settings
 from orchestrator.supervisor import (
@@ -40,7 +40,7 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def show(reply: cli.Reply, indent: str = "    ") -> None:
+def show(reply: commands.Reply, indent: str = "    ") -> None:
     for line in reply.human.splitlines():
         say(f"{indent}{line}")
 
@@ -176,12 +176,12 @@ async def wait_for_hold(bank: BankClient, op_id: str, within: float = 60.0) -> d
 
 async def seed(settings: Settings) -> None:
     command("accounts seed")
-    show(await cli.seed_command(settings))
+    show(await commands.seed_command(settings))
 
 
 async def committed(settings: Settings) -> dict[str, Any]:
     command("transfer --from alice --to carol --amount 25.00")
-    reply = await cli.transfer_command(
+    reply = await commands.transfer_command(
         settings, source="alice", target="carol", amount="25.00", transfer_id=None, wait=True
     )
     show(reply)
@@ -201,7 +201,7 @@ async def compensated(cluster: LocalCluster, settings: Settings) -> dict[str, An
         )
         command(f"transfer --from bob --to frank --amount 40.00 --id {transfer_id} --no-wait")
         show(
-            await cli.transfer_command(
+            await commands.transfer_command(
                 settings,
                 source="bob",
                 target="frank",
@@ -214,25 +214,25 @@ async def compensated(cluster: LocalCluster, settings: Settings) -> dict[str, An
         say("    ... bob has been debited; the credit to frank is held at the target bank")
         command("accounts close frank --bank target")
         show(
-            await cli.account_command(
+            await commands.account_command(
                 settings, "frank", bank="target", action="close", opening=None
             )
         )
         await target.clear_faults()
         say("    ... the held credit goes on, and the target bank refuses it: frank is closed")
     command(f"transfer --from bob --to frank --amount 40.00 --id {transfer_id}")
-    reply = await cli.transfer_command(
+    reply = await commands.transfer_command(
         settings, source="bob", target="frank", amount="40.00", transfer_id=transfer_id, wait=True
     )
     show(reply)
     command(f"status {transfer_id}")
-    show(await cli.status_command(settings, transfer_id))
+    show(await commands.status_command(settings, transfer_id))
     return dict(reply.data)
 
 
 async def failed(settings: Settings) -> dict[str, Any]:
     command("transfer --from erin --to dave --amount 50.00")
-    reply = await cli.transfer_command(
+    reply = await commands.transfer_command(
         settings, source="erin", target="dave", amount="50.00", transfer_id=None, wait=True
     )
     show(reply)
@@ -241,11 +241,11 @@ async def failed(settings: Settings) -> dict[str, Any]:
 
 async def closing(settings: Settings) -> bool:
     command("balances")
-    show(await cli.balances_command(settings))
+    show(await commands.balances_command(settings))
     command("audit")
-    reply = await cli.audit_command(settings)
+    reply = await commands.audit_command(settings)
     show(reply)
-    return reply.code == cli.OK
+    return reply.code == commands.OK
 
 
 async def scenes(cluster: LocalCluster) -> bool:
@@ -278,7 +278,7 @@ def run_scenes(kind: str, data_dir: Path | None, lease_ttl: float, debug: bool, 
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        expected = isinstance(exc, cli.CliError | ServiceError | TimeoutError | OSError)
+        expected = isinstance(exc, commands.CliError | ServiceError | TimeoutError | OSError)
         what = str(exc) if expected else f"unexpected error: {type(exc).__name__}: {exc}"
         print(f"crossbank {kind}: error: {' '.join(what.split())}", file=sys.stderr)
         return 1

@@ -1,0 +1,174 @@
+"""What the CLI shows a person: transfers, their timelines, balances and audits, as text.
+
+Pure functions from the data a command gathered (the same data ``--json``
+prints) to lines a person reads, kept apart from the commands so wording can
+change without touching what the commands do, and be tested without a bank.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator import audit, money
+
+
+def describe_result(result: dict[str, Any]) -> str:
+    """One or two lines a person reads to know where the money is."""
+    amount = money.format_cents(result["amount"])
+    route = f"{amount} from {result['source_account']} to {result['target_account']}"
+    match result["status"]:
+        case "committed":
+            return f"transfer {result['transfer_id']}: committed\n  moved {route}"
+        case "compensated":
+            return (
+                f"transfer {result['transfer_id']}: compensated ({result['reason']})\n"
+                f"  the target bank did not take {route}; the debit was reversed, "
+                f"so the {amount} is back in {result['source_account']}'s account"
+            )
+        case "failed":
+            return (
+                f"transfer {result['transfer_id']}: failed ({result['reason']})\n"
+                f"  nothing moved: the source bank refused to debit {route}"
+            )
+    return f"transfer {result['transfer_id']}: {result['status']}"
+
+
+def status_word(record: dict[str, Any]) -> str:
+    if record["state"] == "resolved" and isinstance(record.get("result"), dict):
+        return str(record["result"]["status"])
+    if record["state"] == "pending":
+        return "compensating" if record.get("compensating_since") else "in progress"
+    return str(record["state"])
+
+
+def describe_status(view: dict[str, Any]) -> str:
+    request = view.get("request") or {}
+    lines = [f"transfer {view['transfer_id']}: {view['status']}"]
+    if view.get("needs_attention"):
+        lines[0] += "  ** NEEDS ATTENTION: compensating for too long **"
+    if request:
+        lines.append(
+            f"  {money.format_cents(request['amount'])} from {request['source_account']} "
+            f"(source bank) to {request['target_account']} (target bank)"
+        )
+    result = view.get("result")
+    if isinstance(result, dict) and result.get("reason"):
+        lines.append(f"  reason: {result['reason']}")
+    if view.get("error"):
+        lines.append(f"  error: {view['error']}")
+    times = {t["id"]: t for t in view.get("timeline", [])}
+    root = times.get(view["transfer_id"], {})
+    lines.append("  timeline (promise store):")
+    lines.append(f"    {_ms_clock(root.get('created_at'))}  started")
+    if not view["steps"]:
+        lines.append("    (no step recorded yet: waiting for a worker)")
+    for step in view["steps"]:
+        at = times.get(step["id"], {})
+        when = at.get("settled_at") or at.get("created_at")
+        lines.append(f"    {_ms_clock(when)}  {step['id']:<26} {_describe_step(step)}")
+    if root.get("settled_at"):
+        lines.append(f"    {_ms_clock(root['settled_at'])}  done: {view['status']}")
+    lines.append("  ledgers:")
+    for kind, bank in (("debit", "source"), ("credit", "target"), ("reversal", "source")):
+        lines.append(f"    {bank:<7} {kind:<9} {_describe_entry(view['ledger'].get(kind))}")
+    return "\n".join(lines)
+
+
+def _describe_step(step: dict[str, Any]) -> str:
+    value = step.get("value")
+    if step["state"] == "pending":
+        return "running"
+    if step["state"] != "resolved" or not isinstance(value, dict):
+        return f"{step['state']}: {step.get('error') or ''}".rstrip(": ")
+    name = value.get("step", "?")
+    if name == "compensating":
+        return f"compensating since {_clock(value.get('since'))} ({value.get('reason')})"
+    if name == "finished":
+        return f"finished: {value.get('status')}"
+    outcome = value.get("status") or value.get("state")
+    text = f"{name}: {outcome}"
+    if value.get("code"):
+        text += f" ({value['code']})"
+    if value.get("settled_by"):
+        text += f", settled by the {value['settled_by']}"
+    return text
+
+
+def _describe_entry(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "-"
+    if entry.get("state") == "voided":
+        return "voided (fenced: it never happened and never will)"
+    if entry.get("state") != "applied":
+        return str(entry.get("state"))
+    row = entry.get("entry") or {}
+    return (
+        f"applied  {money.format_cents(row.get('amount', 0)):>10} on {row.get('account_id')}"
+        f" at {row.get('created_at', '?')}"
+    )
+
+
+def _ms_clock(epoch_ms: int | None) -> str:
+    """Epoch milliseconds as UTC ``HH:MM:SS.mmm``, the promise store's resolution."""
+    if not epoch_ms:
+        return " " * 12
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def _clock(epoch: float | None) -> str:
+    if epoch is None:
+        return "?"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%H:%M:%S")
+
+
+def balances_data(accounts: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    return {
+        "banks": accounts,
+        "total": sum(a["balance"] for bank in accounts.values() for a in bank),
+        "opening_total": sum(
+            a.get("opening_balance", 0) for bank in accounts.values() for a in bank
+        ),
+    }
+
+
+def describe_balances(accounts: dict[str, list[dict[str, Any]]]) -> str:
+    lines = [f"{'bank':<7} {'account':<16} {'status':<7} {'balance':>16}"]
+    for bank, rows in accounts.items():
+        if not rows:
+            lines.append(f"{bank:<7} (no accounts)")
+        for row in rows:
+            lines.append(
+                f"{bank:<7} {row['account_id']:<16} {row['status']:<7} "
+                f"{money.format_cents(row['balance']):>16}"
+            )
+    data = balances_data(accounts)
+    lines.append(
+        f"{'total':<32} {money.format_cents(data['total']):>16}"
+        f"  (opening balances: {money.format_cents(data['opening_total'])})"
+    )
+    return "\n".join(lines)
+
+
+def describe_audit(summary: dict[str, Any], violations: list[audit.Violation]) -> str:
+    """``audit: clean (...)``, or each violation with the entries that show it."""
+    scope = (
+        f"{summary['accounts']} accounts, {summary['entries']} entries, "
+        f"total balance {money.format_cents(summary['total_balance'])}"
+    )
+    if summary["in_flight"]:
+        scope += f", {len(summary['in_flight'])} transfer(s) still in flight"
+    if not violations:
+        return f"audit: clean ({scope})"
+    counts = ", ".join(f"{n} {name}" for name, n in sorted(audit.summarize(violations).items()))
+    lines = [f"audit: {len(violations)} violation(s): {counts} ({scope})"]
+    for violation in violations:
+        about = f" transfer {violation.transfer_id}" if violation.transfer_id else ""
+        lines.append(f"  [{violation.invariant}]{about}: {violation.detail}")
+        for entry in violation.entries:
+            lines.append(
+                f"      entry {entry.get('op_id')}: {entry.get('kind')} "
+                f"{money.format_cents(entry.get('amount', 0))} on {entry.get('account_id')} "
+                f"(seq {entry.get('seq')})"
+            )
+    return "\n".join(lines)
