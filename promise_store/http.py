@@ -58,6 +58,7 @@ class Stream:
     async def start(self, status: int, headers: dict[str, str]) -> None:
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         self.started = True
+        self._connection.streaming = True
         await self._connection.write(
             f"HTTP/1.1 {status} {_reason(status)}\r\n{lines}Transfer-Encoding: chunked\r\n\r\n".encode()
         )
@@ -100,6 +101,9 @@ class _Connection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._closed = False
+        self._in_handler = False
+        #: The handler answers on a stream: it runs until the client goes.
+        self.streaming = False
 
     # -- asyncio.Protocol -----------------------------------------------------
 
@@ -118,10 +122,16 @@ class _Connection(asyncio.Protocol):
             self._refuse(f"bad HTTP request: {exc}".encode())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Stop serving; a request already being handled still runs to the end.
+
+        Its state change may be applied already, and the messages it produced
+        (a task to execute, a promise settled) must still be routed, so only an
+        idle connection or an event stream is cancelled.
+        """
         self._closed = True
         self._writable.set()
         self._server.connections.discard(self)
-        if self._worker is not None:
+        if self._worker is not None and (self.streaming or not self._in_handler):
             self._worker.cancel()
 
     def pause_writing(self) -> None:
@@ -173,6 +183,7 @@ class _Connection(asyncio.Protocol):
             request = await self._queue.get()
             stream = Stream(self)
             self._server.request_began()
+            self._in_handler = True
             try:
                 response = await self._server.handler(request, stream)
             except ConnectionError:
@@ -181,7 +192,10 @@ class _Connection(asyncio.Protocol):
                 logger.exception("handler failed for %s %s", request.method, request.path)
                 response = Response(500, b'{"error": "internal error"}')
             finally:
+                self._in_handler = False
                 self._server.request_ended()
+            if self._closed:
+                return
             closing = request.headers.get("connection", "").lower() == "close"
             if response is None:  # answered on the stream, which cannot be followed
                 await stream.end()

@@ -8,6 +8,7 @@ that leaves the connection usable, and a clean 400 for garbage.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from promise_store.http import Request, Response, Server, Stream
 from tests.promise_store.conftest import StoreServer
 from tests.promise_store.test_served import envelope
 
@@ -158,3 +160,46 @@ def test_events_stream_as_chunked_server_sent_events(server: StoreServer) -> Non
     assert line.startswith(b"data: ")
     assert json.loads(line[len(b"data: ") :])["kind"] == "execute"
     conn.close()
+
+
+# -- a client that goes away mid-request (in process, with handlers that wait) --------
+
+
+async def _serve_until_client_leaves(streaming: bool) -> tuple[bool, bool]:
+    """Start a handler, drop the client while it runs; report (finished, cancelled)."""
+    started, release = asyncio.Event(), asyncio.Event()
+    outcome = {"finished": False, "cancelled": False}
+
+    async def handler(request: Request, stream: Stream) -> Response | None:
+        started.set()
+        try:
+            if streaming:
+                await stream.start(200, {"Content-Type": "text/event-stream"})
+            await release.wait()
+        except asyncio.CancelledError:
+            outcome["cancelled"] = True
+            raise
+        outcome["finished"] = True
+        return None if streaming else Response(200, b"{}")
+
+    server = Server(handler, max_body_bytes=1024)
+    port = await server.start("127.0.0.1", 0)
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /poll/g/p HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.wait_for(started.wait(), 5)
+    writer.close()
+    await asyncio.sleep(0.2)  # the server notices the client is gone
+    release.set()
+    await asyncio.sleep(0.1)
+    server.stop_listening()
+    server.close_connections()
+    return outcome["finished"], outcome["cancelled"]
+
+
+def test_a_request_being_handled_finishes_after_its_client_leaves() -> None:
+    """Its state change may be applied already; the messages it produced must still be routed."""
+    assert asyncio.run(_serve_until_client_leaves(streaming=False)) == (True, False)
+
+
+def test_an_event_stream_ends_when_its_client_leaves() -> None:
+    assert asyncio.run(_serve_until_client_leaves(streaming=True)) == (False, True)
