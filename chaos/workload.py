@@ -88,15 +88,15 @@ class Workload:
                     start_transfer(self.resonate, self.settings, request), _CALL_TIMEOUT_S
                 )
                 break
-            except TransferConflict as exc:
-                run.error = str(exc)
-                return
             except Exception:  # store down or paused: the id makes a retry safe
                 await asyncio.sleep(_RETRY_PAUSE_S)
         run.started_at = self._now()
         self.last_started = self.last_progress = time.monotonic()
         try:
             result = await handle.result()
+        except TransferConflict as exc:  # the id belonged to another transfer
+            run.error = str(exc)
+            return
         except Exception as exc:  # the handle gave up; read the promise until it settles
             self._log(f"{planned.transfer_id}: handle failed ({exc!r}); polling the store")
             result = await self.poll_result(planned.transfer_id)
