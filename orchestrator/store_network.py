@@ -44,6 +44,9 @@ RETRY_MAX_SECONDS = 1.0
 #: A request unanswered this long is treated as lost (and sent again), like
 #: aiohttp's default total timeout the SDK's own connection runs with.
 REQUEST_TIMEOUT_SECONDS = 300.0
+#: A request the store does not answer is logged as a warning on its first resend and
+#: every this many resends after (about every 10 s at the 1 s cap), at debug otherwise.
+WARN_EVERY_ATTEMPTS = 10
 #: Idle connections kept for reuse; beyond this, a returned connection is closed.
 MAX_IDLE_CONNECTIONS = 64
 
@@ -158,7 +161,7 @@ class StoreNetwork:
         """POST ``req``; return the response body. Retries until answered or stopped."""
         body = req.encode()
         head = self._head_prefix + b"%d\r\n\r\n" % len(body)
-        attempt = 0
+        attempt = waits = 0
         while True:
             if self._stopped.is_set():
                 raise ConnectorError(RuntimeError("the store connection has been stopped"))
@@ -174,7 +177,10 @@ class StoreNetwork:
                     attempt = 1
                     continue
                 delay = retry_delay(attempt)
-                logger.warning("store request failed, resending in %.2fs: %s", delay, exc)
+                # Every waiting request retries; one line each per ~10 s of outage, not per try.
+                log = logger.warning if waits % WARN_EVERY_ATTEMPTS == 0 else logger.debug
+                log("store request failed, resending in %.2fs: %s", delay, exc)
+                waits += 1
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopped.wait(), delay)
                 attempt += 1
