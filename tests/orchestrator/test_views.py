@@ -1,0 +1,101 @@
+"""The text a person reads, from the data a command gathered (no banks, no store)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator import audit, views
+
+
+def transfer_view(**changes: Any) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "transfer_id": "t-1",
+        "state": "pending",
+        "status": "compensating",
+        "request": {"source_account": "ann", "target_account": "bo", "amount": 1250},
+        "result": None,
+        "error": None,
+        "needs_attention": False,
+        "steps": [
+            {
+                "id": "t-1:1",
+                "state": "resolved",
+                "value": {"step": "debit", "status": "applied"},
+                "error": None,
+            },
+            {
+                "id": "t-1:2",
+                "state": "resolved",
+                "value": {"step": "credit", "status": "rejected", "code": "account_closed"},
+                "error": None,
+            },
+            {"id": "t-1:3", "state": "pending", "value": None, "error": None},
+        ],
+        "timeline": [{"id": "t-1", "created_at": 1_764_000_000_000, "settled_at": None}],
+        "ledger": {
+            "debit": {
+                "state": "applied",
+                "entry": {"amount": 1250, "account_id": "ann", "created_at": "t"},
+            },
+            "credit": {"state": "voided"},
+            "reversal": None,
+        },
+    }
+    view.update(changes)
+    return view
+
+
+def test_status_tells_what_happened_step_by_step_and_where_the_money_is() -> None:
+    text = views.describe_status(transfer_view())
+    assert text.splitlines()[0] == "transfer t-1: compensating"
+    assert "12.50 from ann (source bank) to bo (target bank)" in text
+    assert "credit: rejected (account_closed)" in text
+    assert any("t-1:3" in line and line.endswith("running") for line in text.splitlines())
+    assert "voided (fenced: it never happened and never will)" in text
+    assert "reversal  -" in text
+
+
+def test_status_flags_a_compensation_that_takes_too_long() -> None:
+    text = views.describe_status(transfer_view(needs_attention=True))
+    assert "NEEDS ATTENTION" in text.splitlines()[0]
+
+
+def test_a_transfer_no_worker_has_picked_up_says_so() -> None:
+    text = views.describe_status(transfer_view(steps=[], status="in progress"))
+    assert "no step recorded yet: waiting for a worker" in text
+
+
+def test_status_word_follows_the_root_promise() -> None:
+    assert views.status_word({"state": "resolved", "result": {"status": "committed"}}) == (
+        "committed"
+    )
+    assert views.status_word({"state": "pending", "compensating_since": 1.0}) == "compensating"
+    assert views.status_word({"state": "pending"}) == "in progress"
+
+
+def test_results_say_where_the_money_ended_up() -> None:
+    base = {"transfer_id": "t", "amount": 500, "source_account": "a", "target_account": "b"}
+    assert "moved 5.00 from a to b" in views.describe_result({**base, "status": "committed"})
+    compensated = views.describe_result({**base, "status": "compensated", "reason": "x"})
+    assert "the 5.00 is back in a's account" in compensated
+    failed = views.describe_result({**base, "status": "failed", "reason": "insufficient_funds"})
+    assert "nothing moved" in failed
+
+
+def test_an_audit_lists_each_violation_with_its_entries() -> None:
+    summary = {"accounts": 2, "entries": 1, "total_balance": 900, "in_flight": []}
+    assert views.describe_audit(summary, []) == (
+        "audit: clean (2 accounts, 1 entries, total balance 9.00)"
+    )
+    violation = audit.Violation(
+        "per_transfer",
+        "t-9",
+        "a debit with neither a credit nor a reversal",
+        [{"op_id": "t-9-debit", "kind": "debit", "amount": 100, "account_id": "a", "seq": 4}],
+    )
+    text = views.describe_audit({**summary, "in_flight": ["t-8"]}, [violation])
+    lines = text.splitlines()
+    assert lines[0].startswith("audit: 1 violation(s): 1 per_transfer")
+    assert "1 transfer(s) still in flight" in lines[0]
+    assert lines[1] == "  [per_transfer] transfer t-9: a debit with neither a credit nor a reversal"
+    assert lines[2].strip() == "entry t-9-debit: debit 1.00 on a (seq 4)"
