@@ -53,11 +53,9 @@ class Stream:
 
     def __init__(self, connection: _Connection) -> None:
         self._connection = connection
-        self.started = False
 
     async def start(self, status: int, headers: dict[str, str]) -> None:
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        self.started = True
         self._connection.streaming = True
         await self._connection.write(
             f"HTTP/1.1 {status} {_reason(status)}\r\n{lines}Transfer-Encoding: chunked\r\n\r\n".encode()
