@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from orchestrator.supervisor import bank_process, free_port
+from orchestrator.supervisor import bank_process, free_port, local_url
 
 TOKEN = "bench-token"
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bank-bench-") as directory:
         port = free_port()
-        url = f"http://127.0.0.1:{port}"
+        url = local_url(port)
         ledger = Path(directory) / "ledger.db"
         with bank_process("source", port=port, ledger=ledger, token=TOKEN, name="bench bank"):
             headers = {"Authorization": f"Bearer {TOKEN}"}

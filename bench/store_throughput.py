@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from orchestrator.supervisor import free_port, store_process
+from orchestrator.supervisor import free_port, local_url, store_process
 from promise_store.state import JournaledState
 
 
@@ -82,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
-        url = f"http://127.0.0.1:{port}"
+        url = local_url(port)
         store = store_process(
             port=port,
             path=Path(tmp) / "bench.db",

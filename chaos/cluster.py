@@ -20,6 +20,7 @@ from orchestrator.supervisor import (
     ManagedProcess,
     bank_process,
     free_port,
+    local_url,
     store_process,
     worker_process,
 )
@@ -70,7 +71,7 @@ class Cluster:
             )
 
     def _url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
+        return local_url(self.ports[name])
 
     def _bank(self, role: str, name: str, ledger: Path, logs: Path) -> ManagedProcess:
         return bank_process(

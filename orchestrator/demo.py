@@ -29,6 +29,7 @@ from orchestrator.supervisor import (
     ServiceError,
     bank_process,
     free_port,
+    local_url,
     store_process,
     worker_process,
 )
@@ -67,9 +68,9 @@ class LocalCluster:
     def env(self) -> dict[str, str]:
         """What a client (``crossbank ...`` in another shell) needs to reach this cluster."""
         return {
-            "SOURCE_BANK_URL": f"http://127.0.0.1:{self.ports['source']}",
-            "TARGET_BANK_URL": f"http://127.0.0.1:{self.ports['target']}",
-            "RESONATE_URL": f"http://127.0.0.1:{self.ports['store']}",
+            "SOURCE_BANK_URL": local_url(self.ports["source"]),
+            "TARGET_BANK_URL": local_url(self.ports["target"]),
+            "RESONATE_URL": local_url(self.ports["store"]),
             "WORKER_GROUP": WORKER_GROUP,
         }
 

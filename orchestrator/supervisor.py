@@ -198,6 +198,7 @@ def is_healthy(url: str, timeout: float = 1.0) -> bool:
 
 
 def local_url(port: int) -> str:
+    """Where a local part listening on ``port`` answers."""
     return f"http://127.0.0.1:{port}"
 
 

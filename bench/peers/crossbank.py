@@ -19,7 +19,7 @@ from bench.driver import RunTransfer
 from bench.workload import TransferSpec
 from orchestrator.runtime import resonate_session
 from orchestrator.settings import Settings
-from orchestrator.supervisor import free_port, store_process, worker_process
+from orchestrator.supervisor import free_port, local_url, store_process, worker_process
 from orchestrator.transfers import TransferRequest, start_transfer
 
 WORKER_GROUP = "bench-workers"
@@ -63,7 +63,7 @@ async def _served(banks: BankUrls, workdir: Path, workers: int) -> AsyncIterator
     store_path = workdir / f"crossbank-served-{workers}.db"
     store_path.unlink(missing_ok=True)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = local_url(port)
     worker_env = {
         "RESONATE_URL": url,
         "SOURCE_BANK_URL": banks.source,

@@ -28,6 +28,7 @@ from orchestrator.supervisor import (
     ManagedProcess,
     bank_process,
     free_port,
+    local_url,
     store_process,
     worker_process,
 )
@@ -216,10 +217,10 @@ def running_cluster(root: Path, *, workers: int = 1, **worker_env: str) -> Itera
         log_path=root / "store.log",
     )
     client_env = {
-        "RESONATE_URL": f"http://127.0.0.1:{ports['store']}",
+        "RESONATE_URL": local_url(ports["store"]),
         "RESONATE_TOKEN": STORE_TOKEN,
-        "SOURCE_BANK_URL": f"http://127.0.0.1:{ports['source']}",
-        "TARGET_BANK_URL": f"http://127.0.0.1:{ports['target']}",
+        "SOURCE_BANK_URL": local_url(ports["source"]),
+        "TARGET_BANK_URL": local_url(ports["target"]),
         "BANK_TOKEN": TOKEN,
         "WORKER_GROUP": "test-workers",
     }

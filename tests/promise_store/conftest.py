@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.supervisor import free_port, store_process
+from orchestrator.supervisor import free_port, local_url, store_process
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 60.0
@@ -24,7 +24,7 @@ class StoreServer:
 
     def __init__(self, tmp: Path, **env: str) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = local_url(self.port)
         self.path = tmp / "promises.db"
         self.log = tmp / "store.log"
         self.proc = store_process(
