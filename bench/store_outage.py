@@ -32,21 +32,22 @@ async def _outage(cluster: Cluster, down_s: float) -> float:
     await cluster.seed({"so-src": 10**9}, {"so-dst": 0})
     statuses: list[str] = []
     stop = asyncio.Event()
-    back_at: list[float] = []  # when the restarted store was healthy
-    first_after: list[float] = []  # when the first transfer finished after that
+    back_at = 0.0  # when the restarted store was healthy (0: not yet)
+    first_after = 0.0  # when the first transfer finished after that
     progressed = asyncio.Event()
 
     async with cluster.client() as client:
 
         async def keep_transferring(lane: int) -> None:
+            nonlocal first_after
             number = 0
             while not stop.is_set():
                 number += 1
                 request = TransferRequest(f"so-{lane}-{number}", "so-src", "so-dst", 1)
                 handle = await start_transfer(client, cluster.settings, request)
                 statuses.append(str((await handle.result())["status"]))
-                if back_at and not progressed.is_set():
-                    first_after.append(time.monotonic())
+                if back_at and not first_after:
+                    first_after = time.monotonic()
                     progressed.set()
 
         lanes = [asyncio.create_task(keep_transferring(lane)) for lane in range(IN_FLIGHT)]
@@ -54,9 +55,9 @@ async def _outage(cluster: Cluster, down_s: float) -> float:
         cluster.store.kill()
         await asyncio.sleep(down_s)
         await asyncio.to_thread(cluster.store.start)
-        back_at.append(time.monotonic())
+        back_at = time.monotonic()
         await asyncio.wait_for(progressed.wait(), 120)
-        seconds = first_after[0] - back_at[0]
+        seconds = first_after - back_at
         stop.set()
         await asyncio.wait_for(asyncio.gather(*lanes), 120)
 
