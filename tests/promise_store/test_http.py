@@ -30,14 +30,18 @@ def answer(conn: http.client.HTTPConnection) -> tuple[int, dict[str, Any]]:
     return response.status, json.loads(response.read())
 
 
+def read_until_closed(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def raw_exchange(server: StoreServer, data: bytes) -> bytes:
     """Send ``data`` on a fresh socket and read until the server closes it."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(data)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
+        return read_until_closed(sock)
 
 
 def post_head(body: bytes, extra: str = "") -> bytes:
@@ -99,9 +103,7 @@ def test_expect_continue_is_honoured(server: StoreServer) -> None:
         sock.sendall(post_head(body, "Expect: 100-continue\r\nConnection: close\r\n"))
         assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
         sock.sendall(body)
-        rest = b""
-        while chunk := sock.recv(65536):
-            rest += chunk
+        rest = read_until_closed(sock)
     assert b'"status":404' in rest
 
 
