@@ -18,7 +18,7 @@
 # Environment:
 #   CROSSBANK_IMAGE_TAG   tag of the built images (dev)
 #   CROSSBANK_STATE_DIR   where dockerd's log and pid file go (/tmp/crossbank-docker)
-#   DEBIAN_MIRROR         mirror for debootstrap (the one apt uses, else deb.debian.org)
+#   DEBIAN_MIRROR         mirror for debootstrap (default: the Debian mirror in apt's sources)
 #   BASE_IMAGE_SUITE      Debian suite of the stand-in (trixie: Python 3.13)
 set -euo pipefail
 
@@ -92,13 +92,23 @@ start_engine() {
     done
 }
 
-# The mirror apt already uses (so debootstrap reaches the same place apt does).
+# The Debian mirror apt already uses, read from its sources (one-line `deb URI ...`
+# and deb822 `URIs:` lines), so debootstrap reaches the same place apt does. No
+# host is assumed: with none found, DEBIAN_MIRROR must say where.
 debian_mirror() {
     if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return; fi
-    local found
-    found=$(grep -rhoE 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-        | grep -v security | head -1 | tr -d ' ') || true
-    echo "${found:-http://deb.debian.org/debian}"
+    local sources=() found
+    [ -f /etc/apt/sources.list ] && sources+=(/etc/apt/sources.list)
+    for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] && sources+=("$f")
+    done
+    [ ${#sources[@]} -gt 0 ] || die "no apt sources found; set DEBIAN_MIRROR to a Debian mirror"
+    found=$(sed -nE \
+        -e 's/^[[:space:]]*deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([a-z+]+:\/\/[^[:space:]]+).*/\2/p' \
+        -e 's/^[[:space:]]*URIs:[[:space:]]*//p' "${sources[@]}" \
+        | tr ' ' '\n' | grep -E '^[a-z+]+://' | grep -v -- '-security' | grep -E '/debian/?$' | head -1) || true
+    [ -n "$found" ] || die "no Debian mirror in the apt sources; set DEBIAN_MIRROR"
+    echo "$found"
 }
 
 make_base_image_offline() {
