@@ -1,35 +1,53 @@
-"""Container healthcheck: exit 0 when the service answers ``GET /health``, else 1.
+"""Container healthcheck: exit 0 when this container's part can do its job, else 1.
 
 The slim base image has no curl, so this is the healthcheck every crossbank
-image runs. With no argument it asks the service in this container (on
-``$PORT``); with ``--store`` it asks the promise store the worker depends on
-(``$RESONATE_URL``), since a worker that cannot reach its store can do nothing.
-A worker on the embedded store (no ``RESONATE_URL``) is healthy while it runs.
+image runs.
+
+* No argument: the service in this container answers ``GET /health`` (on ``$PORT``).
+* ``--worker``: the worker can receive work. Its push channel is open, as its
+  health file (``$WORKER_HEALTH_FILE``, kept by the worker: see
+  ``orchestrator/health_file.py``) says and has said recently. Asking the
+  store's ``/health`` is not enough: a worker whose channel died is deaf to
+  work while the store answers. Without ``WORKER_HEALTH_FILE`` it falls back to
+  the store's ``/health``; a worker on the embedded store (no ``RESONATE_URL``)
+  is healthy while it runs.
 """
 
 import os
 import sys
 import urllib.request
+from pathlib import Path
 
 
-def health_url(argv: list[str]) -> str | None:
-    if "--store" in argv:
-        store = os.environ.get("RESONATE_URL", "").strip().rstrip("/")
-        return f"{store}/health" if store else None
-    return f"http://127.0.0.1:{os.environ.get('PORT', '8080')}/health"
-
-
-def main() -> int:
-    url = health_url(sys.argv[1:])
-    if url is None:
-        return 0
+def answers(url: str) -> tuple[bool, str]:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return 0 if response.status == 200 else 1
+            return response.status == 200, f"{url}: HTTP {response.status}"
     except OSError as exc:
-        print(f"unhealthy: {url}: {exc}", file=sys.stderr)
-        return 1
+        return False, f"{url}: {exc}"
+
+
+def worker_health() -> tuple[bool, str]:
+    store = os.environ.get("RESONATE_URL", "").strip().rstrip("/")
+    if not store:
+        return True, "embedded store"
+    health_file = os.environ.get("WORKER_HEALTH_FILE", "").strip()
+    if not health_file:
+        return answers(f"{store}/health")
+    from orchestrator.health_file import judge
+
+    return judge(Path(health_file))
+
+
+def main(argv: list[str]) -> int:
+    if "--worker" in argv:
+        healthy, why = worker_health()
+    else:
+        healthy, why = answers(f"http://127.0.0.1:{os.environ.get('PORT', '8080')}/health")
+    if not healthy:
+        print(f"unhealthy: {why}", file=sys.stderr)
+    return 0 if healthy else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

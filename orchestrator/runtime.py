@@ -1,7 +1,9 @@
 """Build the Resonate instance a process needs: a worker, a send-only client, or embedded.
 
 - Served store (``RESONATE_URL`` set):
-  - ``role="worker"`` joins ``settings.group`` with an SSE source, registers
+  - ``role="worker"`` joins ``settings.group`` with a push channel
+    (:mod:`orchestrator.push`) that stays open for as long as it runs, keeps
+    its health file (``WORKER_HEALTH_FILE``, when set), registers
     the saga and executes transfers the store dispatches to the group;
   - ``role="client"`` creates promises and waits for their results, and never
     joins the workers' group, so killing a worker really takes a saga away
@@ -27,14 +29,14 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Literal
 
-from resonate.connections import SSEConnection
 from resonate.resonate import DEFAULT_SUBSCRIPTION_REFRESH_SECS, Resonate
-from resonate.retry import ExponentialBackoff
 
 from orchestrator.bank_client import bank_clients
+from orchestrator.health_file import HealthFile
+from orchestrator.push import PushChannel, PushLimits
 from orchestrator.saga import SAGA_NAME, SagaDeps, transfer
 from orchestrator.settings import Settings
-from orchestrator.store_network import RETRY_INITIAL_SECONDS, RETRY_MAX_SECONDS, StoreNetwork
+from orchestrator.store_network import StoreNetwork
 
 Role = Literal["worker", "client"]
 
@@ -59,15 +61,12 @@ def open_resonate(settings: Settings, *, role: Role) -> Resonate:
         store = EmbeddedStore(settings.store_path, pid=pid, group=settings.group)
         resonate = Resonate(network=store, pid=pid, group=settings.group, ttl=ttl)
     elif role == "worker":
-        resonate = _served(settings.resonate_url, settings.resonate_token, settings.group, ttl)
+        health = None
+        if settings.worker_health_file is not None:
+            health = HealthFile(settings.worker_health_file, fresh_for=settings.push_idle_timeout)
+        resonate = _served(settings, settings.group, ttl, health=health)
     elif role == "client":
-        return _served(
-            settings.resonate_url,
-            settings.resonate_token,
-            client_group(settings),
-            ttl,
-            refresh_secs=CLIENT_POLL_SECONDS,
-        )
+        return _served(settings, client_group(settings), ttl, refresh_secs=CLIENT_POLL_SECONDS)
     else:
         raise ValueError(f"role must be 'worker' or 'client', got {role!r}")
     deps = saga_deps(settings)
@@ -78,25 +77,29 @@ def open_resonate(settings: Settings, *, role: Role) -> Resonate:
 
 
 def _served(
-    url: str,
-    token: str | None,
+    settings: Settings,
     group: str,
     ttl: timedelta,
     *,
+    health: HealthFile | None = None,
     refresh_secs: float = DEFAULT_SUBSCRIPTION_REFRESH_SECS,
 ) -> Resonate:
-    """A Resonate on the served store: requests over :class:`StoreNetwork`, pushes over SSE.
+    """A Resonate on the served store: requests over :class:`StoreNetwork`, pushes
+    over :class:`PushChannel`.
 
     Both reconnect on a short ladder (see :mod:`orchestrator.store_network`),
     so a restarted store has its workers back within a second of answering.
     """
+    assert settings.resonate_url is not None
+    url, token = settings.resonate_url, settings.resonate_token
     pid = uuid.uuid4().hex
-    push = SSEConnection(
-        url=url,
+    push = PushChannel(
+        url,
         pid=pid,
         group=group,
-        auth=token,
-        backoff=ExponentialBackoff(initial=RETRY_INITIAL_SECONDS, max_delay=RETRY_MAX_SECONDS),
+        token=token,
+        limits=PushLimits(settings.push_idle_timeout, settings.push_max_lifetime),
+        health=health,
     )
     return Resonate(
         network=StoreNetwork(url, token=token),

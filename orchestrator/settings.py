@@ -29,6 +29,9 @@ class Settings:
     ``step_backoff`` seconds, doubling up to ``step_backoff_max``.
     ``attention_after`` is how long a transfer may keep compensating (a reversal
     that the source bank will not yet accept) before it is flagged.
+    ``push_idle_timeout`` and ``push_max_lifetime`` bound the push channel (see
+    :mod:`orchestrator.push`); ``worker_health_file``, when set, is where a worker
+    says whether it can receive work (see :mod:`orchestrator.health_file`).
     """
 
     resonate_url: str | None = None
@@ -44,6 +47,9 @@ class Settings:
     step_backoff_max: int = 30
     bank_timeout: float = 5.0
     attention_after: float = 300.0
+    push_idle_timeout: float = 30.0
+    push_max_lifetime: float = 3600.0
+    worker_health_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -62,12 +68,20 @@ class Settings:
             step_backoff_max=_number(env, "STEP_BACKOFF_MAX", int, 30, minimum=0),
             bank_timeout=_number(env, "BANK_TIMEOUT", float, 5.0, minimum=0.01),
             attention_after=_number(env, "ATTENTION_AFTER", float, 300.0, minimum=0.0),
+            push_idle_timeout=_number(env, "PUSH_IDLE_TIMEOUT", float, 30.0, minimum=0.5),
+            push_max_lifetime=_number(env, "PUSH_MAX_LIFETIME", float, 3600.0, minimum=1.0),
+            worker_health_file=_path(env, "WORKER_HEALTH_FILE"),
         )
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    value = _optional(env, name)
+    return Path(value) if value else None
 
 
 def _url(env: Mapping[str, str], name: str) -> str | None:

@@ -74,8 +74,8 @@ def configure_logging() -> None:
     if level != "DEBUG":
         for noisy in ("httpx", "resonate"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        # Whether the worker is connected to the store is always worth a line.
-        logging.getLogger("resonate.connections").setLevel(logging.INFO)
+        # Whether the worker hears the store (and why not) is always worth a line.
+        logging.getLogger("orchestrator.push").setLevel(logging.INFO)
 
 
 def main() -> None:
