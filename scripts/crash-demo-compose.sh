@@ -13,9 +13,10 @@
 #    the new one resumes the saga from its last checkpoint;
 # 6. show the transfer committed, the balances, and the audit clean.
 #
-# Environment: BANK_TOKEN (dev-token), LEASE_TTL (5 here), BANK_TIMEOUT (60 here),
-# COMPOSE (auto: `docker compose` if present, else `docker-compose`), and
-# compose.yaml's *_PORT variables.
+# Environment: BANK_TOKEN and RESONATE_TOKEN (from the environment or .env; when
+# neither has one, this run makes a fresh one and prints it), LEASE_TTL (5 here),
+# BANK_TIMEOUT (60 here), COMPOSE (auto: `docker compose` if present, else
+# `docker-compose`), and compose.yaml's *_PORT variables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,15 @@ export LEASE_TTL=${LEASE_TTL:-5}
 # The worker waits this long for the parked credit, so it is still waiting when killed.
 export BANK_TIMEOUT=${BANK_TIMEOUT:-60}
 TRANSFER_ID=crash-demo-$(date +%s)
+
+# compose.yaml refuses to run without its tokens; a demo run makes any that are missing.
+has_setting() { [ -n "${!1:-}" ] || grep -qs "^$1=." .env; }
+for name in BANK_TOKEN RESONATE_TOKEN; do
+    if ! has_setting "$name"; then
+        export "$name=$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"
+        echo "$name is not set: this run uses a fresh one; to reach the system afterwards: export $name=${!name}"
+    fi
+done
 AMOUNT=25.00
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }

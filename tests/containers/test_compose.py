@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
 RESONATE_OVERRIDE = ROOT / "compose.resonate.yaml"
 SERVICES_UP = ("promise-store", "source-bank", "target-bank", "worker")
+#: compose.yaml refuses to run without these (a guessable token lets anyone mint money).
+TOKENS = {"BANK_TOKEN": "compose-test-bank-token", "RESONATE_TOKEN": "compose-test-store-token"}
 
 
 def compose_commands() -> list[list[str]]:
@@ -58,9 +60,35 @@ def test_compose_files_are_valid_for_every_compose_installed(files: list[Path]) 
     args = [arg for file in files for arg in ("-f", str(file))]
     for command in commands:
         checked = subprocess.run(
-            [*command, *args, "config", "-q"], capture_output=True, text=True, check=False
+            [*command, *args, "config", "-q"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, **TOKENS},
         )
         assert checked.returncode == 0, f"{' '.join(command)} rejects {files}: {checked.stderr}"
+
+
+@pytest.mark.parametrize("missing", sorted(TOKENS))
+def test_compose_refuses_to_run_without_each_token(missing: str, tmp_path: Path) -> None:
+    no_env_file = tmp_path / "empty.env"
+    no_env_file.write_text("")
+    commands = compose_commands()
+    if not commands:
+        pytest.skip("neither `docker compose` (v2) nor `docker-compose` (1.29) is installed")
+    env = {name: value for name, value in os.environ.items() if name not in TOKENS}
+    env.update({name: value for name, value in TOKENS.items() if name != missing})
+    for command in commands:
+        checked = subprocess.run(
+            # --env-file: no .env file of the checkout's own can fill the gap.
+            [*command, "--env-file", str(no_env_file), "-f", str(COMPOSE_FILE), "config", "-q"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+        )
+        assert checked.returncode != 0, f"{' '.join(command)} ran without {missing}"
+        assert missing in checked.stderr, checked.stderr
 
 
 def test_every_published_port_is_on_loopback_only() -> None:
@@ -86,7 +114,7 @@ class ComposeProject:
             "SOURCE_BANK_PORT": str(free_port()),
             "TARGET_BANK_PORT": str(free_port()),
             "PROMISE_STORE_PORT": str(free_port()),
-            "BANK_TOKEN": "compose-test-token",
+            **TOKENS,
             "LEASE_TTL": "2",
         }
 
