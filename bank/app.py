@@ -32,7 +32,8 @@ from bank.validation import (
 
 log = logging.getLogger("bank")
 
-_MUTATING = frozenset({"PUT", "POST", "DELETE", "PATCH"})
+#: The only path anyone may call when a token is set: supervisors and healthchecks probe it.
+_OPEN_PATHS = frozenset({"/health"})
 
 
 @dataclass
@@ -186,10 +187,11 @@ def release_holds() -> Response:
 
 
 def _body() -> bytes:
-    try:
-        return request.get_data(cache=False)
-    except RequestEntityTooLarge as exc:
-        raise InvalidRequest("body", f"larger than {MAX_BODY_BYTES} bytes") from exc
+    """The request body; one over ``MAX_BODY_BYTES`` raises ``RequestEntityTooLarge`` (413).
+
+    The server refuses such bodies before reading them; this is the app's own guard.
+    """
+    return request.get_data(cache=False)
 
 
 def _injector() -> FaultInjector:
@@ -220,9 +222,13 @@ def _injected() -> tuple[Response, int]:
 
 
 def _require_token() -> tuple[Response, int] | None:
-    """Mutating calls need ``Authorization: Bearer <BANK_TOKEN>`` when a token is set."""
+    """Every call but ``/health`` needs ``Authorization: Bearer <BANK_TOKEN>`` when one is set.
+
+    Reads too: balances and entries are private, and the fault admin's reads
+    tell an attacker which requests are being held.
+    """
     token = bank_state().config.token
-    if token is None or request.method not in _MUTATING or request.url_rule is None:
+    if token is None or request.path in _OPEN_PATHS:
         return None
     given = request.headers.get("Authorization", "")
     scheme, _, value = given.partition(" ")
@@ -247,7 +253,7 @@ def _invalid_request(exc: InvalidRequest) -> tuple[Response, int]:
 def _http_error(exc: HTTPException) -> tuple[Response, int]:
     status = exc.code or 500
     if isinstance(exc, RequestEntityTooLarge):
-        return _error(400, "invalid_request", f"body: larger than {MAX_BODY_BYTES} bytes")
+        return _error(413, "body_too_large", f"body: larger than {MAX_BODY_BYTES} bytes")
     code = {404: "not_found", 405: "method_not_allowed"}.get(status, f"http_{status}")
     response, _ = _error(status, code, exc.description or exc.name)
     if status == 405 and exc.get_headers():

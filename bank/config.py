@@ -17,6 +17,17 @@ from bank.validation import InvalidRequest
 
 #: Enough worker threads for 16+ concurrent clients plus a few parked (held) requests.
 DEFAULT_THREADS = 32
+#: Open client connections at once; at the cap the oldest idle one makes room for a new one.
+DEFAULT_MAX_CONNECTIONS = 1000
+#: Seconds a connection may sit with no request before the bank closes it (longer than the
+#: 15 s that aiohttp, the orchestrator's client, keeps an idle connection, so it closes first).
+DEFAULT_IDLE_TIMEOUT = 30
+#: Seconds from a request's first byte until its headers must be complete.
+DEFAULT_HEADER_TIMEOUT = 10
+#: Seconds from the end of a request's headers until its body must be complete.
+DEFAULT_BODY_TIMEOUT = 10
+#: Largest request line plus headers, in bytes.
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 
 _TRUE = frozenset({"1", "on", "true", "yes"})
 _FALSE = frozenset({"", "0", "off", "false", "no"})
@@ -33,28 +44,49 @@ class BankConfig:
     name: str
     port: int
     ledger_path: Path
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     token: str | None = None
     faults_enabled: bool = False
     initial_faults: tuple[FaultRule, ...] = field(default_factory=tuple)
     threads: int = DEFAULT_THREADS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    idle_timeout: int = DEFAULT_IDLE_TIMEOUT
+    header_timeout: int = DEFAULT_HEADER_TIMEOUT
+    body_timeout: int = DEFAULT_BODY_TIMEOUT
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
 
     @classmethod
     def from_env(
         cls, name: str, default_port: int, environ: Mapping[str, str] | None = None
     ) -> BankConfig:
-        """Read ``PORT``, ``HOST``, ``LEDGER_PATH``, ``BANK_TOKEN``, ``BANK_FAULTS``, ``BANK_THREADS``."""
+        """Read ``PORT``, ``HOST``, ``LEDGER_PATH``, ``BANK_TOKEN``, ``BANK_FAULTS``,
+        ``BANK_THREADS`` and the connection limits (``bank/README.md`` lists them all)."""
         env = os.environ if environ is None else environ
         faults_enabled, initial_faults = _parse_faults(env.get("BANK_FAULTS", ""))
         return cls(
             name=name,
             port=_parse_int(env, "PORT", default_port, low=0, high=65535),
-            host=env.get("HOST", "").strip() or "0.0.0.0",
+            host=env.get("HOST", "").strip() or "127.0.0.1",
             ledger_path=Path(env.get("LEDGER_PATH", "").strip() or f"./data/{name}_bank.db"),
             token=env.get("BANK_TOKEN") or None,
             faults_enabled=faults_enabled,
             initial_faults=initial_faults,
             threads=_parse_int(env, "BANK_THREADS", DEFAULT_THREADS, low=1, high=1024),
+            max_connections=_parse_int(
+                env, "BANK_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, low=1, high=100_000
+            ),
+            idle_timeout=_parse_int(
+                env, "BANK_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT, low=1, high=3600
+            ),
+            header_timeout=_parse_int(
+                env, "BANK_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, low=1, high=600
+            ),
+            body_timeout=_parse_int(
+                env, "BANK_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, low=1, high=600
+            ),
+            max_header_bytes=_parse_int(
+                env, "BANK_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES, low=1024, high=1 << 20
+            ),
         )
 
 

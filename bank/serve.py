@@ -16,10 +16,12 @@ from types import FrameType
 from typing import Any
 
 from waitress import wasyncore
-from waitress.server import create_server
 
 from bank.app import bank_state, create_app
 from bank.config import BankConfig, ConfigError
+from bank.fd_limit import fit_connection_cap
+from bank.guarded_server import ConnectionLimits, GuardedServer
+from bank.validation import MAX_BODY_BYTES
 
 log = logging.getLogger("bank")
 
@@ -41,13 +43,12 @@ def main(bank_name: str, default_port: int) -> None:
 
     app = create_app(config)
     state = bank_state(app)
-    server = create_server(
+    server = GuardedServer(
         app,
+        connection_limits(config),
         host=config.host,
         port=config.port,
         threads=config.threads,
-        connection_limit=max(100, config.threads * 4),
-        channel_timeout=300,
         ident=f"crossbank-{bank_name}",
     )
 
@@ -59,13 +60,14 @@ def main(bank_name: str, default_port: int) -> None:
     faults = "on" if config.faults_enabled else "off"
     auth = "on" if config.token else "off"
     log.info(
-        "%s bank serving on http://%s:%s (ledger %s, auth %s, faults %s)",
+        "%s bank serving on http://%s:%s (ledger %s, auth %s, faults %s, at most %d connections)",
         bank_name,
         config.host,
         server.effective_port,
         config.ledger_path,
         auth,
         faults,
+        server.limits.max_connections,
     )
     try:
         server.run()
@@ -80,6 +82,18 @@ def main(bank_name: str, default_port: int) -> None:
         server.task_dispatcher.shutdown()
         server.close()
         state.ledger.close()
+
+
+def connection_limits(config: BankConfig) -> ConnectionLimits:
+    """The config's limits, with the connection cap fitted under the open-file limit."""
+    return ConnectionLimits(
+        max_connections=fit_connection_cap(config.max_connections, config.threads),
+        idle_timeout=config.idle_timeout,
+        header_timeout=config.header_timeout,
+        body_timeout=config.body_timeout,
+        max_header_bytes=config.max_header_bytes,
+        max_body_bytes=MAX_BODY_BYTES,
+    )
 
 
 def _drain(server: Any, seconds: float) -> None:
@@ -97,4 +111,4 @@ def _drain(server: Any, seconds: float) -> None:
         )
 
     while busy() and time.monotonic() < deadline:
-        wasyncore.loop(timeout=0.05, map=server._map, count=1)
+        wasyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)

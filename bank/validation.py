@@ -72,9 +72,13 @@ def parse_json_object(raw: bytes, *, allow_empty: bool = False) -> dict[str, obj
         return {}
     try:
         text = raw.decode("utf-8")
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(
+            text, parse_constant=_refuse_constant, object_pairs_hook=_object_without_duplicates
+        )
     except UnicodeDecodeError as exc:
         raise InvalidRequest("body", "is not UTF-8") from exc
+    except InvalidRequest:
+        raise
     except (ValueError, RecursionError) as exc:
         raise InvalidRequest("body", f"is not valid JSON ({_short(exc)})") from exc
     if not isinstance(value, dict):
@@ -169,6 +173,16 @@ def _query_int(args: Mapping[str, str], name: str, default: int, *, low: int, hi
     if not _DIGITS.fullmatch(raw):
         raise InvalidRequest(name, "must be a non-negative integer")
     return check_int(name, int(raw), low=low, high=high)
+
+
+def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object, at any depth; a key given twice is refused, not silently the last one."""
+    value: dict[str, object] = {}
+    for key, item in pairs:
+        if key in value:
+            raise InvalidRequest(_printable(key), "appears more than once")
+        value[key] = item
+    return value
 
 
 def _refuse_constant(name: str) -> object:

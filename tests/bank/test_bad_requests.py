@@ -97,7 +97,9 @@ def bad_entry_bodies(draw: st.DrawFn, account_id: str) -> tuple[bytes, str | Non
         "kind": "debit",
     }
     how = draw(
-        st.sampled_from(["value", "missing", "extra", "bytes", "not_object", "constant", "huge"])
+        st.sampled_from(
+            ["value", "missing", "extra", "duplicate", "bytes", "not_object", "constant", "huge"]
+        )
     )
     if how == "value":
         field = draw(st.sampled_from(sorted(bad_field_values)))
@@ -111,6 +113,10 @@ def bad_entry_bodies(draw: st.DrawFn, account_id: str) -> tuple[bytes, str | Non
         extra = draw(st.text(min_size=1, max_size=12).filter(lambda k: k not in good))
         good[extra] = draw(json_values)
         return json.dumps(good).encode(), None
+    if how == "duplicate":
+        field = draw(st.sampled_from(sorted(good)))
+        again = json.dumps(good[field])
+        return json.dumps(good)[:-1].encode() + f', "{field}": {again}}}'.encode(), field
     if how == "bytes":
         raw = draw(st.binary(max_size=64))
         return raw, "body"
@@ -125,6 +131,10 @@ def bad_entry_bodies(draw: st.DrawFn, account_id: str) -> tuple[bytes, str | Non
 
 
 def assert_refused(response: httpx.Response, field: str | None) -> None:
+    if len(response.request.content) > MAX_BODY_BYTES:
+        assert response.status_code == 413, response.text
+        assert response.json()["error"]["code"] == "body_too_large"
+        return
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == "invalid_request"

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 import pytest
 
-from bank.config import DEFAULT_THREADS, BankConfig, ConfigError
+from bank.config import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_THREADS,
+    BankConfig,
+    ConfigError,
+)
 from bank.faults import FaultRule, Plan, Target, plan_stage
+from bank.fd_limit import fd_reserve, fit_connection_cap
 
 
 def test_config_defaults() -> None:
@@ -17,6 +28,46 @@ def test_config_defaults() -> None:
     assert config.token is None
     assert config.faults_enabled is False
     assert config.threads == DEFAULT_THREADS
+    assert config.host == "127.0.0.1"
+    assert (
+        config.max_connections,
+        config.idle_timeout,
+        config.header_timeout,
+        config.body_timeout,
+        config.max_header_bytes,
+    ) == (
+        DEFAULT_MAX_CONNECTIONS,
+        DEFAULT_IDLE_TIMEOUT,
+        DEFAULT_HEADER_TIMEOUT,
+        DEFAULT_BODY_TIMEOUT,
+        DEFAULT_MAX_HEADER_BYTES,
+    )
+
+
+def test_connection_limits_from_environment() -> None:
+    config = BankConfig.from_env(
+        "source",
+        5001,
+        environ={
+            "HOST": "0.0.0.0",
+            "BANK_MAX_CONNECTIONS": "50",
+            "BANK_IDLE_TIMEOUT": "5",
+            "BANK_HEADER_TIMEOUT": "2",
+            "BANK_BODY_TIMEOUT": "3",
+            "BANK_MAX_HEADER_BYTES": "4096",
+        },
+    )
+    assert config.host == "0.0.0.0"
+    assert (config.max_connections, config.idle_timeout) == (50, 5)
+    assert (config.header_timeout, config.body_timeout, config.max_header_bytes) == (2, 3, 4096)
+
+
+def test_the_connection_cap_fits_under_the_open_file_limit() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert fit_connection_cap(10, threads=4) == 10
+    cap = fit_connection_cap(10**9, threads=4)
+    assert cap + fd_reserve(4) <= resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= soft
 
 
 def test_config_from_environment() -> None:
@@ -48,6 +99,11 @@ def test_faults_switch_on(value: str) -> None:
         ({"PORT": "http"}, "PORT"),
         ({"PORT": "70000"}, "PORT"),
         ({"BANK_THREADS": "0"}, "BANK_THREADS"),
+        ({"BANK_MAX_CONNECTIONS": "0"}, "BANK_MAX_CONNECTIONS"),
+        ({"BANK_IDLE_TIMEOUT": "soon"}, "BANK_IDLE_TIMEOUT"),
+        ({"BANK_HEADER_TIMEOUT": "0"}, "BANK_HEADER_TIMEOUT"),
+        ({"BANK_BODY_TIMEOUT": "-1"}, "BANK_BODY_TIMEOUT"),
+        ({"BANK_MAX_HEADER_BYTES": "10"}, "BANK_MAX_HEADER_BYTES"),
         ({"BANK_FAULTS": "maybe"}, "BANK_FAULTS"),
         ({"BANK_FAULTS": '[{"action": "latency"}]'}, "latency_ms"),
     ],
