@@ -161,6 +161,8 @@ class GuardedServer(TcpWSGIServer):  # type: ignore[misc]
 
     def handle_accept(self) -> None:
         super().handle_accept()
+        if len(self.active_channels) <= self.limits.max_connections:
+            return
         live = self._live_channels()
         if len(live) > self.limits.max_connections:
             newest = max(live, key=lambda channel: channel.creation_time)

@@ -27,10 +27,8 @@ log = logging.getLogger("bank")
 
 #: On SIGTERM, how long in-flight requests get to finish before the process exits.
 DRAIN_SECONDS = 10.0
-
-
-class _Stop(Exception):
-    """Raised by the signal handler to leave the server loop."""
+#: Longest wait for socket events in one turn of the server loop: how soon a stop is seen.
+LOOP_SECONDS = 0.2
 
 
 def main(bank_name: str, default_port: int) -> None:
@@ -52,8 +50,13 @@ def main(bank_name: str, default_port: int) -> None:
         ident=f"crossbank-{bank_name}",
     )
 
+    # The handler only records the signal: an exception raised from it would
+    # land inside whichever connection's handler was running, and waitress
+    # catches those (it logs and closes that connection), so the stop was lost.
+    stop_signals: list[str] = []
+
     def stop(signum: int, _frame: FrameType | None) -> None:
-        raise _Stop(signal.Signals(signum).name)
+        stop_signals.append(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -70,9 +73,9 @@ def main(bank_name: str, default_port: int) -> None:
         server.limits.max_connections,
     )
     try:
-        server.run()
-    except _Stop as exc:
-        log.info("%s bank stopping on %s", bank_name, exc)
+        while not stop_signals:
+            wasyncore.loop(timeout=LOOP_SECONDS, map=server._map, use_poll=True, count=1)
+        log.info("%s bank stopping on %s", bank_name, stop_signals[0])
         if state.faults is not None:
             state.faults.close()
         _drain(server, DRAIN_SECONDS)
