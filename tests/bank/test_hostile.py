@@ -8,6 +8,8 @@ disk that the bank never needed, and the ledger is unchanged.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import time
@@ -64,6 +66,15 @@ def _closed_by_bank(sock: socket.socket, within: float) -> bool:
     return False
 
 
+def _open_sockets(pid: int) -> int:
+    """Sockets ``pid`` has open (a descriptor closed while counting is skipped)."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
 # -- connections ----------------------------------------------------------------------
 
 
@@ -94,6 +105,8 @@ def test_at_the_connection_cap_the_oldest_idle_connection_makes_room(
     )
     with attackers:
         assert well_formed_answers(bank.url, PROBES, PROBE_TIMEOUT, token=TOKEN) == PROBES
+        # The listening socket, the 40 connections, and one or two being closed.
+        assert _open_sockets(bank.process.pid) <= 40 + 3
 
 
 def test_headers_must_arrive_within_the_header_timeout(
