@@ -12,13 +12,26 @@ worker that is restarting misses nothing. Held queues are bounded: the store
 re-sends ``execute`` for every pending task on its retry tick, and the SDK
 re-registers its listeners periodically, so the oldest held messages are the
 ones safe to shed.
+
+Any member of a group can be dealt its work, including one that takes it and
+does nothing. The state machine would re-send such an ``execute`` only after
+its 30 s retry, so an anycast ``execute`` is watched instead: if its task is
+still pending at the same version ``reoffer_after`` seconds later, it is
+offered to listeners of the group that have not had it, twice as many each
+round (1, 2, 4, ...), until one takes it or every listener has had it. A
+second taker's ``task.acquire`` is refused by the task's state and version, so
+an extra offer costs a refused request, never a second run. Watches are not
+state (nothing is journaled); at most ``max_watched`` are kept, and past that
+the oldest is forgotten, which leaves its task to the 30 s retry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -28,6 +41,14 @@ MAX_HELD_PER_ADDRESS = 10_000
 #: Addresses with held mail; past this the longest-held address is forgotten
 #: (every client run listens at a fresh pid, so dead addresses accumulate).
 MAX_HELD_ADDRESSES = 10_000
+#: Seconds an anycast ``execute`` may sit with a listener, its task still
+#: pending, before it is offered to others (``REOFFER_AFTER``).
+DEFAULT_REOFFER_AFTER = 1.0
+#: Anycast ``execute`` messages watched at once (``MAX_WATCHED_OFFERS``).
+DEFAULT_MAX_WATCHED = 10_000
+
+#: Is task ``(id, version)`` still waiting for someone to acquire it?
+type StillPending = Callable[[str, int], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +79,20 @@ def parse_address(address: str) -> Address | None:
 class Delivery:
     address: str
     payload: str
+    #: ``(task id, version)`` of an ``execute`` message, else ``None``.
+    task: tuple[str, int] | None = None
+
+
+@dataclass(slots=True)
+class _Watch:
+    """An anycast ``execute`` dealt out, and who has had it."""
+
+    delivery: Delivery
+    task: tuple[str, int]
+    group: str
+    tried: set[str]
+    due: float
+    fanout: int = 1
 
 
 @dataclass(eq=False)
@@ -76,14 +111,27 @@ class Mailboxes:
     """Live listeners plus the messages held for listeners that are not connected."""
 
     def __init__(
-        self, max_held: int = MAX_HELD_PER_ADDRESS, max_addresses: int = MAX_HELD_ADDRESSES
+        self,
+        max_held: int = MAX_HELD_PER_ADDRESS,
+        max_addresses: int = MAX_HELD_ADDRESSES,
+        *,
+        reoffer_after: float = DEFAULT_REOFFER_AFTER,
+        max_watched: int = DEFAULT_MAX_WATCHED,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._max_held = max_held
         self._max_addresses = max_addresses
+        self._reoffer_after = reoffer_after
+        self._max_watched = max_watched
+        self._clock = clock
         self._listeners: dict[tuple[str, str], Listener] = {}
         self._held_uni: dict[tuple[str, str], deque[Delivery]] = {}
         self._held_any: dict[str, deque[Delivery]] = {}
         self._turn: dict[str, int] = {}
+        #: Task id -> watch, in order of due time (every (re)insert is due
+        #: ``reoffer_after`` from a monotonic now, so the first is due first).
+        self._watched: dict[str, _Watch] = {}
+        self._shed_watches = 0
 
     def connect(self, group: str, pid: str) -> Listener:
         """Register a listener (replacing an older stream of the same pid) and give it its mail."""
@@ -97,6 +145,7 @@ class Mailboxes:
             listener.queue.put_nowait(delivery)
         for delivery in self._held_any.pop(key[0], deque()):
             listener.queue.put_nowait(delivery)
+            self._watch(delivery, key[0], pid)
         return listener
 
     def disconnect(self, listener: Listener, unsent: list[Delivery]) -> None:
@@ -109,30 +158,99 @@ class Mailboxes:
             if delivery is not None:
                 unsent.append(delivery)
         for delivery in unsent:
-            self.route(delivery.address, delivery.payload)
+            self.route(delivery.address, delivery.payload, task=delivery.task)
 
-    def route(self, address: str, payload: str) -> None:
+    def route(self, address: str, payload: str, *, task: tuple[str, int] | None = None) -> None:
+        """Deliver (or hold) one message; ``task`` marks an ``execute`` worth watching."""
         parsed = parse_address(address)
         if parsed is None:
             logger.warning("dropping a message for an address this store cannot reach: %s", address)
             return
-        delivery = Delivery(address, payload)
+        delivery = Delivery(address, payload, task)
         group = parsed.group
         if parsed.pid is not None:
             preferred = self._listeners.get((group, parsed.pid))
             if preferred is not None:
                 preferred.queue.put_nowait(delivery)
+                if parsed.anycast:
+                    self._watch(delivery, group, preferred.pid)
                 return
             if not parsed.anycast:
                 self._hold(self._held_uni, (group, parsed.pid), delivery)
                 return
-        members = [lis for (g, _), lis in self._listeners.items() if g == group]
+        members = self._members(group)
         if not members:
             self._hold(self._held_any, group, delivery)
             return
         turn = self._turn.get(group, 0)
         self._turn[group] = turn + 1
-        members[turn % len(members)].queue.put_nowait(delivery)
+        chosen = members[turn % len(members)]
+        chosen.queue.put_nowait(delivery)
+        self._watch(delivery, group, chosen.pid)
+
+    # -- work a listener sat on -------------------------------------------------
+
+    def reoffer_due(self, still_pending: StillPending) -> int:
+        """Offer every due watched ``execute`` whose task is still pending to more listeners.
+
+        Returns how many offers were made.
+        """
+        now = self._clock()
+        offered = 0
+        while self._watched:
+            task_id, watch = next(iter(self._watched.items()))
+            if watch.due > now:
+                break
+            del self._watched[task_id]
+            if not still_pending(*watch.task):
+                continue
+            untried = [lis for lis in self._members(watch.group) if lis.pid not in watch.tried]
+            for listener in untried[: watch.fanout]:
+                listener.queue.put_nowait(watch.delivery)
+                watch.tried.add(listener.pid)
+                offered += 1
+            if len(untried) > watch.fanout:
+                watch.fanout *= 2
+                watch.due = now + self._reoffer_after
+                self._watched[task_id] = watch
+        return offered
+
+    def seconds_until_reoffer(self) -> float | None:
+        """How long until the next watched ``execute`` is due (``None``: nothing is watched)."""
+        due = self.next_reoffer()
+        return None if due is None else max(due - self._clock(), 0.0)
+
+    def next_reoffer(self) -> float | None:
+        """When (on this object's clock) the next watched ``execute`` is due, if any."""
+        for watch in self._watched.values():
+            return watch.due
+        return None
+
+    def watched_count(self) -> int:
+        return len(self._watched)
+
+    def _watch(self, delivery: Delivery, group: str, pid: str) -> None:
+        task = delivery.task
+        if task is None or self._max_watched < 1:
+            return
+        task_id = task[0]
+        self._watched.pop(task_id, None)  # a newer dispatch of the task replaces the old
+        if len(self._watched) >= self._max_watched:
+            del self._watched[next(iter(self._watched))]
+            self._shed_watches += 1
+            if self._shed_watches % 1000 == 1:
+                logger.warning(
+                    "more than %d dispatched tasks watched; forgot the oldest (%d so far), "
+                    "which the 30 s retry still covers",
+                    self._max_watched,
+                    self._shed_watches,
+                )
+        self._watched[task_id] = _Watch(
+            delivery, task, group, {pid}, due=self._clock() + self._reoffer_after
+        )
+
+    def _members(self, group: str) -> list[Listener]:
+        return [lis for (g, _), lis in self._listeners.items() if g == group]
 
     def close_all(self) -> None:
         for listener in list(self._listeners.values()):

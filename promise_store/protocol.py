@@ -1,9 +1,11 @@
 """The request side of the Resonate protocol, shared by both front doors.
 
 Bytes in, ``(status, envelope bytes, messages)`` out. Whatever arrives --
-bad JSON, a non-envelope, an unknown kind -- the answer is a protocol envelope
-with a ``4xx`` status and an ``error`` message, never an exception and never a
-journal entry (unknown kinds are refused before they reach the state).
+bad JSON, JSON nested too deeply, an object with a key twice, a non-envelope,
+an unknown kind, a value the store could not persist -- the answer is a
+protocol envelope with a ``4xx`` status and an ``error`` message, never an
+exception and never a journal entry (all of these are refused before they
+reach the state).
 
 The response echoes the request's ``kind`` and ``head.corrId`` whenever they
 can be read, because the SDK rejects a response whose kind or corrId differs
@@ -12,6 +14,7 @@ from its request's.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +27,11 @@ from resonate.connections.local import (
 from resonate_base import PROTOCOL_VERSION
 
 from promise_store.errors import StoreFailed
+from promise_store.json_keys import duplicate_key
+from promise_store.limits import DEFAULT_MAX_JSON_DEPTH, nesting_depth
 from promise_store.state import JournaledState
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,18 +56,34 @@ def error_envelope(status: int, message: str, kind: Any = "", corr_id: Any = "")
     return msgspec.json.encode(envelope)
 
 
-def parse_request(raw: bytes | str) -> dict[str, Any] | str:
+def parse_request(
+    raw: bytes | str, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> dict[str, Any] | str:
     """The flat request inside ``raw``, or a message saying why it is not one."""
     try:
         decoded = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeError) as exc:
         return f"invalid JSON: {exc}"
+    except RecursionError:
+        return f"the JSON nests too deeply (at most {max_depth} levels)"
+    if _may_nest_deeper(raw, max_depth) and nesting_depth(decoded) > max_depth:
+        return f"the JSON nests too deeply (at most {max_depth} levels)"
+    repeated = duplicate_key(raw, decoded)
+    if repeated is not None:
+        return f"duplicate key {repeated!r} in a JSON object: each key may appear once"
     if not isinstance(decoded, dict):
         return "a request must be a JSON object envelope {kind, head, data}"
     flat = unwrap_request_envelope(decoded)
     if not isinstance(flat, dict) or not isinstance(flat.get("kind"), str):
         return "a request needs a string 'kind'"
     return flat
+
+
+def _may_nest_deeper(raw: bytes | str, max_depth: int) -> bool:
+    """False when ``raw`` has too few brackets to nest past ``max_depth`` (two C-speed counts)."""
+    if isinstance(raw, str):
+        return raw.count("[") + raw.count("{") > max_depth
+    return raw.count(b"[") + raw.count(b"{") > max_depth
 
 
 async def handle(store: JournaledState, raw: bytes | str) -> Answer:
@@ -73,6 +96,10 @@ async def handle(store: JournaledState, raw: bytes | str) -> Answer:
     except StoreFailed as exc:
         body = error_envelope(503, str(exc), flat.get("kind"), flat.get("corrId"))
         return Answer(503, body, [])
+    except Exception as exc:  # fail this request alone; the store stays up
+        logger.exception("request %r failed unexpectedly", flat.get("kind"))
+        body = error_envelope(500, f"internal error: {exc}", flat.get("kind"), flat.get("corrId"))
+        return Answer(500, body, [])
     if applied.error is not None:
         status = applied.error.code
         body = error_envelope(status, applied.error.message, flat.get("kind"), flat.get("corrId"))

@@ -7,10 +7,14 @@
   fields, too large, bad token) answers the matching 4xx with an error envelope.
 * ``GET /poll/{group}/{pid}`` -- server-sent events: each ``data:`` line is one
   ``execute`` or ``unblock`` message for that listener (see ``delivery``).
-* ``GET /health`` -- 200 ``{"status": "ok"}``.
+* ``GET /health`` -- 200 ``{"status": "ok"}``; 200 ``{"status": "degraded",
+  "reason"}`` when a snapshot was skipped (the store serves, its journal
+  grows); 503 ``{"status": "failing", "reason"}`` when the journal cannot be
+  written, so a supervisor restarts it.
 
 A background tick (every ``tick_interval``, sooner when a timeout is due)
-fires timeouts and lease expiries, journaling the ticks that change state.
+fires timeouts and lease expiries, journaling the ticks that change state, and
+offers work a listener sat on to the rest of its group (see ``delivery``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import contextlib
 import hmac
 import logging
 import signal
+from typing import Any
 
 import msgspec
 from resonate.connections.local import OutgoingMessage
@@ -39,6 +44,17 @@ KEEPALIVE_SECONDS = 10.0
 SHUTDOWN_GRACE_SECONDS = 5.0
 
 _HEALTHY = Response(200, b'{"status": "ok"}')
+
+
+def health(store: JournaledState) -> Response:
+    """``/health``: not 200 when the store cannot write; degraded (200) when a snapshot failed."""
+    failure = store.write_failure
+    if failure is not None:
+        return Response(503, msgspec.json.encode({"status": "failing", "reason": failure}))
+    skipped = store.snapshot_failure
+    if skipped is not None:
+        return Response(200, msgspec.json.encode({"status": "degraded", "reason": skipped}))
+    return _HEALTHY
 
 
 class StoreService:
@@ -76,7 +92,7 @@ class StoreService:
     async def route(self, request: Request, stream: Stream) -> Response | None:
         path, method = request.path, request.method
         if path == "/health":
-            return _HEALTHY if method in ("GET", "HEAD") else _not_allowed("GET")
+            return health(self.store) if method in ("GET", "HEAD") else _not_allowed("GET")
         if path == "/":
             return await self.post_request(request) if method == "POST" else _not_allowed("POST")
         if path.startswith("/poll/"):
@@ -140,11 +156,22 @@ class StoreService:
                 _route(mailboxes, await store.tick())
             except Exception:
                 logger.exception("tick failed")
+            try:
+                mailboxes.reoffer_due(self._awaits_acquire)
+            except Exception:
+                logger.exception("offering unclaimed work again failed")
             deadline = next_deadline(store.state)
             wait = interval
             if deadline is not None:
                 wait = min(interval, max((deadline - store.clock()) / 1000, 0.01))
+            reoffer = mailboxes.seconds_until_reoffer()
+            if reoffer is not None:
+                wait = min(wait, max(reoffer, 0.01))
             await asyncio.sleep(wait)
+
+    def _awaits_acquire(self, task_id: str, version: int) -> bool:
+        task = self.store.state.tasks.get(task_id)
+        return task is not None and task.state == "pending" and task.version == version
 
 
 def _not_allowed(allowed: str) -> Response:
@@ -166,4 +193,22 @@ async def serve(store: JournaledState, settings: Settings) -> None:
 
 def _route(mailboxes: Mailboxes, messages: list[OutgoingMessage]) -> None:
     for message in messages:
-        mailboxes.route(message.address, msgspec.json.encode(message.message).decode())
+        mailboxes.route(
+            message.address,
+            msgspec.json.encode(message.message).decode(),
+            task=_execute_task(message.message),
+        )
+
+
+def _execute_task(message: Any) -> tuple[str, int] | None:
+    """``(task id, version)`` of an ``execute`` message, else ``None``."""
+    if not isinstance(message, dict) or message.get("kind") != "execute":
+        return None
+    data = message.get("data")
+    task = data.get("task") if isinstance(data, dict) else None
+    if not isinstance(task, dict):
+        return None
+    task_id, version = task.get("id"), task.get("version")
+    if isinstance(task_id, str) and isinstance(version, int) and not isinstance(version, bool):
+        return task_id, version
+    return None

@@ -13,8 +13,17 @@ it, with each entry applied at the ``now`` it was recorded with, which makes
 replay exact. A snapshot is written every ``snapshot_every`` entries, and the
 journal before it is dropped, so restart time and file size stay bounded.
 
+No single request can break the store. A value the snapshot could not hold
+is refused before it reaches the state (``limits``). An unexpected exception
+inside the state machine fails that request alone: its half-done effects are
+undone by rebuilding the state from the journal (which never saw it), so what
+is live is what a restart would rebuild. A snapshot that cannot be encoded is
+skipped and reported (``snapshot_failure``); the journal keeps every entry, so
+nothing is lost. A journal write that fails stops all work (``write_failure``),
+since the state in memory is then ahead of the disk.
+
 All methods run on one asyncio event loop; the only blocking work (SQLite
-commits) runs on a worker thread, one batch at a time.
+commits, and a rebuild) runs on a worker thread, one at a time.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from resonate.timing import now_ms
 from promise_store.errors import CorruptStore, StoreFailed
 from promise_store.indexed import IndexedServerState
 from promise_store.journal import REQUEST, TICK, Entry, Journal, Snapshot
+from promise_store.limits import unstorable
 from promise_store.lock import FileLock
 from promise_store.rules import (
     KNOWN_KINDS,
@@ -75,6 +85,11 @@ def replay_entry(state: ServerState, entry: Entry) -> None:
         state.tick(entry.now)
     elif entry.kind == REQUEST:
         req = msgspec.json.decode(entry.body)
+        problem = unstorable(req) if isinstance(req, dict) else None
+        if problem is not None:
+            # Journaled by a store that did not check yet; refused now, as live.
+            logger.warning("journal entry %d is skipped: %s", entry.seq, problem)
+            return
         try:
             state.apply(entry.now, req)
         except Exception:  # it failed live the same way; its partial effects are replayed
@@ -124,6 +139,8 @@ class JournaledState:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        self._snapshot_failure: str | None = None
+        self._rebuilt: asyncio.Future[None] | None = None
         self._closed = False
 
     # -- start-up -------------------------------------------------------------
@@ -186,39 +203,55 @@ class JournaledState:
     async def apply(self, req: dict[str, Any]) -> Applied:
         """Apply one flat request durably; its answer is safe to send on return.
 
-        An unknown ``kind`` is refused before it reaches the state machine, so
-        it is never journaled.
+        An unknown ``kind``, or a value the snapshot could not hold, is refused
+        before it reaches the state machine, so it is never journaled. An
+        unexpected exception inside the state machine answers 500 and leaves
+        the state as the journal has it.
         """
+        await self._while_rebuilding()
         self._check_usable()
         kind = req.get("kind")
         if kind not in KNOWN_KINDS:
             return Applied(None, ServerError(400, f"unknown request kind: {kind}"), [])
+        problem = unstorable(req)
+        if problem is not None:
+            return Applied(None, ServerError(400, problem), [])
         stale = stale_task_request(self.state, req)
         if stale is not None:
             await self._until_durable(self._seq)
             return Applied(stale, None, [])
         now = self._clock()
-        journal = request_changes_state(self.state, now, req)
+        body = msgspec.json.encode(req) if request_changes_state(self.state, now, req) else None
         response: dict[str, Any] | None = None
         error: ServerError | None = None
         try:
             response = self.state.apply(now, req)
         except ServerError as exc:
             error = exc
+        except Exception as exc:
+            logger.exception("%s: %s failed inside the state machine", self.path, kind)
+            await self._rebuild()
+            return Applied(None, ServerError(500, f"internal error in {kind}: {exc!r}"), [])
         outgoing, self.state.outgoing = self.state.outgoing, []
-        if journal:
-            self._append(now, REQUEST, msgspec.json.encode(req))
+        if body is not None:
+            self._append(now, REQUEST, body)
         await self._until_durable(self._seq)
         return Applied(response, error, outgoing)
 
     async def tick(self) -> list[OutgoingMessage]:
         """Advance the clock; journal and return what fired (nothing is journaled if nothing did)."""
+        await self._while_rebuilding()
         self._check_usable()
         now = self._clock()
         if not tick_changes_state(self.state, now):
             return []
         self.state.outgoing.clear()
-        self.state.tick(now)
+        try:
+            self.state.tick(now)
+        except Exception:
+            logger.exception("%s: a clock tick failed inside the state machine", self.path)
+            await self._rebuild()
+            return []
         outgoing, self.state.outgoing = self.state.outgoing, []
         self._append(now, TICK, b"")
         await self._until_durable(self._seq)
@@ -233,6 +266,48 @@ class JournaledState:
         """The sequence number of the last entry applied (durable or about to be)."""
         return self._seq
 
+    @property
+    def write_failure(self) -> str | None:
+        """Why the journal can no longer be written (the store refuses all work), or ``None``."""
+        return None if self._failure is None else f"journal write failed: {self._failure}"
+
+    @property
+    def snapshot_failure(self) -> str | None:
+        """Why the last snapshot was skipped (the journal grows until one succeeds), or ``None``."""
+        return self._snapshot_failure
+
+    # -- undoing a request that failed half-way -----------------------------------
+
+    async def _while_rebuilding(self) -> None:
+        if self._rebuilt is not None:
+            await asyncio.shield(self._rebuilt)
+
+    async def _rebuild(self) -> None:
+        """Replace the state with what the journal rebuilds, undoing an unjournaled failure.
+
+        Every entry applied before the failure is flushed first; meanwhile,
+        and until the new state is in place, every other input waits.
+        """
+        self._rebuilt = asyncio.get_running_loop().create_future()
+        try:
+            await self.flush()
+            if self._failure is not None:
+                return
+            state, seq, _ = await asyncio.to_thread(self._recover)
+            if seq != self._seq:
+                self._failure = CorruptStore(
+                    f"rebuilding after a failed request found entry {seq}, not {self._seq}"
+                )
+                logger.critical("%s: %s; refusing further work", self.path, self._failure)
+                return
+            self.state = state
+        except Exception as exc:
+            self._failure = exc
+            logger.critical("%s: rebuilding the state failed, refusing further work", self.path)
+        finally:
+            self._rebuilt.set_result(None)
+            self._rebuilt = None
+
     # -- group commit -----------------------------------------------------------
 
     def _append(self, now: int, kind: str, body: bytes) -> None:
@@ -240,10 +315,25 @@ class JournaledState:
         self._pending.append(Entry(seq=self._seq, now=now, kind=kind, body=body))
         self._since_snapshot += 1
         if self._since_snapshot >= self._snapshot_every:
-            self._pending_snapshot = Snapshot(seq=self._seq, body=encode_state(self.state))
             self._since_snapshot = 0
+            self._take_snapshot()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_batches())
+
+    def _take_snapshot(self) -> None:
+        """Queue a snapshot of the state; one that cannot be encoded is skipped, not fatal."""
+        try:
+            image = encode_state(self.state)
+        except Exception as exc:
+            self._snapshot_failure = f"snapshot at entry {self._seq} skipped: {exc!r}"
+            logger.error(
+                "%s: %s; the journal keeps every entry until a snapshot succeeds",
+                self.path,
+                self._snapshot_failure,
+            )
+            return
+        self._pending_snapshot = Snapshot(seq=self._seq, body=image)
+        self._snapshot_failure = None
 
     async def _write_batches(self) -> None:
         while self._pending or self._pending_snapshot is not None:
