@@ -18,8 +18,10 @@ does nothing. The state machine would re-send such an ``execute`` only after
 its 30 s retry, so an anycast ``execute`` is watched instead: if its task is
 still pending at the same version ``reoffer_after`` seconds later, it is
 offered to listeners of the group that have not had it, twice as many each
-round (1, 2, 4, ...), until one takes it or every listener has had it. A
-second taker's ``task.acquire`` is refused by the task's state and version, so
+round (1, 2, 4, ...), until one takes it or every listener has had it.
+Listeners that have taken work they were dealt alone are offered it first,
+most recent first, so a swallower costs a task about one ``reoffer_after``
+once any worker has proven itself. A second taker's ``task.acquire`` is refused by the task's state and version, so
 an extra offer costs a refused request, never a second run. Watches are not
 state (nothing is journaled); at most ``max_watched`` are kept, and past that
 the oldest is forgotten, which leaves its task to the 30 s retry.
@@ -132,6 +134,8 @@ class Mailboxes:
         #: ``reoffer_after`` from a monotonic now, so the first is due first).
         self._watched: dict[str, _Watch] = {}
         self._shed_watches = 0
+        #: Per group, connected pids that took work dealt to them alone, oldest first.
+        self._takers: dict[str, dict[str, None]] = {}
 
     def connect(self, group: str, pid: str) -> Listener:
         """Register a listener (replacing an older stream of the same pid) and give it its mail."""
@@ -153,6 +157,7 @@ class Mailboxes:
         key = (listener.group, listener.pid)
         if self._listeners.get(key) is listener:
             del self._listeners[key]
+            self._takers.get(listener.group, {}).pop(listener.pid, None)
         while not listener.queue.empty():
             delivery = listener.queue.get_nowait()
             if delivery is not None:
@@ -196,15 +201,22 @@ class Mailboxes:
         Returns how many offers were made.
         """
         now = self._clock()
-        offered = 0
+        due: list[_Watch] = []
         while self._watched:
-            task_id, watch = next(iter(self._watched.items()))
+            watch = next(iter(self._watched.values()))
             if watch.due > now:
                 break
-            del self._watched[task_id]
-            if not still_pending(*watch.task):
-                continue
-            untried = [lis for lis in self._members(watch.group) if lis.pid not in watch.tried]
+            del self._watched[watch.task[0]]
+            due.append(watch)
+        unclaimed = []
+        for watch in due:  # learn who takes work first, so this round uses it
+            if still_pending(*watch.task):
+                unclaimed.append(watch)
+            elif len(watch.tried) == 1:
+                self._credit(watch.group, next(iter(watch.tried)))
+        offered = 0
+        for watch in unclaimed:
+            untried = self._candidates(watch)
             for listener in untried[: watch.fanout]:
                 listener.queue.put_nowait(watch.delivery)
                 watch.tried.add(listener.pid)
@@ -212,7 +224,7 @@ class Mailboxes:
             if len(untried) > watch.fanout:
                 watch.fanout *= 2
                 watch.due = now + self._reoffer_after
-                self._watched[task_id] = watch
+                self._watched[watch.task[0]] = watch
         return offered
 
     def seconds_until_reoffer(self) -> float | None:
@@ -248,6 +260,19 @@ class Mailboxes:
         self._watched[task_id] = _Watch(
             delivery, task, group, {pid}, due=self._clock() + self._reoffer_after
         )
+
+    def _credit(self, group: str, pid: str) -> None:
+        if (group, pid) in self._listeners:
+            takers = self._takers.setdefault(group, {})
+            takers.pop(pid, None)
+            takers[pid] = None
+
+    def _candidates(self, watch: _Watch) -> list[Listener]:
+        """The group's listeners that have not had ``watch``'s work, proven takers first."""
+        untried = [lis for lis in self._members(watch.group) if lis.pid not in watch.tried]
+        rank = {pid: i for i, pid in enumerate(reversed(self._takers.get(watch.group, {})))}
+        untried.sort(key=lambda lis: rank.get(lis.pid, len(rank)))
+        return untried
 
     def _members(self, group: str) -> list[Listener]:
         return [lis for (g, _), lis in self._listeners.items() if g == group]

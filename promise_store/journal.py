@@ -172,9 +172,16 @@ class Journal:
                 self._db.execute("DELETE FROM journal WHERE seq <= ?", (snapshot.seq,))
         if snapshot is not None:
             # Give the dropped rows' pages back, and fold the WAL into the main
-            # file, so the file stays about the size of the live state.
-            self._db.execute("PRAGMA incremental_vacuum").fetchall()
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            # file, so the file stays about the size of the live state. The
+            # commit above is what counts: this is housekeeping, retried at
+            # the next snapshot, so its failure is not the write's.
+            try:
+                self._db.execute("PRAGMA incremental_vacuum").fetchall()
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as exc:
+                logger.warning(
+                    "%s: compacting after snapshot %d failed: %s", self.path, snapshot.seq, exc
+                )
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

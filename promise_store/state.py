@@ -333,14 +333,13 @@ class JournaledState:
             )
             return
         self._pending_snapshot = Snapshot(seq=self._seq, body=image)
-        self._snapshot_failure = None
 
     async def _write_batches(self) -> None:
         while self._pending or self._pending_snapshot is not None:
             batch, self._pending = self._pending, []
             snap, self._pending_snapshot = self._pending_snapshot, None
             try:
-                await asyncio.to_thread(self._journal.write, batch, snap)
+                await asyncio.to_thread(self._write, batch, snap)
             except Exception as exc:
                 logger.critical(
                     "%s: journal write failed, refusing further work: %s", self.path, exc
@@ -351,6 +350,22 @@ class JournaledState:
             if batch:
                 self._durable_seq = batch[-1].seq
             self._wake()
+
+    def _write(self, batch: list[Entry], snap: Snapshot | None) -> None:
+        """Write ``batch``; if the file refuses the snapshot with it, write the entries alone."""
+        if snap is None:
+            self._journal.write(batch)
+            return
+        try:
+            self._journal.write(batch, snap)
+        except Exception as exc:
+            self._snapshot_failure = f"snapshot at entry {snap.seq} not written: {exc!r}"
+            logger.error(
+                "%s: %s; writing the entries without it", self.path, self._snapshot_failure
+            )
+            self._journal.write(batch)
+        else:
+            self._snapshot_failure = None
 
     def _wake(self, error: BaseException | None = None) -> None:
         still_waiting = []

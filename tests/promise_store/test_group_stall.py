@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from promise_store.delivery import Mailboxes
+from promise_store.delivery import Delivery, Listener, Mailboxes
 from tests.promise_store.conftest import App, Steps, StoreServer
 from tests.promise_store.test_served import app_env
 
@@ -148,3 +148,31 @@ def test_reoffered_work_is_bounded_and_forgotten_once_taken() -> None:
             assert delivery is not None
             payloads.append(delivery.payload)
         assert len(payloads) == len(set(payloads)), "a listener was offered the same work twice"
+
+
+def test_listeners_that_took_work_are_offered_it_first() -> None:
+    clock = FakeTime()
+    mailboxes = Mailboxes(reoffer_after=1.0, clock=clock)
+    listeners = {pid: mailboxes.connect("workers", pid) for pid in ("s0", "s1", "s2", "w")}
+    pending = {"t0", "t1", "t2", "t3", "t4"}
+
+    def still_pending(task_id: str, version: int) -> bool:
+        return task_id in pending
+
+    for n in range(4):  # round-robin: t0->s0, t1->s1, t2->s2, t3->w
+        mailboxes.route("poll://any@workers", f"m{n}", task=(f"t{n}", 0))
+    pending.discard("t3")  # w took its own; s0..s2 sat on theirs
+    clock.now = 1.0
+    assert mailboxes.reoffer_due(still_pending) == 3
+    # w proved itself in this very round, so every swallowed task went to it.
+    offered = {pid: [d.payload for d in drain(lis)] for pid, lis in listeners.items()}
+    assert offered == {"s0": ["m0"], "s1": ["m1"], "s2": ["m2"], "w": ["m3", "m0", "m1", "m2"]}
+
+
+def drain(listener: Listener) -> list[Delivery]:
+    out = []
+    while not listener.queue.empty():
+        delivery = listener.queue.get_nowait()
+        assert delivery is not None
+        out.append(delivery)
+    return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import sqlite3
 import tempfile
 import urllib.error
 import urllib.request
@@ -245,6 +246,27 @@ def test_a_snapshot_that_cannot_be_encoded_is_skipped_and_the_store_keeps_servin
     monkeypatch.setattr("promise_store.state.encode_state", real_encode)
     asyncio.run(run("t"))
     assert store.snapshot_failure is None
+    assert_replay_equals_live(store, path)
+
+
+def test_a_snapshot_the_file_refuses_is_skipped_and_the_entries_still_written(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "toobig.db"
+    store = JournaledState(path, snapshot_every=3, clock=Clock())
+    # SQLite refuses any value longer than this: the entries fit, a snapshot does not.
+    store._journal._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 2000)
+
+    async def run() -> None:
+        for i in range(12):
+            body = raw_create(f"big-{i}", param={"data": "x" * 300})
+            assert (await answer_of(store, body))[1]["head"]["status"] == 201
+        await store.flush()
+
+    asyncio.run(run())
+    assert store.write_failure is None
+    assert store.snapshot_failure is not None
+    assert "not written" in store.snapshot_failure
     assert_replay_equals_live(store, path)
 
 
