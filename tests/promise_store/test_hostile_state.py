@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from promise_store import snapshot as snapshot_module
+from promise_store.journal import REQUEST, Entry, Journal
 from promise_store.protocol import handle
 from promise_store.snapshot import canonical_state
 from promise_store.state import JournaledState
@@ -267,6 +268,33 @@ def test_a_snapshot_the_file_refuses_is_skipped_and_the_entries_still_written(
     assert store.write_failure is None
     assert store.snapshot_failure is not None
     assert "not written" in store.snapshot_failure
+    assert_replay_equals_live(store, path)
+
+
+def test_a_store_bricked_by_an_old_entry_heals_on_restart(tmp_path: Path) -> None:
+    path = tmp_path / "bricked.db"
+    flat = {"kind": "promise.create", "corrId": "c", "id": "old-hostile", "tags": {}}
+    journal = Journal(path)
+    journal.write(
+        [
+            Entry(seq=1, now=5, kind=REQUEST, body=msgspec.json.encode({**flat, "id": "fine"})),
+            Entry(
+                seq=2, now=6, kind=REQUEST, body=msgspec.json.encode({**flat, "timeoutAt": 10**30})
+            ),
+        ]
+    )
+    journal.close()
+
+    store = JournaledState(path, snapshot_every=1, clock=Clock())
+    assert set(store.state.promises) == {"fine"}
+
+    async def run() -> int:
+        status = (await answer_of(store, raw_create("after")))[1]["head"]["status"]
+        await store.flush()
+        return int(status)
+
+    assert asyncio.run(run()) == 201
+    assert store.snapshot_failure is None
     assert_replay_equals_live(store, path)
 
 
