@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from resonate.error import ServerError
+from resonate.error import ApplicationError, ServerError
 from resonate.handle import ResonateHandle
 from resonate.resonate import Resonate
 from resonate.types import PromiseRecord
@@ -105,6 +105,7 @@ class TransferHandle:
 
     request: TransferRequest
     handle: ResonateHandle[Any]
+    resonate: Resonate
 
     @property
     def transfer_id(self) -> str:
@@ -115,7 +116,16 @@ class TransferHandle:
         return self.handle.done()
 
     async def result(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self.handle.result()
+        try:
+            result: dict[str, Any] = await self.handle.result()
+        except ApplicationError:
+            # The SDK registers a handle before its promise is created, and its
+            # subscription refresh may ask the store about it in that gap: the
+            # store answers 404 and the SDK settles the handle as "not found",
+            # although the transfer exists (start_transfer saw it created) and
+            # runs. Attach again; a saga that really failed fails again here.
+            again = await self.resonate.get(self.transfer_id)
+            result = await again.result()
         check_same_transfer(self.request, result)
         return result
 
@@ -148,7 +158,7 @@ async def start_transfer(
             request.transfer_id, transfer, params
         )
     await handle.id()  # the root promise exists (created now, or earlier by someone)
-    return TransferHandle(request, handle)
+    return TransferHandle(request, handle, resonate)
 
 
 def check_same_transfer(request: TransferRequest, stored: dict[str, Any] | None) -> None:

@@ -113,3 +113,33 @@ async def test_same_id_with_other_parameters_is_refused(cluster: Cluster) -> Non
             await handle.result()
 
     assert (await cluster.balances())["source:ivy"] == 700
+
+
+async def test_a_start_racing_the_clients_refresh_still_gets_its_result(cluster: Cluster) -> None:
+    """The SDK registers a handle before its promise exists; a refresh in between reads 404.
+
+    The client's refresh loop (every ``CLIENT_POLL_SECONDS``) re-registers
+    every pending handle. Here it is made to wake the moment a handle is
+    registered, so its ``register_listener`` reaches the store before the
+    ``promise.create``: the store answers 404 and the SDK settles the handle
+    as "promise not found", although the transfer runs. The result must still
+    arrive, and the money move once.
+    """
+    await cluster.seed({"race-src": 10_000}, {"race-dst": 0})
+    async with cluster.client() as resonate:
+        subscriptions = resonate._runtime.subs  # the SDK's pending handles, by promise id
+
+        async def wake_when_a_handle_is_registered(_seconds: float) -> None:
+            while all(sub.settled() for sub in subscriptions.values()):  # noqa: ASYNC110 (no event marks a new handle)
+                await asyncio.sleep(0)
+
+        resonate._sleeper = wake_when_a_handle_is_registered
+        results = []
+        for n in range(5):
+            request = TransferRequest(f"t-race-{n}", "race-src", "race-dst", 1)
+            handle = await start_transfer(resonate, cluster.settings, request)
+            results.append(await asyncio.wait_for(handle.result(), 30))
+
+    assert [r["status"] for r in results] == ["committed"] * 5
+    assert (await cluster.balances())["target:race-dst"] == 5
+    assert await cluster.violations() == []
