@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bank.faults import FaultRule, parse_rules
 from bank.validation import InvalidRequest
+from envsettings import SettingsError, boolean_word, integer, optional_string, path, string
 
 #: Enough worker threads for 16+ concurrent clients plus a few parked (held) requests.
 DEFAULT_THREADS = 32
@@ -28,13 +29,6 @@ DEFAULT_HEADER_TIMEOUT = 10
 DEFAULT_BODY_TIMEOUT = 10
 #: Largest request line plus headers, in bytes.
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
-
-_TRUE = frozenset({"1", "on", "true", "yes"})
-_FALSE = frozenset({"", "0", "off", "false", "no"})
-
-
-class ConfigError(ValueError):
-    """An environment variable has a value the bank cannot run with."""
 
 
 @dataclass(frozen=True)
@@ -62,57 +56,44 @@ class BankConfig:
         """Read ``PORT``, ``HOST``, ``LEDGER_PATH``, ``BANK_TOKEN``, ``BANK_FAULTS``,
         ``BANK_THREADS`` and the connection limits (``bank/README.md`` lists them all)."""
         env = os.environ if environ is None else environ
-        faults_enabled, initial_faults = _parse_faults(env.get("BANK_FAULTS", ""))
+        faults_enabled, initial_faults = _parse_faults(optional_string(env, "BANK_FAULTS"))
         return cls(
             name=name,
-            port=_parse_int(env, "PORT", default_port, low=0, high=65535),
-            host=env.get("HOST", "").strip() or "127.0.0.1",
-            ledger_path=Path(env.get("LEDGER_PATH", "").strip() or f"./data/{name}_bank.db"),
-            token=env.get("BANK_TOKEN") or None,
+            port=integer(env, "PORT", default_port, low=0, high=65535),
+            host=string(env, "HOST", "127.0.0.1"),
+            ledger_path=path(env, "LEDGER_PATH", f"./data/{name}_bank.db"),
+            token=optional_string(env, "BANK_TOKEN"),
             faults_enabled=faults_enabled,
             initial_faults=initial_faults,
-            threads=_parse_int(env, "BANK_THREADS", DEFAULT_THREADS, low=1, high=1024),
-            max_connections=_parse_int(
+            threads=integer(env, "BANK_THREADS", DEFAULT_THREADS, low=1, high=1024),
+            max_connections=integer(
                 env, "BANK_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, low=1, high=100_000
             ),
-            idle_timeout=_parse_int(
-                env, "BANK_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT, low=1, high=3600
-            ),
-            header_timeout=_parse_int(
+            idle_timeout=integer(env, "BANK_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT, low=1, high=3600),
+            header_timeout=integer(
                 env, "BANK_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, low=1, high=600
             ),
-            body_timeout=_parse_int(
-                env, "BANK_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, low=1, high=600
-            ),
-            max_header_bytes=_parse_int(
+            body_timeout=integer(env, "BANK_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, low=1, high=600),
+            max_header_bytes=integer(
                 env, "BANK_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES, low=1024, high=1 << 20
             ),
         )
 
 
-def _parse_int(env: Mapping[str, str], key: str, default: int, *, low: int, high: int) -> int:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ConfigError(f"{key} must be an integer from {low} to {high}, got {raw!r}")
-    return int(raw)
-
-
-def _parse_faults(raw: str) -> tuple[bool, tuple[FaultRule, ...]]:
+def _parse_faults(raw: str | None) -> tuple[bool, tuple[FaultRule, ...]]:
     """``BANK_FAULTS``: unset/off, ``1``/``on``, or a JSON list of initial rules."""
-    value = raw.strip()
-    if value.lower() in _FALSE:
+    if raw is None:
         return False, ()
-    if value.lower() in _TRUE:
-        return True, ()
+    switch = boolean_word(raw)
+    if switch is not None:
+        return switch, ()
     try:
-        rules = json.loads(value)
+        rules = json.loads(raw)
     except ValueError as exc:
-        raise ConfigError(
-            f"BANK_FAULTS must be 1/on, 0/off or a JSON list of fault rules: {exc}"
+        raise SettingsError(
+            "BANK_FAULTS", f"must be 1/on, 0/off or a JSON list of fault rules: {exc}"
         ) from exc
     try:
         return True, tuple(parse_rules(rules))
     except InvalidRequest as exc:
-        raise ConfigError(f"BANK_FAULTS: {exc}") from exc
+        raise SettingsError("BANK_FAULTS", f"has a bad rule: {exc}") from exc

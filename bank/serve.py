@@ -18,10 +18,11 @@ from typing import Any
 from waitress import wasyncore
 
 from bank.app import bank_state, create_app
-from bank.config import BankConfig, ConfigError
+from bank.config import BankConfig
 from bank.fd_limit import fit_connection_cap
 from bank.guarded_server import ConnectionLimits, GuardedServer
 from bank.validation import MAX_BODY_BYTES
+from envsettings import SettingsError
 
 log = logging.getLogger("bank")
 
@@ -35,7 +36,7 @@ def main(bank_name: str, default_port: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         config = BankConfig.from_env(bank_name, default_port)
-    except ConfigError as exc:
+    except SettingsError as exc:
         print(f"{bank_name}_bank: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
 

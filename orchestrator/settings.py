@@ -9,9 +9,11 @@ value fails at start-up with the variable's name, not later mid-transfer.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from envsettings import integer, number, optional_path, optional_string, path, string, url
 
 DEFAULT_STORE_PATH = "./data/promises.db"
 DEFAULT_SOURCE_BANK_URL = "http://127.0.0.1:5001"
@@ -53,62 +55,23 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        """Build settings from ``env``; a malformed value raises ``ValueError`` naming it."""
+        """Build settings from ``env``; a malformed value raises
+        :class:`envsettings.SettingsError` naming it."""
         return cls(
-            resonate_url=_url(env, "RESONATE_URL"),
-            resonate_token=_optional(env, "RESONATE_TOKEN"),
-            store_path=Path(_optional(env, "STORE_PATH") or DEFAULT_STORE_PATH),
-            source_bank_url=_url(env, "SOURCE_BANK_URL") or DEFAULT_SOURCE_BANK_URL,
-            target_bank_url=_url(env, "TARGET_BANK_URL") or DEFAULT_TARGET_BANK_URL,
-            bank_token=_optional(env, "BANK_TOKEN"),
-            group=_optional(env, "WORKER_GROUP") or DEFAULT_GROUP,
-            lease_ttl=_number(env, "LEASE_TTL", float, 15.0, minimum=1.0),
-            step_attempts=_number(env, "STEP_ATTEMPTS", int, 5, minimum=1),
-            step_backoff=_number(env, "STEP_BACKOFF", int, 1, minimum=0),
-            step_backoff_max=_number(env, "STEP_BACKOFF_MAX", int, 30, minimum=0),
-            bank_timeout=_number(env, "BANK_TIMEOUT", float, 5.0, minimum=0.01),
-            attention_after=_number(env, "ATTENTION_AFTER", float, 300.0, minimum=0.0),
-            push_idle_timeout=_number(env, "PUSH_IDLE_TIMEOUT", float, 30.0, minimum=0.5),
-            push_max_lifetime=_number(env, "PUSH_MAX_LIFETIME", float, 3600.0, minimum=1.0),
-            worker_health_file=_path(env, "WORKER_HEALTH_FILE"),
+            resonate_url=url(env, "RESONATE_URL"),
+            resonate_token=optional_string(env, "RESONATE_TOKEN"),
+            store_path=path(env, "STORE_PATH", DEFAULT_STORE_PATH),
+            source_bank_url=url(env, "SOURCE_BANK_URL") or DEFAULT_SOURCE_BANK_URL,
+            target_bank_url=url(env, "TARGET_BANK_URL") or DEFAULT_TARGET_BANK_URL,
+            bank_token=optional_string(env, "BANK_TOKEN"),
+            group=string(env, "WORKER_GROUP", DEFAULT_GROUP),
+            lease_ttl=number(env, "LEASE_TTL", 15.0, low=1.0),
+            step_attempts=integer(env, "STEP_ATTEMPTS", 5, low=1),
+            step_backoff=integer(env, "STEP_BACKOFF", 1, low=0),
+            step_backoff_max=integer(env, "STEP_BACKOFF_MAX", 30, low=0),
+            bank_timeout=number(env, "BANK_TIMEOUT", 5.0, low=0.01),
+            attention_after=number(env, "ATTENTION_AFTER", 300.0, low=0.0),
+            push_idle_timeout=number(env, "PUSH_IDLE_TIMEOUT", 30.0, low=0.5),
+            push_max_lifetime=number(env, "PUSH_MAX_LIFETIME", 3600.0, low=1.0),
+            worker_health_file=optional_path(env, "WORKER_HEALTH_FILE"),
         )
-
-
-def _optional(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name, "").strip()
-    return value or None
-
-
-def _path(env: Mapping[str, str], name: str) -> Path | None:
-    value = _optional(env, name)
-    return Path(value) if value else None
-
-
-def _url(env: Mapping[str, str], name: str) -> str | None:
-    value = _optional(env, name)
-    if value is None:
-        return None
-    if not value.startswith(("http://", "https://")):
-        raise ValueError(f"{name} must be an http:// or https:// URL, got {value!r}")
-    return value.rstrip("/")
-
-
-def _number[N: (int, float)](
-    env: Mapping[str, str],
-    name: str,
-    kind: Callable[[str], N],
-    default: N,
-    *,
-    minimum: float,
-) -> N:
-    raw = _optional(env, name)
-    if raw is None:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        noun = "an integer" if kind is int else "a number"
-        raise ValueError(f"{name} must be {noun}, got {raw!r}") from None
-    if not value >= minimum:  # also rejects NaN
-        raise ValueError(f"{name} must be at least {minimum:g}, got {raw!r}")
-    return value

@@ -15,10 +15,10 @@ from bank.config import (
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_THREADS,
     BankConfig,
-    ConfigError,
 )
 from bank.faults import FaultRule, Plan, Target, plan_stage
 from bank.fd_limit import fd_reserve, fit_connection_cap
+from envsettings import SettingsError
 
 
 def test_config_defaults() -> None:
@@ -106,10 +106,12 @@ def test_faults_switch_on(value: str) -> None:
         ({"BANK_MAX_HEADER_BYTES": "10"}, "BANK_MAX_HEADER_BYTES"),
         ({"BANK_FAULTS": "maybe"}, "BANK_FAULTS"),
         ({"BANK_FAULTS": '[{"action": "latency"}]'}, "latency_ms"),
+        ({"PORT": "\u00b2"}, "PORT"),  # passes str.isdigit, not int()
+        ({"BANK_THREADS": "1_0"}, "BANK_THREADS"),
     ],
 )
 def test_bad_configuration_is_refused_clearly(env: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(SettingsError, match=message):
         BankConfig.from_env("source", 5001, environ=env)
 
 
