@@ -7,8 +7,11 @@ script can branch without parsing text:
 - 1: done, but not the happy answer: a transfer failed or was compensated,
   the audit found violations, a transfer id is unknown;
 - 2: refused before anything started: bad input, an account that does not
-  exist or is closed, a bank or the promise store not reachable;
-- 3: an unexpected error (one line; ``--debug`` shows the traceback).
+  exist or is closed, a bank or the promise store not reachable, a bad
+  setting (:class:`envsettings.SettingsError`);
+- 3: an unexpected error, which is a bug (one line; ``--debug`` shows the
+  traceback). Any other exception lands here, a ``ValueError`` too: only the
+  error types above mean "the user can fix this".
 
 Every check that can refuse a transfer runs before the transfer is started,
 so a refused command leaves the ledgers and the promise store untouched.
@@ -25,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from envsettings import SettingsError
 from orchestrator.commands import (
     OK,
     REFUSED,
@@ -38,6 +42,7 @@ from orchestrator.commands import (
     status_command,
     transfer_command,
 )
+from orchestrator.money import AmountError
 from orchestrator.settings import Settings
 
 
@@ -138,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reply = asyncio.run(_dispatch(settings, args))
     except CliError as exc:
         return _fail(args, str(exc), exc.code)
-    except ValueError as exc:  # Settings and requests name the bad value
+    except (SettingsError, AmountError) as exc:  # each names the bad variable or value
         return _fail(args, str(exc), REFUSED)
     except KeyboardInterrupt:
         return _fail(args, "interrupted", 130)

@@ -175,12 +175,15 @@ async def transfer_command(
             "--no-wait needs a served promise store (RESONATE_URL): with the embedded store "
             "this process is the one that runs the transfer"
         )
-    request = transfers.TransferRequest(
-        transfer_id=transfer_id or transfers.new_transfer_id(),
-        source_account=source,
-        target_account=target,
-        amount=cents,
-    )
+    try:
+        request = transfers.TransferRequest(
+            transfer_id=transfer_id or transfers.new_transfer_id(),
+            source_account=source,
+            target_account=target,
+            amount=cents,
+        )
+    except ValueError as exc:  # its checks of the ids and amount, all typed by the user
+        raise CliError(str(exc)) from None
     async with promise_store(settings) as resonate:
         # A transfer that exists is re-attached to as it is: its accounts were
         # checked when it started and may have changed since (that is what

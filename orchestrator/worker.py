@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 
+from envsettings import SettingsError
 from orchestrator.runtime import close_resonate, open_resonate
 from orchestrator.settings import Settings
 
@@ -65,14 +66,14 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 def configure_logging() -> None:
-    """One line per transfer start and finish; the SDK's and httpx's per-request chatter
+    """One line per transfer start and finish; the SDK's and aiohttp's chatter
     only at ``LOG_LEVEL=DEBUG``; the store connection's state always."""
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     if level != "DEBUG":
-        for noisy in ("httpx", "resonate"):
+        for noisy in ("aiohttp", "resonate"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         # Whether the worker hears the store (and why not) is always worth a line.
         logging.getLogger("orchestrator.push").setLevel(logging.INFO)
@@ -83,7 +84,7 @@ def main() -> None:
     configure_logging()
     try:
         settings = Settings.from_env()
-    except ValueError as exc:
+    except SettingsError as exc:
         sys.exit(f"crossbank worker: {exc}")
     asyncio.run(run_worker(settings))
 

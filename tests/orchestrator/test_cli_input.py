@@ -9,10 +9,15 @@ process (``cli_main``), which keeps the module fast on a small machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -258,3 +263,80 @@ def test_json_flag_before_or_after_the_command(
     assert json.loads(before.stdout) == json.loads(after.stdout)
     plain = cli_main(seeded, capsys, monkeypatch, "balances")
     assert plain.stdout.startswith("bank ")
+
+
+class _MisbehavingBank(BaseHTTPRequestHandler):
+    """Answers every account list with a balance in floats: no user input can fix that."""
+
+    def do_GET(self) -> None:
+        body = json.dumps(
+            {"accounts": [{"account_id": "x", "balance": 1.5, "status": "open"}]}
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def misbehaving_bank() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _MisbehavingBank)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def run_alone(*args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m orchestrator ARGS`` with nothing running: banks nowhere, an embedded store."""
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    base = {"SOURCE_BANK_URL": nowhere, "TARGET_BANK_URL": nowhere, "RESONATE_URL": ""}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        env={**os.environ, **base, "STORE_PATH": str(tmp_path / "promises.db"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_bug_is_not_reported_as_a_refusal(tmp_path: Path) -> None:
+    """A ValueError from a bug (here: a bank that answers a float) is exit 3, not "refused"."""
+    with misbehaving_bank() as url:
+        banks = {"SOURCE_BANK_URL": url, "TARGET_BANK_URL": url}
+        result = run_alone("balances", tmp_path=tmp_path, **banks)
+        debug = run_alone("balances", "--debug", tmp_path=tmp_path, **banks)
+    assert result.returncode == 3, (result.returncode, result.stderr)
+    assert result.stderr.strip().splitlines() == [
+        "crossbank: error: unexpected error: ValueError: Unknown format code 'd' for object "
+        "of type 'float' (run with --debug for the traceback)"
+    ]
+    assert debug.returncode == 3
+    assert "Traceback (most recent call last)" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("BANK_TIMEOUT", "soon"), ("STEP_ATTEMPTS", "\u00b2"), ("RESONATE_URL", "http://")],
+)
+def test_a_bad_setting_is_refused_from_the_real_command(
+    tmp_path: Path, setting: str, value: str
+) -> None:
+    line = one_line_error(run_alone("balances", tmp_path=tmp_path, **{setting: value}))
+    assert line.startswith(f"crossbank: error: {setting} must be ")
+
+
+def test_a_bad_transfer_id_is_refused_from_the_real_command(tmp_path: Path) -> None:
+    argv = ("transfer", "--from", "a", "--to", "b", "--amount", "1", "--id", "no spaces")
+    line = one_line_error(run_alone(*argv, tmp_path=tmp_path))
+    assert line.startswith("crossbank: error: transfer id 'no spaces' must be 1-100 letters")
+    assert not (tmp_path / "promises.db").exists()
