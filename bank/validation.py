@@ -16,7 +16,13 @@ from typing import Literal, cast
 
 #: Largest request body accepted, in bytes.
 MAX_BODY_BYTES = 16 * 1024
-#: Largest single amount, in minor units (10 trillion in major units).
+#: Largest single amount (one entry, or an opening balance), in minor units:
+#: 10 trillion in major units. The ledger's limit, for any client: with every
+#: balance capped at ``bank.ledger.MAX_BALANCE`` (10**18), each amount and
+#: balance stored, and a balance plus any one amount, stay exact in SQLite's
+#: 64-bit integers (up to about 9.2 * 10**18). Clients keep their own, lower
+#: limit against typos: crossbank's CLI and saga take at most 10**11
+#: (``orchestrator.money.MAX_CENTS``), so they never meet this one.
 MAX_AMOUNT = 10**15
 #: Ids are at most this long (op ids are ``{transfer_id}-reversal``: keep transfer ids <= 119).
 MAX_ID_LENGTH = 128

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import re
 
-#: The largest amount one transfer may move: 1,000,000,000.00 in cents.
-#: Anything bigger is far more likely a typo than an intent, and keeping
-#: amounts well inside 64-bit integers keeps every ledger sum exact.
+#: The largest amount crossbank moves in one transfer, and the largest the CLI
+#: reads (a transfer or an opening balance): 1,000,000,000.00, in cents.
+#: A guard against typos, not a ledger limit: an amount this big is far more
+#: likely an extra zero than an intent, and moving it is not undone by a retry.
+#: It sits 10,000 times below what a bank takes in one entry
+#: (``bank.validation.MAX_AMOUNT``, 10**15: the ledger's own limit, for any
+#: client), so every amount the CLI or the saga accepts, a bank accepts too.
+#: ``orchestrator.transfers.TransferRequest`` checks the same figure.
 MAX_CENTS = 100_000_000_000
 
 # ASCII digits only (no Unicode digits, signs, exponents, separators or spaces).

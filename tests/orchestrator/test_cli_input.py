@@ -340,3 +340,18 @@ def test_a_bad_transfer_id_is_refused_from_the_real_command(tmp_path: Path) -> N
     line = one_line_error(run_alone(*argv, tmp_path=tmp_path))
     assert line.startswith("crossbank: error: transfer id 'no spaces' must be 1-100 letters")
     assert not (tmp_path / "promises.db").exists()
+
+
+def test_the_largest_amount_the_cli_takes_moves_for_real(seeded: Cluster) -> None:
+    """The CLI's cap (an opening balance and a transfer) is one the banks accept."""
+    top = "1000000000.00"
+    before = asyncio.run(seeded.balances())
+    opened = run_cli(seeded, "accounts", "open", "in-rich", "--bank", "source", "--opening", top)
+    assert opened.returncode == 0, opened.stderr
+    argv = ("--from", "in-rich", "--to", "in-carol", "--amount", top, "--id", "in-top", "--json")
+    moved = run_cli(seeded, "transfer", *argv)
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["status"] == "committed"
+    after = asyncio.run(seeded.balances())
+    assert after["source:in-rich"] == 0
+    assert after["target:in-carol"] - before["target:in-carol"] == 100_000_000_000

@@ -6,6 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bank import validation
+from orchestrator import transfers
 from orchestrator.money import (
     MAX_CENTS,
     AmountError,
@@ -106,3 +108,14 @@ def test_zero_is_allowed_only_when_asked() -> None:
     assert parse_amount("0.00", allow_zero=True) == 0
     with pytest.raises(AmountError, match="more than zero"):
         parse_amount("-0", allow_zero=True)
+
+
+def test_the_cli_the_saga_and_the_bank_agree_on_the_largest_amount() -> None:
+    """One figure for the product (the CLI and a transfer request), under the bank's own."""
+    assert transfers.MAX_AMOUNT == MAX_CENTS
+    assert MAX_CENTS < validation.MAX_AMOUNT
+    assert parse_amount(cents_to_decimal_string(MAX_CENTS)) == MAX_CENTS
+    assert parse_amount(cents_to_decimal_string(MAX_CENTS), allow_zero=True) == MAX_CENTS
+    for allow_zero in (False, True):
+        with pytest.raises(AmountError, match="cap"):
+            parse_amount(cents_to_decimal_string(MAX_CENTS + 1), allow_zero=allow_zero)
