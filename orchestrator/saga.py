@@ -35,6 +35,8 @@ from resonate.context import Context
 from resonate.retry import Exponential, RetryPolicy
 
 from orchestrator.bank_client import BankClient, BankError, EntryKind
+from orchestrator.records import Compensation, StepRecord, TransferResult, TransferSteps, decide
+from orchestrator.records import op_id as op_id  # where callers have always found it
 from orchestrator.settings import Settings
 
 logger = logging.getLogger("orchestrator.saga")
@@ -70,11 +72,6 @@ class ReversalRefused(BankError):
     """The source bank definitively refused a reversal; it is retried until someone fixes that."""
 
 
-def op_id(transfer_id: str, kind: EntryKind) -> str:
-    """The bank op id of one step: ``{transfer_id}-debit`` / ``-credit`` / ``-reversal``."""
-    return f"{transfer_id}-{kind}"
-
-
 def bounded_policy(settings: Settings) -> RetryPolicy:
     """``step_attempts`` tries in all, backing off exponentially up to ``step_backoff_max``."""
     return Exponential(
@@ -96,6 +93,10 @@ def unbounded_policy(settings: Settings) -> RetryPolicy:
 
 
 # -- steps: each runs inside ctx.run, so its result is checkpointed ----------------
+#
+# Each bank step is handed the steps settled before it (``before``): a local
+# ctx.run's arguments are never serialised, so this costs nothing, and it lets
+# the step that decides the transfer log the outcome (:func:`_settled`).
 
 
 async def apply_entry(
@@ -105,6 +106,7 @@ async def apply_entry(
     account_id: str,
     amount: int,
     kind: EntryKind,
+    before: TransferSteps,
 ) -> dict[str, Any]:
     """POST one entry; applied or rejected is the step's value, an unknown outcome raises."""
     deps = ctx.get_dependency(SagaDeps)
@@ -113,51 +115,44 @@ async def apply_entry(
     client = deps.bank(bank)
     oid = op_id(transfer_id, kind)
     outcome = await client.post_entry(oid, account_id, amount, kind)
-    if outcome.applied:
-        if kind == "credit":
-            log_finished(transfer_id, "committed", None)
-        return {"step": kind, "op_id": oid, **outcome.to_json()}
-    # A rejection is only final once the op id is fenced: an earlier attempt of this
-    # step (timed out here, still parked in the bank) or a worker that lost its lease
-    # could otherwise apply it after the saga moved on. ``applied`` means one did.
-    fenced = await client.void(oid)
-    if fenced.state == "applied":
-        if kind == "credit":
-            log_finished(transfer_id, "committed", None)
-        return {
-            "step": kind,
-            "op_id": oid,
-            "status": "applied",
-            "entry": fenced.entry,
-            "settled_by": "fence",
-        }
-    if kind == "debit":
-        log_finished(transfer_id, "failed", outcome.code)
-    return {"step": kind, "op_id": oid, **outcome.to_json()}
+    record = StepRecord(kind, oid, outcome.status, entry=outcome.entry)
+    if not outcome.applied:
+        # A rejection is only final once the op id is fenced: an earlier attempt of this
+        # step (timed out here, still parked in the bank) or a worker that lost its lease
+        # could otherwise apply it after the saga moved on. ``applied`` means one did.
+        fenced = await client.void(oid)
+        if fenced.state == "applied":
+            record = StepRecord(kind, oid, "applied", settled_by="fence", entry=fenced.entry)
+        else:
+            record = StepRecord(kind, oid, "rejected", code=outcome.code, message=outcome.message)
+    return _settled(transfer_id, before, record)
 
 
 async def fence_entry(
-    ctx: Context, bank: BankName, transfer_id: str, kind: EntryKind
+    ctx: Context, bank: BankName, transfer_id: str, kind: EntryKind, before: TransferSteps
 ) -> dict[str, Any]:
     """Void the op id so its outcome is settled for good: ``applied`` or ``voided``."""
     deps = ctx.get_dependency(SagaDeps)
     logger.warning("transfer %s: %s outcome unknown after retries, fencing it", transfer_id, kind)
-    outcome = await deps.bank(bank).void(op_id(transfer_id, kind))
-    if kind == "debit" and outcome.state == "voided":
-        log_finished(transfer_id, "failed", "debit_voided_after_timeouts")
-    elif kind == "credit" and outcome.state == "applied":
-        log_finished(transfer_id, "committed", None)
-    return {"step": f"{kind}-fence", "op_id": op_id(transfer_id, kind), **outcome.to_json()}
+    oid = op_id(transfer_id, kind)
+    outcome = await deps.bank(bank).void(oid)
+    record = StepRecord(kind, oid, outcome.state, settled_by="fence", entry=outcome.entry)
+    return _settled(transfer_id, before, record)
 
 
-async def begin_compensation(ctx: Context, transfer_id: str, reason: str) -> dict[str, Any]:
+async def begin_compensation(ctx: Context, transfer_id: str, reason: str | None) -> dict[str, Any]:
     """Record when compensation began (a clock read, hence a step) so a stuck one can be flagged."""
     logger.info("transfer %s: credit not applied (%s), reversing the debit", transfer_id, reason)
-    return {"step": "compensating", "since": time.time(), "reason": reason}
+    return Compensation(since=time.time(), reason=reason).to_json()
 
 
 async def reverse_debit(
-    ctx: Context, transfer_id: str, account_id: str, amount: int, since: float
+    ctx: Context,
+    transfer_id: str,
+    account_id: str,
+    amount: int,
+    since: float,
+    before: TransferSteps,
 ) -> dict[str, Any]:
     """Return the debited money; any answer but applied raises, so the SDK keeps retrying."""
     deps = ctx.get_dependency(SagaDeps)
@@ -171,78 +166,91 @@ async def reverse_debit(
             account_id,
             waited,
         )
-    outcome = await deps.source.post_entry(
-        op_id(transfer_id, "reversal"), account_id, amount, "reversal"
-    )
+    oid = op_id(transfer_id, "reversal")
+    outcome = await deps.source.post_entry(oid, account_id, amount, "reversal")
     if not outcome.applied:
         raise ReversalRefused(
-            f"source bank refused reversal {op_id(transfer_id, 'reversal')}: "
-            f"{outcome.code}: {outcome.message}"
+            f"source bank refused reversal {oid}: {outcome.code}: {outcome.message}"
         )
-    log_finished(transfer_id, "compensated", None)
-    return {"step": "reversal", "op_id": op_id(transfer_id, "reversal"), **outcome.to_json()}
+    return _settled(
+        transfer_id, before, StepRecord("reversal", oid, "applied", entry=outcome.entry)
+    )
 
 
-def log_finished(transfer_id: str, status: str, reason: str | None) -> None:
-    """Log the outcome from inside the step that decides it.
+def _settled(transfer_id: str, before: TransferSteps, record: StepRecord) -> dict[str, Any]:
+    """The step's value (its wire form); logs the transfer's outcome if this step decided it.
 
-    A step's body runs again only when its result was never recorded (a crash
-    between the bank's answer and the checkpoint), so the line appears once per
-    outcome, rarely twice, without a step of its own: that step would cost two
-    more promise-store round trips per transfer.
+    The one place the outcome is logged. It runs inside the step, not in the
+    workflow body: a step's body runs again only when its result was never
+    recorded (a crash between the bank's answer and the checkpoint), so the
+    line appears once per outcome, rarely twice, where the body runs again
+    on every replay. A step of its own for the line would cost two more
+    promise-store round trips per transfer.
     """
-    logger.info("transfer %s finished: %s%s", transfer_id, status, f" ({reason})" if reason else "")
+    decision = decide(before.with_step(record))
+    if decision.finished:
+        reason = f" ({decision.reason})" if decision.reason else ""
+        logger.info("transfer %s finished: %s%s", transfer_id, decision.status, reason)
+    return record.to_json()
 
 
 # -- the workflow ----------------------------------------------------------------------
 
 
 async def transfer(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
-    """Move ``request["amount"]`` cents from the source account to the target account, or not at all."""
+    """Move ``request["amount"]`` cents from the source account to the target account, or not at all.
+
+    :func:`~orchestrator.records.decide` says, from the steps so far, which
+    step runs next; this body only runs it. Steps and result are wire-form
+    dicts (see :mod:`orchestrator.records`), read back into records here.
+    """
     settings = ctx.get_dependency(SagaDeps).settings
     transfer_id: str = request["transfer_id"]
     source_account: str = request["source_account"]
     target_account: str = request["target_account"]
     amount: int = request["amount"]
-    steps: dict[str, Any] = {"debit": None, "credit": None, "reversal": None}
+    steps = TransferSteps()
 
-    def result(status: str, reason: str | None) -> dict[str, Any]:
-        return {
-            "transfer_id": transfer_id,
-            "status": status,
-            "reason": reason,
-            "amount": amount,
-            "source_account": source_account,
-            "target_account": target_account,
-            "steps": steps,
-        }
-
-    async def settled_step(bank: BankName, account_id: str, kind: EntryKind) -> dict[str, Any]:
+    async def settled_step(bank: BankName, account_id: str, kind: EntryKind) -> StepRecord:
         """Applied / rejected from the bank, or, once retries run out, applied / voided by the fence."""
         try:
-            outcome: dict[str, Any] = await ctx.options(retry_policy=bounded_policy(settings)).run(
-                apply_entry, bank, transfer_id, account_id, amount, kind
+            value = await ctx.options(retry_policy=bounded_policy(settings)).run(
+                apply_entry, bank, transfer_id, account_id, amount, kind, steps
             )
+        # Broad on purpose: when the retries run out the SDK re-raises the step's
+        # last exception as it was, whatever its type (BankUnavailable when the
+        # bank did not answer; anything else the client, the SDK or a bug raised
+        # mid-step). Each leaves the op's outcome unknown, and the fence is the
+        # one safe answer to all of them: letting one escape would reject the
+        # transfer with its money possibly moved and never settled.
         except Exception:
-            fenced: dict[str, Any] = await ctx.options(retry_policy=unbounded_policy(settings)).run(
-                fence_entry, bank, transfer_id, kind
+            value = await ctx.options(retry_policy=unbounded_policy(settings)).run(
+                fence_entry, bank, transfer_id, kind, steps
             )
-            outcome = {**fenced, "step": kind, "status": fenced["state"], "settled_by": "fence"}
-        return outcome
+        return StepRecord.from_json(value, kind=kind)
 
-    debit = steps["debit"] = await settled_step("source", source_account, "debit")
-    if debit["status"] == "rejected":
-        return result("failed", debit["code"])
-    if debit["status"] == "voided":
-        return result("failed", "debit_voided_after_timeouts")
+    async def reversal(reason: str | None) -> StepRecord:
+        began = Compensation.from_json(await ctx.run(begin_compensation, transfer_id, reason))
+        value = await ctx.options(retry_policy=unbounded_policy(settings)).run(
+            reverse_debit, transfer_id, source_account, amount, began.since, steps
+        )
+        return StepRecord.from_json(value, kind="reversal")
 
-    credit = steps["credit"] = await settled_step("target", target_account, "credit")
-    if credit["status"] == "applied":
-        return result("committed", None)
-    reason = credit["code"] if credit["status"] == "rejected" else "credit_voided_after_timeouts"
-
-    began = await ctx.run(begin_compensation, transfer_id, reason)
-    steps["reversal"] = await ctx.options(retry_policy=unbounded_policy(settings)).run(
-        reverse_debit, transfer_id, source_account, amount, began["since"]
-    )
-    return result("compensated", reason)
+    while (decision := decide(steps)).next_step is not None:
+        match decision.next_step:
+            case "debit":
+                record = await settled_step("source", source_account, "debit")
+            case "credit":
+                record = await settled_step("target", target_account, "credit")
+            case "reversal":
+                record = await reversal(decision.reason)
+        steps = steps.with_step(record)
+    return TransferResult(
+        transfer_id,
+        decision.terminal_status(),
+        decision.reason,
+        amount,
+        source_account,
+        target_account,
+        steps,
+    ).to_json()

@@ -11,71 +11,25 @@ The cluster tests break the same paths with real banks and real kills.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from dataclasses import dataclass, field
-from datetime import timedelta
+import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import pytest
-from resonate.resonate import Resonate
 
-from orchestrator.bank_client import (
-    BankClient,
-    BankUnavailable,
-    EntryKind,
-    EntryOutcome,
-    VoidOutcome,
-)
-from orchestrator.saga import SAGA_NAME, SagaDeps, transfer
+from orchestrator.bank_client import EntryKind
+from orchestrator.saga import transfer
 from orchestrator.settings import Settings
-from promise_store.embedded import EmbeddedStore
+from tests.orchestrator.scripted_bank import Post, ScriptedBank, saga_runtime
 
 pytestmark = pytest.mark.anyio
-
-#: One scripted answer to ``POST /entries``: applied, a rejection's code, or no answer.
-Post = Literal["applied", "unknown"] | tuple[Literal["rejected"], str]
-#: What the void fence finds.
-Fence = Literal["applied", "voided"]
 
 #: Three tries per bounded step, no waiting between them: the table runs in seconds.
 SETTINGS = Settings(step_attempts=3, step_backoff=0, step_backoff_max=0, lease_ttl=30.0)
 UNKNOWN_UNTIL_FENCED: list[Post] = ["unknown"] * SETTINGS.step_attempts
-
-
-@dataclass
-class ScriptedBank:
-    """A bank whose answers are a script per entry kind; it records every call it gets.
-
-    The last answer of a script repeats once the script runs out.
-    """
-
-    posts: dict[EntryKind, list[Post]] = field(default_factory=dict)
-    fences: dict[EntryKind, Fence] = field(default_factory=dict)
-    calls: list[str] = field(default_factory=list)
-
-    async def post_entry(
-        self, op_id: str, account_id: str, amount: int, kind: EntryKind
-    ) -> EntryOutcome:
-        self.calls.append(f"post {op_id}")
-        script = self.posts.get(kind) or ["applied"]
-        answer = script.pop(0) if len(script) > 1 else script[0]
-        if answer == "unknown":
-            raise BankUnavailable(f"scripted: no answer to {op_id}")
-        if answer == "applied":
-            return EntryOutcome("applied", entry=_entry(op_id, account_id, amount, kind))
-        return EntryOutcome("rejected", code=answer[1], message=f"scripted {answer[1]}")
-
-    async def void(self, op_id: str) -> VoidOutcome:
-        self.calls.append(f"void {op_id}")
-        kind = cast(EntryKind, op_id.rsplit("-", 1)[1])
-        if self.fences.get(kind, "voided") == "applied":
-            return VoidOutcome("applied", entry=_entry(op_id, "?", 0, kind))
-        return VoidOutcome("voided")
-
-
-def _entry(op_id: str, account_id: str, amount: int, kind: EntryKind) -> dict[str, Any]:
-    return {"op_id": op_id, "account_id": account_id, "amount": amount, "kind": kind}
+#: What every step of a result carries (orchestrator/README.md documents them).
+STEP_KEYS = {"step", "op_id", "status", "settled_by", "entry", "code", "message"}
 
 
 @dataclass(frozen=True)
@@ -87,6 +41,8 @@ class Row:
     reason: str | None
     source_calls: list[str]
     target_calls: list[str]
+    #: Each step in the result: ``"{status} by {settled_by}"``; a step not listed is None.
+    steps: dict[str, str]
 
 
 def posts(kind: EntryKind, times: int = 1) -> list[str]:
@@ -107,6 +63,7 @@ TABLE = [
         None,
         posts("debit"),
         posts("credit"),
+        {"debit": "applied by bank", "credit": "applied by bank"},
     ),
     Row(
         "debit rejected: fenced, nothing else",
@@ -116,6 +73,7 @@ TABLE = [
         "insufficient_funds",
         posts("debit") + void("debit"),
         [],
+        {"debit": "rejected by bank"},
     ),
     Row(
         "debit rejected, but the fence finds an earlier attempt applied",
@@ -127,6 +85,7 @@ TABLE = [
         None,
         posts("debit") + void("debit"),
         posts("credit"),
+        {"debit": "applied by fence", "credit": "applied by bank"},
     ),
     Row(
         "debit unknown once, then applied on retry",
@@ -136,6 +95,7 @@ TABLE = [
         None,
         posts("debit", 2),
         posts("credit"),
+        {"debit": "applied by bank", "credit": "applied by bank"},
     ),
     Row(
         "debit unknown until retries run out, fence voids it",
@@ -145,6 +105,7 @@ TABLE = [
         "debit_voided_after_timeouts",
         posts("debit", N) + void("debit"),
         [],
+        {"debit": "voided by fence"},
     ),
     Row(
         "debit unknown until retries run out, fence finds it applied",
@@ -154,6 +115,7 @@ TABLE = [
         None,
         posts("debit", N) + void("debit"),
         posts("credit"),
+        {"debit": "applied by fence", "credit": "applied by bank"},
     ),
     Row(
         "credit rejected: fenced, debit reversed",
@@ -163,6 +125,7 @@ TABLE = [
         "account_closed",
         posts("debit") + posts("reversal"),
         posts("credit") + void("credit"),
+        {"debit": "applied by bank", "credit": "rejected by bank", "reversal": "applied by bank"},
     ),
     Row(
         "credit rejected, but the fence finds it applied",
@@ -174,6 +137,7 @@ TABLE = [
         None,
         posts("debit"),
         posts("credit") + void("credit"),
+        {"debit": "applied by bank", "credit": "applied by fence"},
     ),
     Row(
         "credit unknown until retries run out, fence voids it: reversed",
@@ -183,6 +147,7 @@ TABLE = [
         "credit_voided_after_timeouts",
         posts("debit") + posts("reversal"),
         posts("credit", N) + void("credit"),
+        {"debit": "applied by bank", "credit": "voided by fence", "reversal": "applied by bank"},
     ),
     Row(
         "credit unknown until retries run out, fence finds it applied: never reversed",
@@ -192,6 +157,7 @@ TABLE = [
         None,
         posts("debit"),
         posts("credit", N) + void("credit"),
+        {"debit": "applied by bank", "credit": "applied by fence"},
     ),
     Row(
         "reversal refused once, then applied: retried until it is",
@@ -201,6 +167,7 @@ TABLE = [
         "account_closed",
         posts("debit") + posts("reversal", 2),
         posts("credit") + void("credit"),
+        {"debit": "applied by bank", "credit": "rejected by bank", "reversal": "applied by bank"},
     ),
     Row(
         "reversal unknown once, then applied",
@@ -210,21 +177,13 @@ TABLE = [
         "account_closed",
         posts("debit") + posts("reversal", 2),
         posts("credit") + void("credit"),
+        {"debit": "applied by bank", "credit": "rejected by bank", "reversal": "applied by bank"},
     ),
 ]
 
 
 async def run_saga(store_path: Path, source: ScriptedBank, target: ScriptedBank) -> dict[str, Any]:
-    pid = uuid.uuid4().hex
-    store = EmbeddedStore(store_path, pid=pid, group="saga-table")
-    resonate = Resonate(network=store, pid=pid, group="saga-table", ttl=timedelta(seconds=30))
-    resonate.register(transfer, name=SAGA_NAME)
-    resonate.with_dependency(
-        SagaDeps(
-            source=cast(BankClient, source), target=cast(BankClient, target), settings=SETTINGS
-        )
-    )
-    try:
+    async with saga_runtime(store_path, source, target, SETTINGS) as resonate:
         request = {
             "transfer_id": "t",
             "source_account": "alice",
@@ -233,13 +192,18 @@ async def run_saga(store_path: Path, source: ScriptedBank, target: ScriptedBank)
         }
         handle = resonate.run("t", transfer, request)
         return cast(dict[str, Any], await asyncio.wait_for(handle.result(), 30))
-    finally:
-        await resonate.stop()
+
+
+def settled(step: dict[str, Any] | None) -> str | None:
+    return None if step is None else f"{step['status']} by {step['settled_by']}"
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[row.name for row in TABLE])
-async def test_saga_decides_from_its_steps(row: Row, tmp_path: Path) -> None:
-    result = await run_saga(tmp_path / "promises.db", row.source, row.target)
+async def test_saga_decides_from_its_steps(
+    row: Row, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="orchestrator.saga"):
+        result = await run_saga(tmp_path / "promises.db", row.source, row.target)
 
     assert (result["status"], result["reason"]) == (row.status, row.reason)
     assert (result["amount"], result["source_account"], result["target_account"]) == (
@@ -249,6 +213,16 @@ async def test_saga_decides_from_its_steps(row: Row, tmp_path: Path) -> None:
     )
     assert row.source.calls == row.source_calls
     assert row.target.calls == row.target_calls
+    kinds: list[EntryKind] = ["debit", "credit", "reversal"]
+    assert {kind: settled(result["steps"][kind]) for kind in kinds} == {
+        kind: row.steps.get(kind) for kind in kinds
+    }
+    assert all(set(step) == STEP_KEYS for step in result["steps"].values() if step is not None), (
+        result["steps"]
+    )
+    finished = [r.getMessage() for r in caplog.records if " finished: " in r.getMessage()]
+    reason = f" ({row.reason})" if row.reason else ""
+    assert finished == [f"transfer t finished: {row.status}{reason}"]
 
 
 async def test_a_finished_transfer_is_not_run_again(tmp_path: Path) -> None:
