@@ -75,3 +75,29 @@ class Settings:
             push_max_lifetime=number(env, "PUSH_MAX_LIFETIME", 3600.0, low=1.0),
             worker_health_file=optional_path(env, "WORKER_HEALTH_FILE"),
         )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment :meth:`from_env` reads back as these settings.
+
+        Every variable is given, unset ones as ``""`` (which ``from_env`` reads
+        as unset), so a child process started with it sees these settings and
+        none of its parent's.
+        """
+        return {
+            "RESONATE_URL": self.resonate_url or "",
+            "RESONATE_TOKEN": self.resonate_token or "",
+            "STORE_PATH": str(self.store_path),
+            "SOURCE_BANK_URL": self.source_bank_url,
+            "TARGET_BANK_URL": self.target_bank_url,
+            "BANK_TOKEN": self.bank_token or "",
+            "WORKER_GROUP": self.group,
+            "LEASE_TTL": repr(self.lease_ttl),
+            "STEP_ATTEMPTS": str(self.step_attempts),
+            "STEP_BACKOFF": str(self.step_backoff),
+            "STEP_BACKOFF_MAX": str(self.step_backoff_max),
+            "BANK_TIMEOUT": repr(self.bank_timeout),
+            "ATTENTION_AFTER": repr(self.attention_after),
+            "PUSH_IDLE_TIMEOUT": repr(self.push_idle_timeout),
+            "PUSH_MAX_LIFETIME": repr(self.push_max_lifetime),
+            "WORKER_HEALTH_FILE": str(self.worker_health_file or ""),
+        }

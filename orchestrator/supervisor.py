@@ -12,6 +12,7 @@ each part is started, so every caller starts the parts exactly the way
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -208,29 +209,43 @@ def bank_process(
     port: int,
     ledger: Path,
     token: str | None = None,
-    faults: bool = False,
+    faults: bool | Sequence[Mapping[str, object]] = False,
     log_path: Path | None = None,
     name: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> ManagedProcess:
     """``python -m {role}_bank`` (role ``source`` or ``target``) on 127.0.0.1:``port`` over ``ledger``.
 
-    ``token`` guards its mutating calls; ``faults`` turns on the fault admin API
-    (``BANK_FAULTS``), which the demos, tests and chaos campaigns use to break it.
+    ``token`` guards its calls; ``faults`` turns on the fault admin API
+    (``BANK_FAULTS``), which the demos, tests and chaos campaigns use to break
+    it, and may be a list of rules the bank starts with. ``env`` adds settings
+    (its limits, say). The token and the fault switch are always given, so a
+    ``BANK_TOKEN`` in the caller's environment does not leak into the bank.
     """
     if role not in ("source", "target"):
         raise ValueError(f"a bank's role is 'source' or 'target', not {role!r}")
-    env = {"HOST": "127.0.0.1", "PORT": str(port), "LEDGER_PATH": str(ledger)}
-    if token:
-        env["BANK_TOKEN"] = token
-    if faults:
-        env["BANK_FAULTS"] = "1"
+    bank_env = {
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "LEDGER_PATH": str(ledger),
+        "BANK_TOKEN": token or "",
+        "BANK_FAULTS": _fault_switch(faults),
+        **(env or {}),
+    }
     return ManagedProcess(
         f"{role}_bank",
-        env=env,
+        env=bank_env,
         health_url=f"{local_url(port)}/health",
         log_path=log_path,
         name=name or f"{role} bank",
     )
+
+
+def _fault_switch(faults: bool | Sequence[Mapping[str, object]]) -> str:
+    """``BANK_FAULTS``: empty (off), ``1`` (on), or the JSON list of rules to start with."""
+    if isinstance(faults, bool):
+        return "1" if faults else ""
+    return json.dumps(list(faults))
 
 
 def store_process(
@@ -242,10 +257,18 @@ def store_process(
     name: str = "promise store",
     env: Mapping[str, str] | None = None,
 ) -> ManagedProcess:
-    """``python -m promise_store`` on 127.0.0.1:``port`` journaling to ``path``; ``env`` adds settings."""
-    store_env = {"HOST": "127.0.0.1", "PORT": str(port), "STORE_PATH": str(path), **(env or {})}
-    if token:
-        store_env["RESONATE_TOKEN"] = token
+    """``python -m promise_store`` on 127.0.0.1:``port`` journaling to ``path``; ``env`` adds settings.
+
+    The token is always given (empty for none), so the caller's own
+    ``RESONATE_TOKEN`` does not leak into the store.
+    """
+    store_env = {
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "STORE_PATH": str(path),
+        "RESONATE_TOKEN": token or "",
+        **(env or {}),
+    }
     return ManagedProcess(
         "promise_store",
         env=store_env,
