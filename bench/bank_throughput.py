@@ -20,33 +20,32 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
+import requests
 
 from orchestrator.supervisor import bank_process, free_port, local_url
 
 TOKEN = "bench-token"
 
 
-def run_level(url: str, account_id: str, requests: int, concurrency: int) -> dict[str, float]:
-    """Post ``requests`` credits from ``concurrency`` threads; wall time and latencies."""
-    per_client = [
-        requests // concurrency + (i < requests % concurrency) for i in range(concurrency)
-    ]
+def run_level(url: str, account_id: str, count: int, concurrency: int) -> dict[str, float]:
+    """Post ``count`` credits from ``concurrency`` threads; wall time and latencies."""
+    per_client = [count // concurrency + (i < count % concurrency) for i in range(concurrency)]
     run = uuid.uuid4().hex[:8]
 
     def client(index: int) -> list[float]:
         latencies = []
         headers = {"Authorization": f"Bearer {TOKEN}"}
-        with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+        with requests.Session() as http:  # one keep-alive connection per client thread
+            http.headers.update(headers)
             for n in range(per_client[index]):
-                body = {
+                body: dict[str, str | int] = {
                     "op_id": f"bench-{run}-{index}-{n}",
                     "account_id": account_id,
                     "amount": 1,
                     "kind": "credit",
                 }
                 started = time.perf_counter()
-                response = http.post("/entries", json=body)
+                response = http.post(f"{url}/entries", json=body, timeout=60)
                 latencies.append(time.perf_counter() - started)
                 if response.status_code != 201:
                     raise RuntimeError(f"unexpected {response.status_code}: {response.text}")
@@ -58,7 +57,7 @@ def run_level(url: str, account_id: str, requests: int, concurrency: int) -> dic
     elapsed = time.perf_counter() - started
     latencies.sort()
     return {
-        "req_s": requests / elapsed,
+        "req_s": count / elapsed,
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "seconds": elapsed,
@@ -78,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         ledger = Path(directory) / "ledger.db"
         with bank_process("source", port=port, ledger=ledger, token=TOKEN, name="bench bank"):
             headers = {"Authorization": f"Bearer {TOKEN}"}
-            with httpx.Client(base_url=url, headers=headers) as http:
-                http.put("/accounts/bench", json={"status": "open"}).raise_for_status()
+            with requests.Session() as http:
+                http.headers.update(headers)
+                http.put(
+                    f"{url}/accounts/bench", json={"status": "open"}, timeout=30
+                ).raise_for_status()
                 print(f"POST /entries against one bank ({args.requests} requests per level)")
                 print(f"{'concurrency':>11} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
                 total = 0
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{level:>11} {result['req_s']:>8.0f} "
                         f"{result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f}"
                     )
-                balance = http.get("/accounts/bench").json()["balance"]
+                balance = http.get(f"{url}/accounts/bench", timeout=30).json()["balance"]
                 if balance != total:
                     print(f"ledger holds {balance}, expected {total}", file=sys.stderr)
                     return 1

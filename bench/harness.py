@@ -30,7 +30,7 @@ from pathlib import Path
 from bench import recovery, report
 from bench.banks import BankUrls, check_conservation, running_banks
 from bench.driver import drive, machine_busy_seconds
-from bench.peers import SYSTEMS, SystemEntry, Unavailable, bank_steps
+from bench.peers import SYSTEMS, SystemEntry, Unavailable
 from bench.stats import summarize
 from bench.workload import plan_transfers
 
@@ -167,7 +167,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="crossbank-bench-") as scratch:
         workdir = args.workdir or Path(scratch)
         result = asyncio.run(run_all(args, workdir))
@@ -177,8 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for what, figure in result.recovery:
                 print(f"{what}: {figure}", flush=True)
     result.notes.append(
-        f"The peers' bank client is {bank_steps.client_name()} (BENCH_HTTP_CLIENT); "
-        "crossbank uses its own (orchestrator/bank_client.py)."
+        "The peers' bank client is aiohttp (bench/peers/bank_steps.py); "
+        "crossbank uses its own, on aiohttp too (orchestrator/bank_client.py)."
     )
     result.notes.extend(args.note)
     for path in report.write(result, args.out):

@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 from typing import Any
 
-import httpx
+import aiohttp
 
-#: Entries per page and seconds between rounds.
+#: Entries per page, seconds between rounds, and how long one page may take
+#: (a paused bank must not stall the round for the other one).
 _PAGE = 500
 _INTERVAL_S = 1.0
+_TIMEOUT_S = 2.0
 
 
 class LedgerWatcher:
@@ -27,7 +29,8 @@ class LedgerWatcher:
         self.seen: dict[tuple[str, str], dict[str, Any]] = {}
         self.rounds = 0
         self._after: dict[str, int | None] = dict.fromkeys(banks)
-        self._http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=2.0)
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._http: aiohttp.ClientSession | None = None
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -44,22 +47,32 @@ class LedgerWatcher:
         for name, url in self.banks.items():
             try:
                 await self._read_new(name, url)
-            except (httpx.HTTPError, ValueError, KeyError):
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
                 continue  # down or paused: next round
 
     async def _read_new(self, name: str, url: str) -> None:
         while True:
-            params: dict[str, Any] = {"limit": _PAGE}
+            params = {"limit": str(_PAGE)}
             if self._after[name] is not None:
-                params["after"] = self._after[name]
-            response = await self._http.get(f"{url}/entries", params=params)
-            response.raise_for_status()
-            page = response.json()
+                params["after"] = str(self._after[name])
+            async with self._session().get(f"{url}/entries", params=params) as response:
+                response.raise_for_status()
+                page = await response.json()
             for entry in page["entries"]:
                 self.seen[(name, entry["op_id"])] = entry
                 self._after[name] = entry["seq"]
             if page.get("next_after") is None or not page["entries"]:
                 return
 
+    def _session(self) -> aiohttp.ClientSession:
+        """Made on first use, inside the running loop that will use it."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                headers=self._headers, timeout=aiohttp.ClientTimeout(total=_TIMEOUT_S)
+            )
+        return self._http
+
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None

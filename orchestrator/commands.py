@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import aiohttp
 
 from orchestrator import audit, money
 from orchestrator.bank_client import (
@@ -111,10 +111,14 @@ async def ensure_store_reachable(settings: Settings) -> None:
     """Fail fast with the URL when a served promise store does not answer at all."""
     if settings.resonate_url is None:
         return
+    timeout = aiohttp.ClientTimeout(total=settings.bank_timeout)
     try:
-        async with httpx.AsyncClient(timeout=settings.bank_timeout) as http:
-            await http.get(settings.resonate_url)
-    except httpx.HTTPError:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.get(settings.resonate_url),
+        ):
+            pass  # any answer at all: the store is there
+    except (aiohttp.ClientError, TimeoutError):
         raise CliError(
             f"promise store not reachable at {settings.resonate_url} (RESONATE_URL)"
         ) from None

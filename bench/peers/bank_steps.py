@@ -6,23 +6,20 @@ unknown (connection error, timeout, 5xx), raised so the durable runtime
 retries it. Every peer uses this same function, so differences in the
 figures come from the runtimes, not from the bank client.
 
-The HTTP client is aiohttp by default, the library crossbank's own bank client
-(``orchestrator/bank_client.py``) uses; ``BENCH_HTTP_CLIENT=httpx`` switches
-every peer to httpx. On this kind of machine the client's CPU cost per
-request differs about fivefold between the two, so the peers must use the
-same one as crossbank for the comparison to be about the runtimes.
+The HTTP client is aiohttp, the library crossbank's own bank client
+(``orchestrator/bank_client.py``) uses. On this kind of machine the client's
+CPU cost per request differs about fivefold between HTTP libraries, so the
+peers must use the same one as crossbank for the comparison to be about the
+runtimes.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any, Protocol, TypedDict
+from typing import Any, TypedDict
 
-import httpx
+import aiohttp
 
 TIMEOUT_SECONDS = 10.0
-DEFAULT_CLIENT = "aiohttp"
-"""The same library as crossbank's bank client."""
 
 
 class StepResult(TypedDict):
@@ -38,59 +35,19 @@ class OutcomeUnknown(RuntimeError):
     """The bank's answer was not definitive; the step must be retried."""
 
 
-class BankHttp(Protocol):
-    """POST JSON, get (status, parsed body or None); transport errors raise OutcomeUnknown."""
+class BankHttp:
+    """A pooled aiohttp session; created lazily so it binds to the running loop.
 
-    async def post_json(self, url: str, body: dict[str, Any]) -> tuple[int, Any]: ...
-
-    async def aclose(self) -> None: ...
-
-    async def __aenter__(self) -> BankHttp: ...
-
-    async def __aexit__(self, *exc: object) -> None: ...
-
-
-class HttpxBank:
-    """A pooled httpx client: connections are reused across steps."""
-
-    def __init__(self, headers: dict[str, str], pool: int) -> None:
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(TIMEOUT_SECONDS),
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-        )
-
-    async def post_json(self, url: str, body: dict[str, Any]) -> tuple[int, Any]:
-        try:
-            response = await self._client.post(url, json=body)
-        except httpx.HTTPError as exc:
-            raise OutcomeUnknown(f"{url}: {type(exc).__name__}: {exc}") from exc
-        try:
-            return response.status_code, response.json()
-        except ValueError:
-            return response.status_code, None
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def __aenter__(self) -> HttpxBank:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-class AiohttpBank:
-    """A pooled aiohttp session; created lazily so it binds to the running loop."""
+    ``post_json`` answers (status, parsed body or None); a transport error or a
+    timeout raises :class:`OutcomeUnknown`.
+    """
 
     def __init__(self, headers: dict[str, str], pool: int) -> None:
         self._headers = headers
         self._pool = pool
-        self._session: Any = None
+        self._session: aiohttp.ClientSession | None = None
 
     async def post_json(self, url: str, body: dict[str, Any]) -> tuple[int, Any]:
-        import aiohttp
-
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
@@ -111,7 +68,7 @@ class AiohttpBank:
             await self._session.close()
             self._session = None
 
-    async def __aenter__(self) -> AiohttpBank:
+    async def __aenter__(self) -> BankHttp:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -119,18 +76,9 @@ class AiohttpBank:
 
 
 def client(token: str | None, pool: int = 64) -> BankHttp:
-    """The bank client every peer uses; ``BENCH_HTTP_CLIENT`` picks httpx or aiohttp."""
+    """The bank client every peer uses: one pool of ``pool`` keep-alive connections."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    kind = client_name()
-    if kind == "httpx":
-        return HttpxBank(headers, pool)
-    if kind == "aiohttp":
-        return AiohttpBank(headers, pool)
-    raise ValueError(f"BENCH_HTTP_CLIENT must be 'httpx' or 'aiohttp', got {kind!r}")
-
-
-def client_name() -> str:
-    return os.environ.get("BENCH_HTTP_CLIENT", DEFAULT_CLIENT)
+    return BankHttp(headers, pool)
 
 
 async def post_entry(

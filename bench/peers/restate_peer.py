@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 from bench.banks import BankUrls
 from bench.driver import RunTransfer
@@ -94,17 +94,18 @@ def _restate_server(binary: Path, base_dir: Path, log: Path) -> Iterator[tuple[s
 
 
 async def _register(admin_url: str, service_url: str) -> None:
-    async with httpx.AsyncClient(timeout=30.0) as client:
-        response = await client.post(
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30.0)) as http:
+        async with http.post(
             f"{admin_url}/deployments", json={"uri": service_url, "force": True}
-        )
-        if response.status_code >= 300:
-            raise RuntimeError(f"registering {service_url}: {response.status_code} {response.text}")
+        ) as response:
+            if response.status >= 300:
+                text = await response.text()
+                raise RuntimeError(f"registering {service_url}: {response.status} {text}")
         # The ingress learns of the service asynchronously; wait until it routes to it.
         for _ in range(100):
-            probe = await client.get(f"{admin_url}/services/Transfers")
-            if probe.status_code == 200:
-                return
+            async with http.get(f"{admin_url}/services/Transfers") as probe:
+                if probe.status == 200:
+                    return
             await asyncio.sleep(0.1)
         raise RuntimeError("Restate never listed the Transfers service")
 
@@ -136,14 +137,14 @@ async def open_restate(banks: BankUrls, workdir: Path) -> AsyncIterator[RunTrans
         service,
     ):
         await _register(admin, f"http://127.0.0.1:{service_port}")
-        async with httpx.AsyncClient(
+        async with aiohttp.ClientSession(
             base_url=ingress,
-            timeout=httpx.Timeout(60.0),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            timeout=aiohttp.ClientTimeout(total=60.0),
+            connector=aiohttp.TCPConnector(limit=64),
         ) as http:
 
             async def run(spec: TransferSpec) -> str:
-                response = await http.post(
+                async with http.post(
                     "/Transfers/run",
                     json={
                         "transfer_id": spec.transfer_id,
@@ -153,8 +154,8 @@ async def open_restate(banks: BankUrls, workdir: Path) -> AsyncIterator[RunTrans
                         "expected_status": spec.expected_status,
                     },
                     headers={"idempotency-key": spec.transfer_id},
-                )
-                response.raise_for_status()
-                return str(response.json())
+                ) as response:
+                    response.raise_for_status()
+                    return str(await response.json())
 
             yield run
