@@ -21,6 +21,7 @@ from resonate.handle import ResonateHandle
 from resonate.resonate import Resonate
 from resonate.types import PromiseRecord
 
+from orchestrator.records import Compensation, TransferSteps, decide, parse_step_value
 from orchestrator.saga import SAGA_NAME, transfer
 from orchestrator.settings import Settings
 
@@ -181,20 +182,26 @@ async def transfer_record(
 ) -> dict[str, Any] | None:
     """The transfer as the promise store has it, or None if the id was never started.
 
-    Returns ``{"transfer_id", "state", "request", "result", "error", "steps",
-    "compensating_since", "needs_attention"}``:
+    Returns ``{"transfer_id", "state", "status", "request", "result", "error",
+    "steps", "compensating_since", "needs_attention"}``:
 
     - ``state``: the root promise's state: ``pending`` (running, or waiting for
       a worker), ``resolved`` (``result`` is the saga's result dict),
       ``rejected*`` (``error`` says why; not expected in normal operation);
+    - ``status``: where the transfer stands, by :func:`orchestrator.records.decide`:
+      the result's ``committed``/``compensated``/``failed`` once resolved,
+      ``in_progress`` or ``compensating`` while pending (from the steps so
+      far), the root's state if it was rejected;
     - ``request``: the transfer's parameters (source, target, amount);
     - ``steps``: the recorded steps in the order they ran, each
-      ``{"id", "state", "value", "error"}``. A settled step's ``value`` carries
-      ``"step"`` (``debit``, ``credit``, ``{kind}-fence``, ``compensating``,
-      ``reversal``) and, for bank steps, ``op_id`` and
-      ``status`` (``applied``/``rejected``) or ``state`` (``applied``/``voided``)
-      for a fence; a step whose retries ran out is ``rejected`` with the last
-      ``error`` message; the step in progress is ``pending``;
+      ``{"id", "state", "value", "error"}``. A settled bank step's ``value`` is
+      a step record (:class:`orchestrator.records.StepRecord`: ``step``,
+      ``op_id``, ``status`` ``applied``/``rejected``/``voided``, ``settled_by``
+      ``bank``/``fence``, ...; records written before those types read the same
+      through :func:`orchestrator.records.parse_step_value`); the compensation
+      step's value is ``{"step": "compensating", "since", "reason"}``; a step
+      whose retries ran out is ``rejected`` with the last ``error`` message; the
+      step in progress is ``pending``;
     - ``compensating_since``: epoch seconds when the saga began reversing the
       debit (None if it never did);
     - ``needs_attention``: the transfer is still unfinished and has been
@@ -209,20 +216,18 @@ async def transfer_record(
     while (step := await _get(resonate, f"{transfer_id}:{number}")) is not None:
         steps.append(_step_view(step))
         number += 1
+    values = [step["value"] for step in steps]
     since = next(
-        (
-            s["value"]["since"]
-            for s in steps
-            if isinstance(s["value"], dict) and s["value"].get("step") == "compensating"
-        ),
-        None,
+        (r.since for v in values if isinstance(r := parse_step_value(v), Compensation)), None
     )
     pending = root.state == "pending"
+    result = root.value.data if root.state == "resolved" else None
     return {
         "transfer_id": transfer_id,
         "state": root.state,
+        "status": _status(root.state, result, values),
         "request": _request_of(root),
-        "result": root.value.data if root.state == "resolved" else None,
+        "result": result,
         "error": _error_message(root) if root.state.startswith("rejected") else None,
         "steps": steps,
         "compensating_since": since,
@@ -233,6 +238,15 @@ async def transfer_record(
             and time.time() - since > attention_after
         ),
     }
+
+
+def _status(state: str, result: Any, step_values: list[Any]) -> str:
+    """The saga's decision once it is in (its result), else the decision its steps make so far."""
+    if state == "resolved" and isinstance(result, dict):
+        return str(result.get("status"))
+    if state == "pending":
+        return decide(TransferSteps.from_values(step_values)).status
+    return state
 
 
 async def _get(resonate: Resonate, promise_id: str) -> PromiseRecord | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator import audit, money
+from orchestrator import audit, money, records
 
 
 def describe_result(result: dict[str, Any]) -> str:
@@ -34,12 +34,14 @@ def describe_result(result: dict[str, Any]) -> str:
     return f"transfer {result['transfer_id']}: {result['status']}"
 
 
+#: A transfer status as a person reads it, where it is not the status itself.
+_STATUS_WORDS = {"in_progress": "in progress"}
+
+
 def status_word(record: dict[str, Any]) -> str:
-    if record["state"] == "resolved" and isinstance(record.get("result"), dict):
-        return str(record["result"]["status"])
-    if record["state"] == "pending":
-        return "compensating" if record.get("compensating_since") else "in progress"
-    return str(record["state"])
+    """The ``status`` that ``transfers.transfer_record`` decided, in words."""
+    status = str(record["status"])
+    return _STATUS_WORDS.get(status, status)
 
 
 def describe_status(view: dict[str, Any]) -> str:
@@ -81,17 +83,16 @@ def _describe_step(step: dict[str, Any]) -> str:
         return "running"
     if step["state"] != "resolved" or not isinstance(value, dict):
         return f"{step['state']}: {step.get('error') or ''}".rstrip(": ")
-    name = value.get("step", "?")
-    if name == "compensating":
-        return f"compensating since {_clock(value.get('since'))} ({value.get('reason')})"
-    if name == "finished":
-        return f"finished: {value.get('status')}"
-    outcome = value.get("status") or value.get("state")
-    text = f"{name}: {outcome}"
-    if value.get("code"):
-        text += f" ({value['code']})"
-    if value.get("settled_by"):
-        text += f", settled by the {value['settled_by']}"
+    record = records.parse_step_value(value)
+    if isinstance(record, records.Compensation):
+        return f"compensating since {_clock(record.since)} ({record.reason})"
+    if record is None:  # no record of this saga (an older one's "finished" step, say)
+        return f"{value.get('step', '?')}: {value.get('status') or value.get('state')}"
+    text = f"{record.kind}: {record.status}"
+    if record.code:
+        text += f" ({record.code})"
+    if record.settled_by != "bank":
+        text += f", settled by the {record.settled_by}"
     return text
 
 

@@ -28,6 +28,9 @@ from orchestrator.saga import SAGA_NAME, SagaDeps, transfer
 from orchestrator.settings import Settings
 from promise_store.embedded import EmbeddedStore
 
+#: Three tries per bounded step, no waiting between them: a saga runs in milliseconds.
+FAST_SETTINGS = Settings(step_attempts=3, step_backoff=0, step_backoff_max=0, lease_ttl=30.0)
+
 #: One scripted answer to ``POST /entries``: applied, a rejection's code, or no answer.
 Post = Literal["applied", "unknown"] | tuple[Literal["rejected"], str]
 #: What the void fence finds.

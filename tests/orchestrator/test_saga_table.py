@@ -20,13 +20,11 @@ import pytest
 
 from orchestrator.bank_client import EntryKind
 from orchestrator.saga import transfer
-from orchestrator.settings import Settings
-from tests.orchestrator.scripted_bank import Post, ScriptedBank, saga_runtime
+from tests.orchestrator.scripted_bank import FAST_SETTINGS, Post, ScriptedBank, saga_runtime
 
 pytestmark = pytest.mark.anyio
 
-#: Three tries per bounded step, no waiting between them: the table runs in seconds.
-SETTINGS = Settings(step_attempts=3, step_backoff=0, step_backoff_max=0, lease_ttl=30.0)
+SETTINGS = FAST_SETTINGS
 UNKNOWN_UNTIL_FENCED: list[Post] = ["unknown"] * SETTINGS.step_attempts
 #: What every step of a result carries (orchestrator/README.md documents them).
 STEP_KEYS = {"step", "op_id", "status", "settled_by", "entry", "code", "message"}

@@ -65,12 +65,39 @@ def test_a_transfer_no_worker_has_picked_up_says_so() -> None:
     assert "no step recorded yet: waiting for a worker" in text
 
 
-def test_status_word_follows_the_root_promise() -> None:
-    assert views.status_word({"state": "resolved", "result": {"status": "committed"}}) == (
-        "committed"
-    )
-    assert views.status_word({"state": "pending", "compensating_since": 1.0}) == "compensating"
-    assert views.status_word({"state": "pending"}) == "in progress"
+def test_status_word_says_the_decided_status_in_words() -> None:
+    assert views.status_word({"state": "resolved", "status": "committed"}) == "committed"
+    assert views.status_word({"state": "pending", "status": "compensating"}) == "compensating"
+    assert views.status_word({"state": "pending", "status": "in_progress"}) == "in progress"
+    assert views.status_word({"state": "rejected", "status": "rejected"}) == "rejected"
+
+
+def test_each_step_reads_the_same_in_the_old_records_and_the_new() -> None:
+    """A transfer recorded before the step records were typed reads as one recorded now."""
+    fenced_now = {
+        "step": "debit",
+        "op_id": "t-1-debit",
+        "status": "voided",
+        "settled_by": "fence",
+        "entry": None,
+        "code": None,
+        "message": None,
+    }
+    old_fence_step = {"step": "debit-fence", "op_id": "t-1-debit", "state": "voided"}
+    old_applied = {"step": "credit", "op_id": "t-1-credit", "status": "applied", "entry": {}}
+    new_applied = {**fenced_now, "step": "credit", "status": "applied", "settled_by": "bank"}
+    described = [
+        views.describe_status(transfer_view(steps=[step(1, value)]))
+        for value in (fenced_now, old_fence_step, old_applied, new_applied)
+    ]
+    assert "t-1:1                      debit: voided, settled by the fence" in described[0]
+    assert described[1] == described[0]
+    assert "t-1:1                      credit: applied\n" in described[2]
+    assert described[3] == described[2]
+
+
+def step(number: int, value: dict[str, Any]) -> dict[str, Any]:
+    return {"id": f"t-1:{number}", "state": "resolved", "value": value, "error": None}
 
 
 def test_results_say_where_the_money_ended_up() -> None:
