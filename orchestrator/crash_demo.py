@@ -15,20 +15,21 @@ import time
 from pathlib import Path
 
 from orchestrator import commands, money
-from orchestrator.demo import LocalCluster, command, run_scenes, say, show, wait_for_hold
+from orchestrator.local_system import LocalSystem, wait_for_hold
 from orchestrator.saga import op_id
+from orchestrator.stage import command, run_scenes, say, show
 
 SOURCE, TARGET, AMOUNT = "alice", "dave", "75.00"
 
 
-async def crash(cluster: LocalCluster) -> bool:
-    """Run the crash scene on a running cluster with one live worker; True when it ended clean."""
-    settings = cluster.settings
+async def crash(system: LocalSystem) -> bool:
+    """Run the crash scene on a running system with a live worker; True when it ended clean."""
+    settings = system.settings
     transfer_id = f"crash-{int(time.time())}"
     credit = op_id(transfer_id, "credit")
-    victim = next(worker for worker in cluster.workers if worker.running())
+    victim = system.running_workers()[0]
 
-    async with cluster.bank("source") as source, cluster.bank("target") as target:
+    async with system.banks() as (source, target):
         say("  the target bank will hold the next credit it receives (fault injection):")
         await target.set_faults([{"action": "hold_before", "kind": "credit", "times": 1}])
         say(
@@ -70,9 +71,9 @@ async def crash(cluster: LocalCluster) -> bool:
 
     say(
         f"  starting a new worker; the store gives it the transfer once the lease lapses "
-        f"(LEASE_TTL={cluster.lease_ttl:g}s)"
+        f"(LEASE_TTL={settings.lease_ttl:g}s)"
     )
-    replacement = cluster.start_worker()
+    replacement = system.start_worker()
     say(f"    {replacement.name} is up (pid {replacement.pid})")
     command(f"transfer --from {SOURCE} --to {TARGET} --amount {AMOUNT} --id {transfer_id}")
     reply = await commands.transfer_command(
@@ -90,7 +91,7 @@ async def crash(cluster: LocalCluster) -> bool:
     show(await commands.status_command(settings, transfer_id))
 
     say("  every op of the transfer, as the ledgers have it:")
-    counts = await _op_counts(cluster, transfer_id)
+    counts = await _op_counts(system, transfer_id)
     for name, count in counts.items():
         say(f"    {name:<34} applied {count} time(s)")
     once = counts[op_id(transfer_id, "debit")] == 1 and counts[credit] == 1
@@ -113,25 +114,23 @@ def _state(entry: dict[str, object] | None) -> str:
     return str(entry.get("state"))
 
 
-async def _op_counts(cluster: LocalCluster, transfer_id: str) -> dict[str, int]:
+async def _op_counts(system: LocalSystem, transfer_id: str) -> dict[str, int]:
     """How many ledger entries carry each of the transfer's op ids, over both banks."""
     names = [op_id(transfer_id, kind) for kind in ("debit", "credit", "reversal")]
     counts = dict.fromkeys(names, 0)
-    for bank in ("source", "target"):
-        async with cluster.bank(bank) as client:
-            async for entry in client.iter_entries():
-                if entry["op_id"] in counts:
-                    counts[entry["op_id"]] += 1
+    for entry in await system.entries(transfer_id):
+        if entry["op_id"] in counts:
+            counts[entry["op_id"]] += 1
     return counts
 
 
-async def standalone(cluster: LocalCluster) -> bool:
-    settings = cluster.settings
+async def standalone(system: LocalSystem) -> bool:
+    settings = system.settings
     say("\n== demo accounts")
     command("accounts seed")
     show(await commands.seed_command(settings))
     say("\n== the crash")
-    ok = await crash(cluster)
+    ok = await crash(system)
     say("\n== where the money is")
     command("balances")
     show(await commands.balances_command(settings))
@@ -139,5 +138,5 @@ async def standalone(cluster: LocalCluster) -> bool:
 
 
 def main(*, data_dir: Path | None = None, lease_ttl: float = 3.0, debug: bool = False) -> int:
-    """``crossbank crash-demo``: start a local cluster, crash a worker mid-transfer, stop."""
+    """``crossbank crash-demo``: start a local system, crash a worker mid-transfer, stop."""
     return run_scenes("crash-demo", data_dir, lease_ttl, debug, standalone)

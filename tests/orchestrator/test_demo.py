@@ -94,3 +94,22 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "a part the demo started is still answering"
         time.sleep(0.1)
     assert not any(pid_alive(pid) for pid in worker_pids(output))
+
+
+def test_crash_demo_runs_with_tokens_exported_in_the_shell(tmp_path: Path) -> None:
+    """A shell set up for compose has BANK_TOKEN and RESONATE_TOKEN; the demo's parts ignore them."""
+    result = subprocess.run(
+        [CROSSBANK, "crash-demo", "--data", str(tmp_path / "crash")],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "BANK_TOKEN": "from-the-shell", "RESONATE_TOKEN": "from-the-shell"},
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "SIGKILL worker-1" in out
+    assert re.search(r"transfer crash-\d+: committed", out)
+    assert "each op applied exactly once" in out
+    assert out.rstrip().endswith("crash-demo: done: every outcome as expected")

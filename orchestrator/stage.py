@@ -1,0 +1,109 @@
+"""What the demos share: a local crossbank to play on, and how a scene is told.
+
+``crossbank demo`` and ``crossbank crash-demo`` both start a local system
+(:class:`~orchestrator.local_system.LocalSystem`: banks with fault injection
+on, the served store, one worker), print each command as a user would type it
+with the reply indented below, and stop every process they started on the way
+out, whatever happens (Ctrl-C included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+from orchestrator import commands
+from orchestrator.local_system import LocalSystem
+from orchestrator.settings import Settings
+from orchestrator.supervisor import ServiceError, local_url
+
+WORKER_GROUP = "crossbank-demo"
+
+#: A scene: runs on a started system, True when every outcome was as expected.
+Scene = Callable[[LocalSystem], Awaitable[bool]]
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def show(reply: commands.Reply, indent: str = "    ") -> None:
+    for line in reply.human.splitlines():
+        say(f"{indent}{line}")
+
+
+def command(text: str) -> None:
+    say(f"  $ crossbank {text}")
+
+
+def default_data_dir(kind: str) -> Path:
+    return Path("data") / f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def demo_settings(lease_ttl: float) -> Settings:
+    """A worker that gives up on a bank soon (3 tries, 1-2 s apart) but waits out a held request."""
+    return Settings(
+        group=WORKER_GROUP,
+        lease_ttl=lease_ttl,
+        step_attempts=3,
+        step_backoff=1,
+        step_backoff_max=2,
+        bank_timeout=30.0,
+    )
+
+
+def describe(system: LocalSystem) -> Iterator[str]:
+    """One line per running part: where it answers (or its pid) and its log."""
+    for part, process in system.services.items():
+        url = local_url(system.ports[part])
+        yield f"  {process.name:<14} {url}  (log {process.log_path})"
+    for worker in system.running_workers():
+        yield f"  {worker.name:<14} pid {worker.pid}  (log {worker.log_path})"
+
+
+@contextlib.contextmanager
+def running(data_dir: Path | None, kind: str, lease_ttl: float) -> Iterator[LocalSystem]:
+    """Start a local system with one worker; stop it however the block ends."""
+    system = LocalSystem(data_dir or default_data_dir(kind), demo_settings(lease_ttl), faults=True)
+    say(f"data and logs: {system.data_dir}")
+    say("starting the source bank, the target bank, the promise store and a worker ...")
+    try:
+        system.start()
+        for line in describe(system):
+            say(line)
+        say("to use it from another shell while the demo runs:")
+        say("  export " + " ".join(f"{k}={v}" for k, v in system.shell_env().items()))
+        yield system
+    finally:
+        say("stopping every process the demo started ...")
+        system.stop()
+
+
+def run_scenes(kind: str, data_dir: Path | None, lease_ttl: float, debug: bool, body: Scene) -> int:
+    """Run ``body`` against a fresh local system; 0 when it says all went as expected."""
+    try:
+        with running(data_dir, kind, lease_ttl) as system:
+            ok = bool(asyncio.run(_awaited(body(system))))
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        expected = isinstance(exc, commands.CliError | ServiceError | TimeoutError | OSError)
+        what = str(exc) if expected else f"unexpected error: {type(exc).__name__}: {exc}"
+        print(f"crossbank {kind}: error: {' '.join(what.split())}", file=sys.stderr)
+        return 1
+    say(
+        f"\n{kind}: {'done: every outcome as expected' if ok else 'FINISHED WITH PROBLEMS (see above)'}"
+    )
+    return 0 if ok else 1
+
+
+async def _awaited(scene: Awaitable[bool]) -> bool:
+    return await scene
