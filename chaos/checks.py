@@ -4,9 +4,11 @@ The audit sees only the ledgers. A campaign also knows what it asked for and
 what it was told, so it can check what the ledgers alone cannot:
 
 - every transfer it started reached a terminal status;
-- the outcome each saga reported agrees with the ledgers: a committed
-  transfer's debit and credit are there, a compensated one's debit and
-  reversal, a failed one moved nothing;
+- the outcome each saga reported agrees with the ledgers: the saga's own
+  rule (:func:`orchestrator.records.decide`), applied to the entries the
+  ledgers hold, comes to the same status and rests on all of them (a
+  committed transfer's debit and credit, a compensated one's debit and
+  reversal, nothing for a failed one);
 - acknowledged writes survived: every entry a saga's result says a bank
   applied is still in that bank's ledger, as is every entry the campaign saw
   in a ledger listing while processes were being killed.
@@ -20,21 +22,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from chaos.schedule import PlannedTransfer
-from orchestrator.audit import Ledgers, Violation
+from orchestrator.audit import STEP_PLACEMENT, Ledgers, Violation
+from orchestrator.records import STEP_KINDS, TERMINAL_STATUSES, TransferSteps, decide
 
 TERMINAL = "terminal"
 RESULT_MATCHES_LEDGER = "result_matches_ledger"
 ACKNOWLEDGED_WRITE_SURVIVED = "acknowledged_write_survived"
 
-TERMINAL_STATUSES = frozenset({"committed", "compensated", "failed"})
-
-#: Which ledger entries each outcome requires (bank, step); the rest must be absent.
-_REQUIRED_STEPS: dict[str, frozenset[str]] = {
-    "committed": frozenset({"debit", "credit"}),
-    "compensated": frozenset({"debit", "reversal"}),
-    "failed": frozenset(),
-}
-_STEP_BANK = {"debit": "source", "credit": "target", "reversal": "source"}
+_STEP_BANK = STEP_PLACEMENT
 
 
 def entries_by_op(ledgers: Ledgers) -> dict[tuple[str, str], dict[str, Any]]:
@@ -63,22 +58,19 @@ def check_transfers(
                 Violation(TERMINAL, tid, f"not terminal after the run (status {status!r})", found)
             )
             continue
-        required = _REQUIRED_STEPS[status]
-        missing = sorted(step for step in required if steps[step] is None)
-        extra = sorted(step for step, entry in steps.items() if entry and step not in required)
-        if missing or extra:
+        held = {step for step, entry in steps.items() if entry is not None}
+        on_ledgers = decide(TransferSteps.on_ledgers(tid, held))
+        if on_ledgers.status != status or held != on_ledgers.applied:
             violations.append(
                 Violation(
                     RESULT_MATCHES_LEDGER,
                     tid,
-                    f"reported {status} but the ledgers "
-                    + "; ".join(
-                        part
-                        for part in (
-                            f"lack its {', '.join(missing)}" if missing else "",
-                            f"also hold its {', '.join(extra)}" if extra else "",
-                        )
-                        if part
+                    f"reported {status} but the ledgers hold "
+                    f"{', '.join(sorted(held)) or 'none of its entries'}: "
+                    + (
+                        f"{on_ledgers.status} by the saga's rule"
+                        if on_ledgers.status != status
+                        else f"more than a {status} transfer leaves"
                     ),
                     found,
                 )
@@ -100,13 +92,12 @@ def check_transfers(
 
 def applied_entries(result: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """Every ledger entry a saga's result says a bank applied (in its ``steps``)."""
-    steps = result.get("steps") or {}
-    for step in steps.values() if isinstance(steps, dict) else ():
-        if not isinstance(step, dict):
-            continue
-        entry = step.get("entry")
-        applied = step.get("status") == "applied" or step.get("state") == "applied"
-        if applied and isinstance(entry, dict) and "op_id" in entry:
+    steps = result.get("steps")
+    recorded = TransferSteps.from_json(steps if isinstance(steps, Mapping) else {})
+    for kind in STEP_KINDS:
+        record = recorded.get(kind)
+        entry = record.entry if record is not None and record.applied else None
+        if isinstance(entry, dict) and "op_id" in entry:
             yield entry
 
 

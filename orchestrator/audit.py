@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator import records
 from orchestrator.bank_client import BankClient, bank_clients
 from orchestrator.settings import Settings
 
@@ -222,25 +223,24 @@ def _steps_by_transfer(ledgers: Ledgers) -> tuple[_Steps, list[Violation]]:
 def _check_transfer(
     transfer_id: str, by_step: dict[str, list[dict[str, Any]]], *, in_flight: bool
 ) -> list[Violation]:
+    """The transfer's entries make one of the saga's outcomes (:func:`records.decide`), exactly."""
     debit = _first(by_step.get("debit"))
     credit = _first(by_step.get("credit"))
     reversal = _first(by_step.get("reversal"))
     involved = [e for e in (debit, credit, reversal) if e is not None]
-    if debit is None:
-        if credit or reversal:
-            return [
-                Violation(
-                    PER_TRANSFER,
-                    transfer_id,
-                    "a credit or reversal was applied with no debit",
-                    involved,
-                )
-            ]
-        return []
-    if credit and reversal:
-        return [Violation(PER_TRANSFER, transfer_id, "both credited and reversed", involved)]
-    settlement = credit or reversal
-    if settlement is None:
+    decision = records.decide(records.TransferSteps.on_ledgers(transfer_id, by_step))
+    extra = sorted(set(by_step) - decision.applied)
+    if extra:
+        # Entries beyond what the outcome rests on: without a debit the transfer
+        # failed, so any entry is too many; with one, only a reversal can be
+        # extra (a credit commits the transfer), and then it was both.
+        detail = (
+            f"a {' and a '.join(extra)} applied with no debit"
+            if debit is None
+            else "both credited and reversed"
+        )
+        return [Violation(PER_TRANSFER, transfer_id, detail, involved)]
+    if not decision.finished:
         if in_flight:
             return []
         return [
@@ -251,6 +251,9 @@ def _check_transfer(
                 involved,
             )
         ]
+    settlement = credit or reversal
+    if debit is None or settlement is None:
+        return []  # failed: nothing moved
     violations: list[Violation] = []
     if settlement["amount"] != debit["amount"]:
         violations.append(
@@ -282,7 +285,8 @@ def _check_conservation(
     for transfer_id in in_flight:
         by_step = steps.get(transfer_id, {})
         debit = _first(by_step.get("debit"))
-        if debit and not by_step.get("credit") and not by_step.get("reversal"):
+        decision = records.decide(records.TransferSteps.on_ledgers(transfer_id, by_step))
+        if debit and not decision.finished:  # debited, neither credited nor reversed
             between_banks += debit["amount"]
     if balances + between_banks == opening:
         return []

@@ -100,3 +100,35 @@ def test_an_entry_seen_during_the_run_must_survive_unchanged() -> None:
     assert lost[0].transfer_id == "t-1"
     changed = check_seen_entries(seen, ledgers([{**DEBIT, "amount": 1}], [CREDIT]))
     assert invariants(changed) == [ACKNOWLEDGED_WRITE_SURVIVED]
+
+
+def test_applied_entries_read_results_recorded_before_and_after_the_typed_records() -> None:
+    old = result(
+        "committed",
+        debit={"step": "debit", "op_id": "t-1-debit", "status": "applied", "entry": DEBIT},
+        credit={
+            "step": "credit",
+            "op_id": "t-1-credit",
+            "state": "applied",
+            "status": "applied",
+            "entry": CREDIT,
+            "settled_by": "fence",
+        },
+    )
+    new = result(
+        "compensated",
+        debit={"step": "debit", "op_id": "t-1-debit", "status": "applied", "entry": DEBIT},
+        credit={"step": "credit", "op_id": "t-1-credit", "status": "voided", "entry": None},
+        reversal={"step": "reversal", "op_id": "t-1-reversal", "status": "applied"}
+        | {"settled_by": "bank", "entry": REVERSAL, "code": None, "message": None},
+    )
+    assert list(applied_entries(old)) == [DEBIT, CREDIT]
+    assert list(applied_entries(new)) == [DEBIT, REVERSAL]
+
+
+def test_ledgers_holding_more_than_the_outcome_rests_on_contradict_it() -> None:
+    violations = check_transfers(
+        [T1], {"t-1": result("committed")}, ledgers([DEBIT, REVERSAL], [CREDIT])
+    )
+    assert invariants(violations) == [RESULT_MATCHES_LEDGER]
+    assert "more than a committed transfer leaves" in violations[0].detail
