@@ -113,7 +113,6 @@ class LocalSystem:
         self.data_dir = data_dir
         self.log_dir = log_dir or data_dir
         self.faults = faults
-        self.initial_workers = workers
         self.fresh = fresh
         self._extra = {part: dict(values) for part, values in (env or {}).items()}
         self._worker_name = worker_name
@@ -123,6 +122,8 @@ class LocalSystem:
         self.settings = self._pointed_here(settings or Settings())
         self.services = {part: self._service(part) for part in chosen}
         self.workers: list[ManagedProcess] = []
+        for _ in range(workers):
+            self._add_worker({})
 
     def _pointed_here(self, settings: Settings) -> Settings:
         """``settings`` with the URL of every part this system runs."""
@@ -193,12 +194,12 @@ class LocalSystem:
         return [worker for worker in self.workers if worker.running()]
 
     def start(self, timeout: float = START_TIMEOUT) -> LocalSystem:
-        """The store and the banks (together), then ``workers`` workers (together)."""
+        """The store and the banks (together), then the first ``workers`` workers (together)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.fresh:
             self._remove_data()
         _start_together(self.services.values(), timeout)
-        _start_together([self._add_worker({}) for _ in range(self.initial_workers)], timeout)
+        _start_together(self.workers, timeout)
         return self
 
     def start_worker(self, timeout: float = START_TIMEOUT, **env: str) -> ManagedProcess:
