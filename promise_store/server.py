@@ -64,9 +64,20 @@ class StoreService:
         self.store = store
         self.settings = settings
         self.mailboxes = Mailboxes()
-        self.http = Server(self.route, max_body_bytes=settings.max_body_bytes)
+        self.http = Server(
+            self.route,
+            limits=settings.limits,
+            check_head=self._check_head,
+            error_body=error_envelope,
+        )
         self._expected_auth = f"Bearer {settings.token}".encode() if settings.token else None
         self._ticker: asyncio.Task[None] | None = None
+
+    def _check_head(self, request: Request) -> Response | None:
+        """Refuse a request without the token before its body is read (``/health`` needs none)."""
+        if request.path == "/health" or self._authorized(request):
+            return None
+        return Response(401, error_envelope(401, "missing or wrong bearer token"))
 
     async def start(self) -> int:
         """Listen on the configured address and start ticking; returns the port."""
@@ -113,9 +124,6 @@ class StoreService:
     async def post_request(self, request: Request) -> Response:
         if not self._authorized(request):
             return Response(401, error_envelope(401, "missing or wrong bearer token"))
-        if request.too_large:
-            limit = self.settings.max_body_bytes
-            return Response(413, error_envelope(413, f"request body exceeds {limit} bytes"))
         answer = await handle(self.store, request.body)
         _route(self.mailboxes, answer.outgoing)
         return Response(answer.http_status, answer.body)

@@ -184,7 +184,7 @@ async def _serve_until_client_leaves(streaming: bool) -> tuple[bool, bool]:
         outcome["finished"] = True
         return None if streaming else Response(200, b"{}")
 
-    server = Server(handler, max_body_bytes=1024)
+    server = Server(handler)
     port = await server.start("127.0.0.1", 0)
     _, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /poll/g/p HTTP/1.1\r\nHost: x\r\n\r\n")
