@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from envsettings import SettingsError, integer, number
 from promise_store.http import Limits
 from promise_store.state import DEFAULT_SNAPSHOT_EVERY
 
-
-class ConfigError(ValueError):
-    """An environment variable holds a value the store cannot use."""
+#: The one error type for a bad setting in every part (:mod:`envsettings`).
+ConfigError = SettingsError
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +35,11 @@ class Settings:
         d = cls()
         return cls(
             host=e.get("HOST") or d.host,
-            port=_number(e, "PORT", d.port, int, 0, 65535),
+            port=integer(e, "PORT", d.port, low=0, high=65535),
             store_path=Path(e.get("STORE_PATH") or d.store_path),
             token=e.get("RESONATE_TOKEN") or None,
-            snapshot_every=_number(e, "SNAPSHOT_EVERY", d.snapshot_every, int, 1, 10**9),
-            tick_interval=_number(e, "TICK_INTERVAL", d.tick_interval, float, 0.01, 60.0),
+            snapshot_every=integer(e, "SNAPSHOT_EVERY", d.snapshot_every, low=1, high=10**9),
+            tick_interval=number(e, "TICK_INTERVAL", d.tick_interval, low=0.01, high=60.0),
             limits=limits_from_env(e),
         )
 
@@ -49,27 +49,14 @@ def limits_from_env(env: Mapping[str, str]) -> Limits:
     ``MAX_CONNECTIONS``, and ``IDLE_TIMEOUT``, ``HEADER_TIMEOUT``, ``BODY_TIMEOUT`` in seconds."""
     d = Limits()
     return Limits(
-        max_header_bytes=_number(env, "MAX_HEADER_BYTES", d.max_header_bytes, int, 1024, 1 << 20),
-        max_url_bytes=_number(env, "MAX_URL_BYTES", d.max_url_bytes, int, 256, 1 << 20),
-        max_body_bytes=_number(env, "MAX_BODY_BYTES", d.max_body_bytes, int, 1024, 1 << 30),
-        max_pipelined=_number(env, "MAX_PIPELINED_REQUESTS", d.max_pipelined, int, 2, 1024),
-        max_connections=_number(env, "MAX_CONNECTIONS", d.max_connections, int, 1, 1_000_000),
-        idle_timeout=_number(env, "IDLE_TIMEOUT", d.idle_timeout, float, 0.1, 86400.0),
-        header_timeout=_number(env, "HEADER_TIMEOUT", d.header_timeout, float, 0.1, 3600.0),
-        body_timeout=_number(env, "BODY_TIMEOUT", d.body_timeout, float, 0.1, 3600.0),
+        max_header_bytes=integer(
+            env, "MAX_HEADER_BYTES", d.max_header_bytes, low=1024, high=1 << 20
+        ),
+        max_url_bytes=integer(env, "MAX_URL_BYTES", d.max_url_bytes, low=256, high=1 << 20),
+        max_body_bytes=integer(env, "MAX_BODY_BYTES", d.max_body_bytes, low=1024, high=1 << 30),
+        max_pipelined=integer(env, "MAX_PIPELINED_REQUESTS", d.max_pipelined, low=2, high=1024),
+        max_connections=integer(env, "MAX_CONNECTIONS", d.max_connections, low=1, high=1_000_000),
+        idle_timeout=number(env, "IDLE_TIMEOUT", d.idle_timeout, low=0.1, high=86400.0),
+        header_timeout=number(env, "HEADER_TIMEOUT", d.header_timeout, low=0.1, high=3600.0),
+        body_timeout=number(env, "BODY_TIMEOUT", d.body_timeout, low=0.1, high=3600.0),
     )
-
-
-def _number[N: (int, float)](
-    env: Mapping[str, str], name: str, default: N, kind: type[N], low: N, high: N
-) -> N:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={raw!r} must be between {low} and {high}")
-    return value

@@ -13,6 +13,7 @@ import envsettings
 from bank.config import BankConfig
 from envsettings import SettingsError
 from orchestrator.settings import Settings as OrchestratorSettings
+from promise_store.config import Settings as StoreSettings
 
 
 def test_unset_empty_and_blank_mean_the_default() -> None:
@@ -71,7 +72,10 @@ def test_a_bad_boolean_names_the_variable() -> None:
     ("read", "variable"),
     [
         (lambda env: BankConfig.from_env("source", 5001, environ=env), "PORT"),
+        (StoreSettings.from_env, "PORT"),
         (lambda env: BankConfig.from_env("source", 5001, environ=env), "BANK_THREADS"),
+        (StoreSettings.from_env, "SNAPSHOT_EVERY"),
+        (StoreSettings.from_env, "MAX_BODY_BYTES"),
         (OrchestratorSettings.from_env, "STEP_ATTEMPTS"),
         (OrchestratorSettings.from_env, "LEASE_TTL"),
     ],
