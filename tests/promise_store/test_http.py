@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import re
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -84,17 +86,30 @@ def test_a_chunked_request_body_is_read_whole(server: StoreServer) -> None:
     assert b'"status":201' in raw
 
 
-def test_too_large_a_body_is_refused_and_the_connection_stays_usable(
-    server: StoreServer,
-) -> None:
-    conn = connect(server)
-    conn.request("POST", "/", b'{"kind": "promise.get", "pad": "' + b"x" * (2 << 20) + b'"}')
-    status, reply = answer(conn)
-    assert status == 413
-    assert "exceeds" in reply["data"]["error"]
+def test_too_large_a_body_is_refused_before_it_is_read(server: StoreServer) -> None:
+    """Its Content-Length says enough: the store answers without waiting for the body."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(post_head(b"x" * (2 << 20)))
+        refused = read_until_closed(sock)
+    assert refused.startswith(b"HTTP/1.1 413 ")
+    assert b"Connection: close" in refused
+    assert b"exceeds" in refused
+    conn = connect(server)  # the store is unharmed
     conn.request("POST", "/", envelope("promise.get", {"id": "nope"}))
     assert answer(conn)[1]["head"]["status"] == 404
     conn.close()
+
+
+def test_too_large_a_chunked_body_is_refused_once_it_passes_the_limit(
+    server: StoreServer,
+) -> None:
+    chunk = b"x" * (256 << 10)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(5):  # 1.25 MiB, and the body never ends
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        refused = read_until_closed(sock)
+    assert refused.startswith(b"HTTP/1.1 413 ")
 
 
 def test_expect_continue_is_honoured(server: StoreServer) -> None:
@@ -105,6 +120,63 @@ def test_expect_continue_is_honoured(server: StoreServer) -> None:
         sock.sendall(body)
         rest = read_until_closed(sock)
     assert b'"status":404' in rest
+
+
+def test_expect_continue_waits_for_the_token_check(
+    server_factory: Callable[..., StoreServer],
+) -> None:
+    server = server_factory(RESONATE_TOKEN="secret").start()
+    body = envelope("promise.get", {"id": "nope"})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(post_head(body, "Expect: 100-continue\r\n"))
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 401 ")
+
+
+def test_expect_continue_waits_for_the_size_check(server: StoreServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(post_head(b"x" * (2 << 20), "Expect: 100-continue\r\n"))
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 413 ")
+
+
+def test_expect_continue_never_overtakes_an_earlier_answer(server: StoreServer) -> None:
+    first = envelope("promise.get", {"id": "nope"}, corr="first")
+    second = envelope("promise.get", {"id": "nope"}, corr="second")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            post_head(first)
+            + first
+            + post_head(second, "Expect: 100-continue\r\nConnection: close\r\n")
+        )
+        seen = b""
+        while b"100 Continue" not in seen:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed before 100 Continue: {seen!r}"
+            seen += chunk
+        sock.sendall(second)
+        seen += read_until_closed(sock)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", seen) == [b"200", b"100", b"200"]
+    assert seen.index(b'"corrId":"first"') < seen.index(b"100 Continue")
+
+
+def test_expect_continue_is_never_sent_to_http_1_0(server: StoreServer) -> None:
+    body = envelope("promise.get", {"id": "nope"})
+    head = post_head(body, "Expect: 100-continue\r\n").replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+    raw = raw_exchange(server, head + body)
+    assert b"100 Continue" not in raw
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_head_answers_carry_no_body_so_the_next_answer_is_intact(server: StoreServer) -> None:
+    raw = raw_exchange(
+        server,
+        b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    head, after_head = raw.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Content-Length: 16" in head  # what GET would send
+    assert after_head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert after_head.endswith(b'{"status": "ok"}')
 
 
 @pytest.mark.parametrize(

@@ -212,8 +212,10 @@ def attacked(server: StoreServer) -> Iterator[None]:
     """Run the block as an attack; then assert the store is unharmed (see the module)."""
     promise_before = kept_promise(server)
     with WellFormedClient(server.url) as client:
-        while not client.answers and not client.failures:
+        deadline = time.monotonic() + ANSWER_WITHIN_S
+        while not client.answers and time.monotonic() < deadline:
             time.sleep(0.05)  # connected and answered once before the attack
+        assert client.answers, "the well-formed client got no answer before the attack"
         before = footprint(server.proc.pid)
         with PeakFootprint(server.proc.pid) as sampler:
             yield
