@@ -32,9 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import requests
 
-from orchestrator.supervisor import ManagedProcess, bank_process, free_port, local_url
+from orchestrator.local_system import SOURCE, LocalSystem
+from orchestrator.settings import Settings
+from orchestrator.supervisor import local_url
 
 TOKEN = "bench-token"
 #: Bytes per send of a large body: small enough to notice an early answer.
@@ -111,11 +113,8 @@ def well_formed_answers(
     answered = 0
     headers = {"Authorization": f"Bearer {token}"}
     for _ in range(probes):
-        with (
-            httpx.Client(base_url=url, headers=headers, timeout=timeout) as http,
-            contextlib.suppress(httpx.HTTPError),
-        ):
-            if http.get("/accounts").status_code == 200:
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{url}/accounts", headers=headers, timeout=timeout).status_code == 200:
                 answered += 1
         time.sleep(pause)
     return answered
@@ -195,21 +194,17 @@ def peak_temp_bytes(pid: int, temp_dir: Path, every: float = 0.02) -> Iterator[l
         peak[0] = max(peak[0], temp_bytes_held(pid, temp_dir))
 
 
-def hostile_bank(directory: Path, extra_env: dict[str, str] | None = None) -> ManagedProcess:
-    """A source bank with :data:`TOKEN`, its ledger and its temp files under ``directory``."""
+def hostile_bank(directory: Path, extra_env: dict[str, str] | None = None) -> LocalSystem:
+    """A source bank alone, with :data:`TOKEN`, its ledger, log and temp files under ``directory``."""
     temp_dir = directory / "tmp"
     temp_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    process = bank_process(
-        "source", port=port, ledger=directory / "ledger.db", token=TOKEN, name="hostile bank"
+    return LocalSystem(
+        directory,
+        Settings(bank_token=TOKEN),
+        run=(SOURCE,),
+        workers=0,
+        env={SOURCE: {"TMPDIR": str(temp_dir), **(extra_env or {})}},
     )
-    process.env.update({"TMPDIR": str(temp_dir), **(extra_env or {})})
-    process.log_path = directory / "bank.log"
-    return process
-
-
-def _port(process: ManagedProcess) -> int:
-    return int(process.env["PORT"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="hostile-bank-") as name:
         directory = Path(name)
-        with hostile_bank(directory) as bank:
-            url, port = local_url(_port(bank)), _port(bank)
+        with hostile_bank(directory) as system:
+            bank, port = system.part(SOURCE), system.ports[SOURCE]
+            url = local_url(port)
             with idle_connections(port, args.idle):
                 answered = well_formed_answers(url, args.probes, args.probe_timeout)
             print(f"{args.idle} idle connections: {answered} of {args.probes} answered")

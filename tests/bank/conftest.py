@@ -8,27 +8,81 @@ kill or restart a bank, or need two processes on one ledger file.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
-import httpx
 import pytest
+import requests
 
-from orchestrator.supervisor import ManagedProcess, free_port
+from orchestrator.local_system import SOURCE, TARGET, LocalSystem
+from orchestrator.settings import Settings
+from orchestrator.supervisor import ManagedProcess, local_url
 
 TOKEN = "test-token"
+#: Seconds a test's call waits for the bank unless it says otherwise.
+CALL_TIMEOUT = 10.0
+
+
+class BankHttp:
+    """One bank's HTTP API over a ``requests`` session: paths, a token, a time limit per call."""
+
+    def __init__(self, base_url: str, *, token: str | None, timeout: float) -> None:
+        self.base_url = base_url
+        self.timeout = timeout
+        self._session = requests.Session()
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.timeout)
+        return self._session.request(method, self.base_url + path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("PUT", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("DELETE", path, **kwargs)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> BankHttp:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 @dataclass
 class RunningBank:
-    process: ManagedProcess
-    url: str
-    ledger_path: Path
+    system: LocalSystem
+    role: str
 
-    def client(self, *, token: str | None = TOKEN, timeout: float = 10.0) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+    @property
+    def process(self) -> ManagedProcess:
+        return self.system.part(self.role)
+
+    @property
+    def url(self) -> str:
+        return local_url(self.system.ports[self.role])
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.system.data_file(self.role)
+
+    def client(self, *, token: str | None = TOKEN, timeout: float = CALL_TIMEOUT) -> BankHttp:
+        return BankHttp(self.url, token=token, timeout=timeout)
 
 
 StartBank = Callable[..., RunningBank]
@@ -36,40 +90,38 @@ StartBank = Callable[..., RunningBank]
 
 @pytest.fixture(scope="session")
 def start_bank_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartBank]:
-    started: list[ManagedProcess] = []
+    started: list[LocalSystem] = []
 
     def start(
         module: str = "source_bank",
         *,
-        ledger_path: Path | None = None,
+        share_ledger_with: RunningBank | None = None,
         token: str | None = TOKEN,
-        faults: str | None = "1",
+        faults: bool | Sequence[Mapping[str, object]] = True,
         extra_env: dict[str, str] | None = None,
     ) -> RunningBank:
-        directory = tmp_path_factory.mktemp("bank")
-        path = ledger_path or directory / "ledger.db"
-        port = free_port()
-        env = {"PORT": str(port), "HOST": "127.0.0.1", "LEDGER_PATH": str(path)}
-        if token is not None:
-            env["BANK_TOKEN"] = token
-        if faults is not None:
-            env["BANK_FAULTS"] = faults
-        env.update(extra_env or {})
-        url = f"http://127.0.0.1:{port}"
-        process = ManagedProcess(
-            module,
-            env=env,
-            health_url=f"{url}/health",
-            log_path=directory / "bank.log",
-            name=f"{module}:{port}",
+        """A bank alone (``module`` is ``source_bank`` or ``target_bank``) in a new directory.
+
+        ``share_ledger_with`` runs it on that bank's ledger file (a second process).
+        """
+        role = {"source_bank": SOURCE, "target_bank": TARGET}[module]
+        logs = tmp_path_factory.mktemp("bank")
+        system = LocalSystem(
+            share_ledger_with.system.data_dir if share_ledger_with else logs,
+            Settings(bank_token=token),
+            run=(role,),
+            workers=0,
+            faults=faults,
+            env={role: extra_env or {}},
+            log_dir=logs,
         )
-        started.append(process)
-        process.start(timeout=30)
-        return RunningBank(process, url, path)
+        started.append(system)
+        system.start()
+        return RunningBank(system, role)
 
     yield start
-    for process in started:
-        process.stop(timeout=5)
+    for system in started:
+        system.stop()
 
 
 @pytest.fixture
@@ -84,20 +136,20 @@ def bank(start_bank_session: StartBank) -> RunningBank:
 
 
 @pytest.fixture
-def client(bank: RunningBank) -> Iterator[httpx.Client]:
+def client(bank: RunningBank) -> Iterator[BankHttp]:
     with bank.client() as http:
         yield http
 
 
 @pytest.fixture
-def anon(bank: RunningBank) -> Iterator[httpx.Client]:
+def anon(bank: RunningBank) -> Iterator[BankHttp]:
     """A client without the token."""
     with bank.client(token=None) as http:
         yield http
 
 
 @pytest.fixture
-def faults(client: httpx.Client) -> Iterator[httpx.Client]:
+def faults(client: BankHttp) -> Iterator[BankHttp]:
     """The authorised client; every fault rule and hold is cleared afterwards."""
     yield client
     client.delete("/admin/faults").raise_for_status()
@@ -107,7 +159,7 @@ def new_id(prefix: str = "id") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def open_account(http: httpx.Client, balance: int, prefix: str = "acct") -> str:
+def open_account(http: BankHttp, balance: int, prefix: str = "acct") -> str:
     account_id = new_id(prefix)
     response = http.put(
         f"/accounts/{account_id}", json={"status": "open", "opening_balance": balance}
@@ -120,14 +172,14 @@ def entry(op_id: str, account_id: str, amount: int, kind: str = "debit") -> dict
     return {"op_id": op_id, "account_id": account_id, "amount": amount, "kind": kind}
 
 
-def balance(http: httpx.Client, account_id: str) -> int:
+def balance(http: BankHttp, account_id: str) -> int:
     response = http.get(f"/accounts/{account_id}")
     assert response.status_code == 200, response.text
     value: int = response.json()["balance"]
     return value
 
 
-def error_code(response: httpx.Response) -> str:
+def error_code(response: requests.Response) -> str:
     code: str = response.json()["error"]["code"]
     return code
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-import httpx
 import pytest
+import requests
 
 from tests.bank.conftest import (
+    BankHttp,
     StartBank,
     balance,
     entry,
@@ -17,14 +19,14 @@ from tests.bank.conftest import (
 )
 
 
-def test_health_names_the_bank(client: httpx.Client) -> None:
+def test_health_names_the_bank(client: BankHttp) -> None:
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "bank": "source"}
 
 
 def test_target_bank_starts_and_reports_target(start_bank: StartBank) -> None:
-    target = start_bank("target_bank", faults=None)
+    target = start_bank("target_bank", faults=False)
     with target.client() as http:
         assert http.get("/health").json() == {"status": "ok", "bank": "target"}
         # Without BANK_FAULTS the admin endpoints do not exist.
@@ -35,7 +37,7 @@ def test_target_bank_starts_and_reports_target(start_bank: StartBank) -> None:
 # -- accounts ---------------------------------------------------------------------
 
 
-def test_put_account_creates_then_updates(client: httpx.Client) -> None:
+def test_put_account_creates_then_updates(client: BankHttp) -> None:
     account_id = new_id("alice")
     created = client.put(f"/accounts/{account_id}", json={"status": "open", "opening_balance": 500})
     assert created.status_code == 201
@@ -53,14 +55,14 @@ def test_put_account_creates_then_updates(client: httpx.Client) -> None:
     assert same_opening.json() == record
 
 
-def test_opening_balance_defaults_to_zero(client: httpx.Client) -> None:
+def test_opening_balance_defaults_to_zero(client: BankHttp) -> None:
     account_id = new_id("zero")
     response = client.put(f"/accounts/{account_id}", json={"status": "open"})
     assert response.status_code == 201
     assert response.json()["balance"] == 0
 
 
-def test_opening_balance_cannot_change(client: httpx.Client) -> None:
+def test_opening_balance_cannot_change(client: BankHttp) -> None:
     account_id = open_account(client, 100)
     response = client.put(f"/accounts/{account_id}", json={"status": "open", "opening_balance": 7})
     assert response.status_code == 409
@@ -68,13 +70,13 @@ def test_opening_balance_cannot_change(client: httpx.Client) -> None:
     assert client.get(f"/accounts/{account_id}").json()["opening_balance"] == 100
 
 
-def test_unknown_account_is_404(client: httpx.Client) -> None:
+def test_unknown_account_is_404(client: BankHttp) -> None:
     response = client.get(f"/accounts/{new_id('nobody')}")
     assert response.status_code == 404
     assert error_code(response) == "unknown_account"
 
 
-def test_list_accounts_sorted_by_id(client: httpx.Client) -> None:
+def test_list_accounts_sorted_by_id(client: BankHttp) -> None:
     first = open_account(client, 1, prefix="list-b")
     second = open_account(client, 2, prefix="list-a")
     accounts = client.get("/accounts").json()["accounts"]
@@ -93,7 +95,7 @@ def test_list_accounts_sorted_by_id(client: httpx.Client) -> None:
 # -- entries ----------------------------------------------------------------------
 
 
-def test_debit_credit_and_reversal_move_the_balance(client: httpx.Client) -> None:
+def test_debit_credit_and_reversal_move_the_balance(client: BankHttp) -> None:
     account_id = open_account(client, 1000)
     debit = client.post("/entries", json=entry(new_id("d"), account_id, 300, "debit"))
     assert debit.status_code == 201
@@ -105,7 +107,7 @@ def test_debit_credit_and_reversal_move_the_balance(client: httpx.Client) -> Non
     assert balance(client, account_id) == 1050
 
 
-def test_entry_record_shape(client: httpx.Client) -> None:
+def test_entry_record_shape(client: BankHttp) -> None:
     account_id = open_account(client, 10)
     op_id = new_id("shape")
     body = client.post("/entries", json=entry(op_id, account_id, 4)).json()
@@ -126,7 +128,7 @@ def test_entry_record_shape(client: httpx.Client) -> None:
     assert datetime.fromisoformat(body["created_at"]).utcoffset() is not None
 
 
-def test_identical_replay_returns_the_very_same_entry(client: httpx.Client) -> None:
+def test_identical_replay_returns_the_very_same_entry(client: BankHttp) -> None:
     account_id = open_account(client, 100)
     request = entry(new_id("replay"), account_id, 30)
     first = client.post("/entries", json=request)
@@ -144,7 +146,7 @@ def test_identical_replay_returns_the_very_same_entry(client: httpx.Client) -> N
     ids=["amount", "kind", "account"],
 )
 def test_conflicting_replay_is_refused_and_changes_nothing(
-    client: httpx.Client, change: dict[str, object]
+    client: BankHttp, change: dict[str, object]
 ) -> None:
     account_id = open_account(client, 100)
     other = open_account(client, 100)
@@ -161,7 +163,7 @@ def test_conflicting_replay_is_refused_and_changes_nothing(
     assert client.get(f"/entries/{op_id}").json()["entry"] == first
 
 
-def test_insufficient_funds_writes_nothing_and_can_succeed_later(client: httpx.Client) -> None:
+def test_insufficient_funds_writes_nothing_and_can_succeed_later(client: BankHttp) -> None:
     account_id = open_account(client, 100)
     request = entry(new_id("big"), account_id, 150)
     refused = client.post("/entries", json=request)
@@ -174,14 +176,14 @@ def test_insufficient_funds_writes_nothing_and_can_succeed_later(client: httpx.C
     assert balance(client, account_id) == 0
 
 
-def test_debit_of_the_whole_balance_is_allowed(client: httpx.Client) -> None:
+def test_debit_of_the_whole_balance_is_allowed(client: BankHttp) -> None:
     account_id = open_account(client, 100)
     response = client.post("/entries", json=entry(new_id("all"), account_id, 100))
     assert response.status_code == 201
     assert response.json()["balance_after"] == 0
 
 
-def test_closed_account_refuses_debit_and_credit_but_takes_reversal(client: httpx.Client) -> None:
+def test_closed_account_refuses_debit_and_credit_but_takes_reversal(client: BankHttp) -> None:
     account_id = open_account(client, 100)
     client.put(f"/accounts/{account_id}", json={"status": "closed"}).raise_for_status()
     for kind in ("debit", "credit"):
@@ -194,7 +196,7 @@ def test_closed_account_refuses_debit_and_credit_but_takes_reversal(client: http
     assert balance(client, account_id) == 110
 
 
-def test_entry_on_unknown_account_is_422(client: httpx.Client) -> None:
+def test_entry_on_unknown_account_is_422(client: BankHttp) -> None:
     response = client.post("/entries", json=entry(new_id("x"), new_id("ghost"), 10, "credit"))
     assert response.status_code == 422
     assert error_code(response) == "unknown_account"
@@ -203,7 +205,7 @@ def test_entry_on_unknown_account_is_422(client: httpx.Client) -> None:
 # -- void fence -------------------------------------------------------------------
 
 
-def test_void_before_apply_fences_the_op_forever(client: httpx.Client) -> None:
+def test_void_before_apply_fences_the_op_forever(client: BankHttp) -> None:
     account_id = open_account(client, 100)
     op_id = new_id("fenced")
     voided = client.post(f"/entries/{op_id}/void")
@@ -217,7 +219,7 @@ def test_void_before_apply_fences_the_op_forever(client: httpx.Client) -> None:
     assert client.get(f"/entries/{op_id}").json() == {"op_id": op_id, "state": "voided"}
 
 
-def test_void_after_apply_reports_the_entry(client: httpx.Client) -> None:
+def test_void_after_apply_reports_the_entry(client: BankHttp) -> None:
     account_id = open_account(client, 100)
     op_id = new_id("applied")
     applied = client.post("/entries", json=entry(op_id, account_id, 10)).json()
@@ -228,7 +230,7 @@ def test_void_after_apply_reports_the_entry(client: httpx.Client) -> None:
     assert balance(client, account_id) == 90
 
 
-def test_get_entry_states(client: httpx.Client) -> None:
+def test_get_entry_states(client: BankHttp) -> None:
     account_id = open_account(client, 100)
     op_id = new_id("look")
     missing = client.get(f"/entries/{op_id}")
@@ -245,7 +247,7 @@ def test_get_entry_states(client: httpx.Client) -> None:
 # -- listing ----------------------------------------------------------------------
 
 
-def test_list_entries_pages_in_ledger_order(client: httpx.Client) -> None:
+def test_list_entries_pages_in_ledger_order(client: BankHttp) -> None:
     account_id = open_account(client, 1000)
     posted = [
         client.post("/entries", json=entry(new_id(f"p{i}"), account_id, i + 1)).json()
@@ -267,7 +269,7 @@ def test_list_entries_pages_in_ledger_order(client: httpx.Client) -> None:
     assert seqs == sorted(seqs)
 
 
-def test_list_entries_without_account_covers_the_whole_ledger(client: httpx.Client) -> None:
+def test_list_entries_without_account_covers_the_whole_ledger(client: BankHttp) -> None:
     account_id = open_account(client, 100)
     posted = client.post("/entries", json=entry(new_id("all"), account_id, 1)).json()
     page = client.get("/entries", params={"after": posted["seq"] - 1, "limit": 1}).json()
@@ -290,7 +292,7 @@ def test_list_entries_without_account_covers_the_whole_ledger(client: httpx.Clie
         {"color": "red"},
     ],
 )
-def test_list_entries_refuses_bad_params(client: httpx.Client, params: dict[str, str]) -> None:
+def test_list_entries_refuses_bad_params(client: BankHttp, params: dict[str, str]) -> None:
     response = client.get("/entries", params=params)
     assert response.status_code == 400
     assert error_code(response) == "invalid_request"
@@ -311,24 +313,24 @@ def test_list_entries_refuses_bad_params(client: httpx.Client, params: dict[str,
         ("POST", "/admin/holds/release", {"op_id": None}),
     ],
 )
-def test_mutating_calls_need_the_token(bank_url: str, method: str, path: str, body: object) -> None:
+def test_mutating_calls_need_the_token(bank_url: str, method: str, path: str, body: Any) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "test-token"}):
-        response = httpx.request(method, bank_url + path, json=body, headers=headers)
+        response = requests.request(method, bank_url + path, json=body, headers=headers, timeout=10)
         assert response.status_code == 401
         assert error_code(response) == "unauthorized"
     # Nothing was written by the refused calls.
-    with httpx.Client(base_url=bank_url, headers={"Authorization": "Bearer test-token"}) as http:
+    with BankHttp(bank_url, token="test-token", timeout=10) as http:
         assert http.get("/entries/auth-test").status_code == 404
         assert http.get("/accounts/auth-test").status_code == 404
 
 
-def test_reads_without_the_token_see_only_health(anon: httpx.Client) -> None:
+def test_reads_without_the_token_see_only_health(anon: BankHttp) -> None:
     assert anon.get("/health").status_code == 200
     assert anon.get("/accounts").status_code == 401
 
 
 def test_bank_without_token_needs_no_auth(start_bank: StartBank) -> None:
-    open_bank = start_bank(token=None, faults=None)
+    open_bank = start_bank(token=None, faults=False)
     with open_bank.client(token=None) as http:
         assert http.put("/accounts/free", json={"status": "open"}).status_code == 201
         assert http.get("/accounts/free").status_code == 200
@@ -346,7 +348,7 @@ def test_bank_without_token_needs_no_auth(start_bank: StartBank) -> None:
     ],
 )
 def test_unknown_routes_and_methods_answer_json(
-    client: httpx.Client, method: str, path: str, status: int, code: str
+    client: BankHttp, method: str, path: str, status: int, code: str
 ) -> None:
     response = client.request(method, path)
     assert response.status_code == status

@@ -12,9 +12,15 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
-
-from tests.bank.conftest import RunningBank, StartBank, balance, entry, new_id, open_account
+from tests.bank.conftest import (
+    BankHttp,
+    RunningBank,
+    StartBank,
+    balance,
+    entry,
+    new_id,
+    open_account,
+)
 
 CLIENTS = 8
 OPENING = 60
@@ -29,11 +35,7 @@ def race(urls: list[str], account_id: str, op_ids: list[str]) -> list[tuple[str,
         order = op_ids[:]
         random.Random(index).shuffle(order)
         results = []
-        with httpx.Client(
-            base_url=urls[index % len(urls)],
-            headers={"Authorization": "Bearer test-token"},
-            timeout=60,
-        ) as http:
+        with BankHttp(urls[index % len(urls)], token="test-token", timeout=60) as http:
             start.wait()
             for op_id in order:
                 response = http.post("/entries", json=entry(op_id, account_id, 1))
@@ -44,7 +46,7 @@ def race(urls: list[str], account_id: str, op_ids: list[str]) -> list[tuple[str,
         return [r for rs in pool.map(client, range(CLIENTS)) for r in rs]
 
 
-def check_race(http: httpx.Client, account_id: str, results: list[tuple[str, int, object]]) -> None:
+def check_race(http: BankHttp, account_id: str, results: list[tuple[str, int, object]]) -> None:
     statuses = Counter(status for _, status, _ in results)
     assert set(statuses) <= {200, 201, 422}, statuses
     created = [op_id for op_id, status, _ in results if status == 201]
@@ -69,9 +71,7 @@ def check_race(http: httpx.Client, account_id: str, results: list[tuple[str, int
     assert [e["balance_after"] for e in entries] == list(range(OPENING - 1, -1, -1))
 
 
-def test_eight_clients_racing_debits_on_one_process(
-    bank: RunningBank, client: httpx.Client
-) -> None:
+def test_eight_clients_racing_debits_on_one_process(bank: RunningBank, client: BankHttp) -> None:
     account_id = open_account(client, OPENING, prefix="race")
     op_ids = [new_id("race-op") for _ in range(OPS)]
     results = race([bank.url], account_id, op_ids)
@@ -79,8 +79,8 @@ def test_eight_clients_racing_debits_on_one_process(
 
 
 def test_two_processes_sharing_one_ledger_file(start_bank: StartBank) -> None:
-    first = start_bank(faults=None)
-    second = start_bank(ledger_path=first.ledger_path, faults=None)
+    first = start_bank(faults=False)
+    second = start_bank(share_ledger_with=first, faults=False)
     with first.client() as http:
         account_id = open_account(http, OPENING, prefix="shared")
         op_ids = [new_id("shared-op") for _ in range(OPS)]

@@ -15,8 +15,8 @@ import socket
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+import requests
 
 from bank.validation import MAX_BODY_BYTES
 from bench.hostile_bank import (
@@ -196,10 +196,10 @@ def test_a_body_over_the_limit_is_a_json_413_and_at_the_limit_reaches_the_app(
 ) -> None:
     bank = _start(start_bank, tmp_path)
     with bank.client() as http:
-        too_big = http.post("/entries", content=b" " * (MAX_BODY_BYTES + 1))
+        too_big = http.post("/entries", data=b" " * (MAX_BODY_BYTES + 1))
         assert too_big.status_code == 413
         assert error_code(too_big) == "body_too_large"
-        at_limit = http.post("/entries", content=b" " * MAX_BODY_BYTES)
+        at_limit = http.post("/entries", data=b" " * MAX_BODY_BYTES)
         assert at_limit.status_code == 400
         assert error_code(at_limit) == "invalid_request"
 
@@ -220,7 +220,7 @@ def test_duplicate_keys_are_refused_and_change_nothing(bank: RunningBank, templa
         account = open_account(http, 100, prefix="dup")
         op_id = new_id("dup")
         raw = template.format(op=op_id, acct=account)
-        response = http.post("/entries", content=raw, headers={"Content-Type": "application/json"})
+        response = http.post("/entries", data=raw, headers={"Content-Type": "application/json"})
         assert response.status_code == 400, response.text
         assert error_code(response) == "invalid_request"
         field = "amount" if '"amount": 7' in raw else "op_id"
@@ -232,9 +232,7 @@ def test_duplicate_keys_are_refused_and_change_nothing(bank: RunningBank, templa
 def test_duplicate_keys_are_refused_at_any_depth(bank: RunningBank) -> None:
     raw = '{"faults": [{"action": "fail_before", "times": 1, "times": 5}]}'
     with bank.client() as http:
-        response = http.put(
-            "/admin/faults", content=raw, headers={"Content-Type": "application/json"}
-        )
+        response = http.put("/admin/faults", data=raw, headers={"Content-Type": "application/json"})
         assert response.status_code == 400, response.text
         assert response.json()["error"]["field"] == "times"
         assert http.get("/admin/faults").json() == {"faults": []}
@@ -258,14 +256,16 @@ def test_duplicate_keys_are_refused_at_any_depth(bank: RunningBank) -> None:
 )
 def test_with_a_token_set_every_read_needs_it(bank_url: str, path: str) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
-        response = httpx.get(bank_url + path, headers=headers)
+        response = requests.get(bank_url + path, headers=headers, timeout=10)
         assert response.status_code == 401, (path, headers)
         assert error_code(response) == "unauthorized"
-    assert httpx.get(bank_url + path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code in (
+    assert requests.get(
+        bank_url + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+    ).status_code in (
         200,
         404,
     )
 
 
 def test_health_needs_no_token(bank_url: str) -> None:
-    assert httpx.get(f"{bank_url}/health").status_code == 200
+    assert requests.get(f"{bank_url}/health", timeout=10).status_code == 200
