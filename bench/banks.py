@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import requests
 
 from bench.workload import Account, source_accounts, target_accounts
-from orchestrator.supervisor import bank_process, free_port, local_url
+from orchestrator.local_system import BANKS, LocalSystem
+from orchestrator.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,12 @@ class LedgerError(AssertionError):
     """The banks' ledgers break an invariant after a system ran."""
 
 
-def _seed(client: httpx.Client, base_url: str, accounts: Sequence[Account]) -> None:
+def _seed(client: requests.Session, base_url: str, accounts: Sequence[Account]) -> None:
     for account in accounts:
         response = client.put(
             f"{base_url}/accounts/{account.account_id}",
             json={"status": account.status, "opening_balance": account.opening_balance},
+            timeout=30.0,
         )
         if response.status_code not in (200, 201):
             raise RuntimeError(
@@ -46,13 +48,19 @@ def _seed(client: httpx.Client, base_url: str, accounts: Sequence[Account]) -> N
             )
 
 
-def _balances(client: httpx.Client, base_url: str, accounts: Sequence[Account]) -> list[int]:
+def _balances(client: requests.Session, base_url: str, accounts: Sequence[Account]) -> list[int]:
     balances = []
     for account in accounts:
-        response = client.get(f"{base_url}/accounts/{account.account_id}")
+        response = client.get(f"{base_url}/accounts/{account.account_id}", timeout=30.0)
         response.raise_for_status()
         balances.append(int(response.json()["balance"]))
     return balances
+
+
+def _client(banks: BankUrls) -> requests.Session:
+    session = requests.Session()
+    session.headers.update(banks.headers())
+    return session
 
 
 def check_conservation(banks: BankUrls) -> int:
@@ -60,7 +68,7 @@ def check_conservation(banks: BankUrls) -> int:
 
     Returns the total. Raises ``LedgerError`` on a violation.
     """
-    with httpx.Client(headers=banks.headers(), timeout=30.0) as client:
+    with _client(banks) as client:
         src = _balances(client, banks.source, source_accounts())
         tgt = _balances(client, banks.target, target_accounts())
     opening = sum(a.opening_balance for a in (*source_accounts(), *target_accounts()))
@@ -74,19 +82,14 @@ def check_conservation(banks: BankUrls) -> int:
 @contextmanager
 def running_banks(workdir: Path, *, log_dir: Path | None = None) -> Iterator[BankUrls]:
     """Start ``source_bank`` and ``target_bank`` on free ports with new ledgers; seed them."""
-    workdir.mkdir(parents=True, exist_ok=True)
     token = os.environ.get("BENCH_BANK_TOKEN", "bench-token")
-    urls: dict[str, str] = {}
-    with ExitStack() as stack:
-        for role, accounts in (("source", source_accounts()), ("target", target_accounts())):
-            port = free_port()
-            ledger = workdir / f"{role}_bank.db"
-            ledger.unlink(missing_ok=True)
-            log_path = (log_dir / f"{role}_bank.log") if log_dir else None
-            stack.enter_context(
-                bank_process(role, port=port, ledger=ledger, token=token, log_path=log_path)
-            )
-            urls[role] = local_url(port)
-            with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30.0) as client:
-                _seed(client, urls[role], accounts)
-        yield BankUrls(source=urls["source"], target=urls["target"], token=token)
+    system = LocalSystem(
+        workdir, Settings(bank_token=token), run=BANKS, workers=0, log_dir=log_dir, fresh=True
+    )
+    with system:
+        settings = system.settings
+        banks = BankUrls(settings.source_bank_url, settings.target_bank_url, token)
+        with _client(banks) as client:
+            _seed(client, banks.source, source_accounts())
+            _seed(client, banks.target, target_accounts())
+        yield banks

@@ -1,6 +1,6 @@
 """Seconds from a worker's SIGKILL to all of its in-flight transfers finishing on a standby.
 
-Starts both banks, the served promise store and one worker (``tests/orchestrator/cluster.py``);
+Starts both banks, the served promise store and one worker (a ``LocalSystem``);
 the target bank parks every credit (a ``hold_before`` rule), so ``--in-flight``
 transfers are provably mid-saga on that worker. A standby joins the group,
 the first worker is SIGKILLed, the held requests are let go, and the clock
@@ -18,15 +18,16 @@ import asyncio
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from orchestrator.local_system import IMPATIENT, LocalSystem, wait_until, with_fresh_tokens
 from orchestrator.transfers import TransferRequest, start_transfer
-from tests.orchestrator.cluster import Cluster, running_cluster, wait_until
 
 
-async def _failover(cluster: Cluster, in_flight: int) -> float:
+async def _failover(cluster: LocalSystem, in_flight: int) -> float:
     await cluster.seed({"fo-src": 10**9}, {"fo-dst": 0})
-    async with cluster.banks() as (_, target), cluster.client() as client:
+    async with cluster.banks() as (_, target), cluster.session() as client:
         await target.set_faults([{"action": "hold_before", "kind": "credit"}])
         handles = [
             await start_transfer(
@@ -59,7 +60,8 @@ async def _failover(cluster: Cluster, in_flight: int) -> float:
 def measure(workdir: Path, *, in_flight: int = 16, lease_ttl: float = 2.0) -> float:
     """Start a cluster under ``workdir``, kill its worker mid-saga, return the takeover seconds."""
     workdir.mkdir(parents=True, exist_ok=True)
-    with running_cluster(workdir, LEASE_TTL=f"{lease_ttl:g}") as cluster:
+    settings = replace(with_fresh_tokens(IMPATIENT), lease_ttl=lease_ttl)
+    with LocalSystem(workdir, settings, faults=True) as cluster:
         return asyncio.run(_failover(cluster, in_flight))
 
 

@@ -1,7 +1,7 @@
 """Soak: a local crossbank left running, a transfer every few seconds, then idle, then one more.
 
 Starts both banks, the served promise store and one worker as local processes
-(``tests/orchestrator/cluster.py``, the same builders the tests use), with the
+(a ``LocalSystem``, the same builder the tests use), with the
 worker's real settings: the product's defaults for the lease, the step budget,
 the bank timeout and the push channel (``PUSH_IDLE_TIMEOUT``,
 ``PUSH_MAX_LIFETIME``), nothing shortened. One client stays open for the whole
@@ -36,17 +36,10 @@ from pathlib import Path
 
 from resonate.resonate import Resonate
 
+from orchestrator.local_system import WORKERS, LocalSystem, with_fresh_tokens
+from orchestrator.settings import Settings
 from orchestrator.transfers import TransferRequest, start_transfer
-from tests.orchestrator.cluster import Cluster, running_cluster
 
-#: The worker's product defaults, over the cluster's test-friendly ones.
-PRODUCT_WORKER_ENV = {
-    "LEASE_TTL": "15",
-    "STEP_ATTEMPTS": "5",
-    "STEP_BACKOFF": "1",
-    "STEP_BACKOFF_MAX": "30",
-    "BANK_TIMEOUT": "5",
-}
 AMOUNT = 1
 #: The transfer after the idle spell may take this much longer than the busy median.
 IDLE_SLACK_SECONDS = 2.0
@@ -59,7 +52,7 @@ class Outcome:
     seconds: float
 
 
-async def _one(client: Resonate, cluster: Cluster, transfer_id: str, within: float) -> Outcome:
+async def _one(client: Resonate, cluster: LocalSystem, transfer_id: str, within: float) -> Outcome:
     started = time.monotonic()
     try:
         request = TransferRequest(transfer_id, "soak-src", "soak-dst", AMOUNT)
@@ -75,10 +68,10 @@ async def _one(client: Resonate, cluster: Cluster, transfer_id: str, within: flo
     return outcome
 
 
-async def _soak(cluster: Cluster, args: argparse.Namespace) -> tuple[list[Outcome], Outcome]:
+async def _soak(cluster: LocalSystem, args: argparse.Namespace) -> tuple[list[Outcome], Outcome]:
     await cluster.seed({"soak-src": 10**12}, {"soak-dst": 0})
     busy: list[Outcome] = []
-    async with cluster.client() as client:
+    async with cluster.session() as client:
         first = time.monotonic() + args.offset
         number = 0
         print(f"busy: a transfer every {args.every:g}s for {args.busy:g}s", flush=True)
@@ -92,7 +85,7 @@ async def _soak(cluster: Cluster, args: argparse.Namespace) -> tuple[list[Outcom
     return busy, after_idle
 
 
-def _push_events(cluster: Cluster) -> Counter[str]:
+def _push_events(cluster: LocalSystem) -> Counter[str]:
     """What the worker's log says about its push channel, by kind of line."""
     kinds = {
         "opened": "push channel open at",
@@ -109,7 +102,7 @@ def _push_events(cluster: Cluster) -> Counter[str]:
     return found
 
 
-async def _exactly_once(cluster: Cluster, outcomes: list[Outcome]) -> list[str]:
+async def _exactly_once(cluster: LocalSystem, outcomes: list[Outcome]) -> list[str]:
     """Problems with the ops: each transfer one debit and one credit, and a clean audit."""
     ops = Counter(entry["op_id"] for entry in await cluster.entries("soak-"))
     problems = [
@@ -125,7 +118,11 @@ async def _exactly_once(cluster: Cluster, outcomes: list[Outcome]) -> list[str]:
 
 
 def run(workdir: Path, args: argparse.Namespace) -> int:
-    with running_cluster(workdir, workers=1, **PRODUCT_WORKER_ENV) as cluster:
+    # The product's defaults (Settings()), nothing shortened; the worker logs its push channel.
+    soak = LocalSystem(
+        workdir, with_fresh_tokens(Settings()), faults=True, env={WORKERS: {"LOG_LEVEL": "INFO"}}
+    )
+    with soak as cluster:
         started = time.monotonic()
         busy, after_idle = asyncio.run(_soak(cluster, args))
         elapsed = time.monotonic() - started

@@ -1,7 +1,7 @@
 """Seconds from a restarted promise store answering again to transfers finishing again.
 
-Starts both banks, the served promise store and one worker
-(``tests/orchestrator/cluster.py``), keeps 8 transfers in flight, SIGKILLs the
+Starts both banks, the served promise store and one worker (a
+``LocalSystem``), keeps 8 transfers in flight, SIGKILLs the
 store, leaves it down for ``--down`` seconds, starts it on the same file and
 port, and times the first transfer to finish after the store is healthy.
 Workers and clients resend what the store did not answer on a short ladder
@@ -22,13 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from orchestrator.local_system import IMPATIENT, STORE, LocalSystem, with_fresh_tokens
 from orchestrator.transfers import TransferRequest, start_transfer
-from tests.orchestrator.cluster import Cluster, running_cluster
 
 IN_FLIGHT = 8
 
 
-async def _outage(cluster: Cluster, down_s: float) -> float:
+async def _outage(cluster: LocalSystem, down_s: float) -> float:
     await cluster.seed({"so-src": 10**9}, {"so-dst": 0})
     statuses: list[str] = []
     stop = asyncio.Event()
@@ -36,7 +36,7 @@ async def _outage(cluster: Cluster, down_s: float) -> float:
     first_after = 0.0  # when the first transfer finished after that
     progressed = asyncio.Event()
 
-    async with cluster.client() as client:
+    async with cluster.session() as client:
 
         async def keep_transferring(lane: int) -> None:
             nonlocal first_after
@@ -52,9 +52,9 @@ async def _outage(cluster: Cluster, down_s: float) -> float:
 
         lanes = [asyncio.create_task(keep_transferring(lane)) for lane in range(IN_FLIGHT)]
         await asyncio.sleep(2.0)
-        cluster.store.kill()
+        cluster.kill(STORE)
         await asyncio.sleep(down_s)
-        await asyncio.to_thread(cluster.store.start)
+        await asyncio.to_thread(cluster.restart, STORE)
         back_at = time.monotonic()
         await asyncio.wait_for(progressed.wait(), 120)
         seconds = first_after - back_at
@@ -72,7 +72,7 @@ async def _outage(cluster: Cluster, down_s: float) -> float:
 def measure(workdir: Path, *, down_s: float = 10.0) -> float:
     """Start a cluster under ``workdir``, take its store down under load, return the seconds."""
     workdir.mkdir(parents=True, exist_ok=True)
-    with running_cluster(workdir) as cluster:
+    with LocalSystem(workdir, with_fresh_tokens(IMPATIENT)) as cluster:
         return asyncio.run(_outage(cluster, down_s))
 
 

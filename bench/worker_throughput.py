@@ -1,7 +1,7 @@
 """Transfers per second through ONE worker, against real banks and the served promise store.
 
 Starts both banks, ``python -m promise_store`` and one ``python -m
-orchestrator.worker`` as processes (``tests/orchestrator/cluster.py``), seeds
+orchestrator.worker`` as processes (a ``LocalSystem``), seeds
 accounts, then for each concurrency level keeps exactly that many transfers
 in flight (closed loop) until ``--count`` have finished, and prints
 transfers/s and latency percentiles. Every transfer must end ``committed``;
@@ -23,18 +23,19 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 from resonate.resonate import Resonate
 
+from orchestrator.local_system import IMPATIENT, LocalSystem, with_fresh_tokens
 from orchestrator.transfers import TransferRequest, start_transfer
-from tests.orchestrator.cluster import Cluster, running_cluster
 
 ACCOUNTS = 32
 
 
-def observer(cluster: Cluster) -> Resonate:
+def observer(cluster: LocalSystem) -> Resonate:
     """A client with a push channel in a group of its own: told of results, given no work."""
     settings = cluster.settings
     assert settings.resonate_url is not None
@@ -47,7 +48,7 @@ def observer(cluster: Cluster) -> Resonate:
 
 
 async def run_level(
-    resonate: Resonate, cluster: Cluster, concurrency: int, count: int
+    resonate: Resonate, cluster: LocalSystem, concurrency: int, count: int
 ) -> dict[str, float]:
     """Keep ``concurrency`` transfers in flight until ``count`` are done."""
     run = uuid.uuid4().hex[:6]
@@ -84,7 +85,7 @@ async def run_level(
     }
 
 
-async def bench(cluster: Cluster, levels: list[int], count: int) -> list[dict[str, float]]:
+async def bench(cluster: LocalSystem, levels: list[int], count: int) -> list[dict[str, float]]:
     await cluster.seed(
         {f"src{i}": 10**12 for i in range(ACCOUNTS)}, {f"dst{i}": 0 for i in range(ACCOUNTS)}
     )
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="crossbank-bench-") as scratch:
         root = args.workdir or Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
-        with running_cluster(root, LEASE_TTL="15") as cluster:
+        settings = replace(with_fresh_tokens(IMPATIENT), lease_ttl=15.0)
+        with LocalSystem(root, settings) as cluster:
             rows = asyncio.run(bench(cluster, levels, args.count))
     print("one worker, served promise store, real banks (every transfer committed, audit clean)")
     print(

@@ -10,16 +10,16 @@ a send-only client (``role="client"``), like the CLI against a deployment.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from bench.banks import BankUrls
 from bench.driver import RunTransfer
 from bench.workload import TransferSpec
+from orchestrator.local_system import STORE, WORKERS, LocalSystem
 from orchestrator.runtime import resonate_session
 from orchestrator.settings import Settings
-from orchestrator.supervisor import free_port, local_url, store_process, worker_process
 from orchestrator.transfers import TransferRequest, start_transfer
 
 WORKER_GROUP = "bench-workers"
@@ -60,35 +60,19 @@ async def open_embedded(banks: BankUrls, workdir: Path) -> AsyncIterator[RunTran
 
 @asynccontextmanager
 async def _served(banks: BankUrls, workdir: Path, workers: int) -> AsyncIterator[RunTransfer]:
-    store_path = workdir / f"crossbank-served-{workers}.db"
-    store_path.unlink(missing_ok=True)
-    port = free_port()
-    url = local_url(port)
-    worker_env = {
-        "RESONATE_URL": url,
-        "SOURCE_BANK_URL": banks.source,
-        "TARGET_BANK_URL": banks.target,
-        "BANK_TOKEN": banks.token or "",
-        "WORKER_GROUP": WORKER_GROUP,
-        "LOG_LEVEL": "WARNING",
-    }
-    with ExitStack() as stack:
-        stack.enter_context(
-            store_process(
-                port=port,
-                path=store_path,
-                log_path=workdir / "logs" / f"promise_store-{workers}.log",
-            )
-        )
-        for n in range(workers):
-            # At LOG_LEVEL=WARNING a worker does not log that it is ready; the
-            # harness's unmeasured warm-up transfers wait for the workers instead.
-            log_path = workdir / "logs" / f"worker-{workers}-{n}.log"
-            worker = worker_process(
-                worker_env, log_path=log_path, name=f"worker {n}", wait_ready=False
-            )
-            stack.enter_context(worker)
-        async with _session(_settings(banks, resonate_url=url)) as run:
+    # At LOG_LEVEL=WARNING a worker does not log that it is ready; the
+    # harness's unmeasured warm-up transfers wait for the workers instead.
+    system = LocalSystem(
+        workdir / f"crossbank-served-{workers}",
+        _settings(banks),
+        run=(STORE,),
+        workers=workers,
+        env={WORKERS: {"LOG_LEVEL": "WARNING"}},
+        wait_for_workers=False,
+        fresh=True,
+    )
+    with system:
+        async with _session(system.settings) as run:
             yield run
 
 
