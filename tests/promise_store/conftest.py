@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.supervisor import free_port, local_url, store_process
+from orchestrator.local_system import STORE, LocalSystem
+from orchestrator.supervisor import local_url
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 60.0
@@ -23,16 +24,15 @@ class StoreServer:
     """``python -m promise_store`` on a free port with a tmp journal."""
 
     def __init__(self, tmp: Path, **env: str) -> None:
-        self.port = free_port()
-        self.url = local_url(self.port)
-        self.path = tmp / "promises.db"
-        self.log = tmp / "store.log"
-        self.proc = store_process(
-            port=self.port,
-            path=self.path,
-            env={"TICK_INTERVAL": "0.2", **env},
-            log_path=self.log,
+        system = LocalSystem(
+            tmp, run=(STORE,), workers=0, env={STORE: {"TICK_INTERVAL": "0.2", **env}}
         )
+        self.port = system.ports[STORE]
+        self.url = local_url(self.port)
+        self.path = system.data_file(STORE)
+        self.proc = system.part(STORE)
+        assert self.proc.log_path is not None
+        self.log = self.proc.log_path
 
     def start(self) -> StoreServer:
         self.proc.start(timeout=WAIT_S)
