@@ -13,7 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from envsettings import integer, number, optional_path, optional_string, path, string, url
+from envsettings import (
+    SettingsError,
+    integer,
+    number,
+    optional_path,
+    optional_string,
+    path,
+    string,
+    url,
+)
 
 DEFAULT_STORE_PATH = "./data/promises.db"
 DEFAULT_SOURCE_BANK_URL = "http://127.0.0.1:5001"
@@ -58,7 +67,7 @@ class Settings:
         """Build settings from ``env``; a malformed value raises
         :class:`envsettings.SettingsError` naming it."""
         return cls(
-            resonate_url=url(env, "RESONATE_URL"),
+            resonate_url=_store_url(env),
             resonate_token=optional_string(env, "RESONATE_TOKEN"),
             store_path=path(env, "STORE_PATH", DEFAULT_STORE_PATH),
             source_bank_url=url(env, "SOURCE_BANK_URL") or DEFAULT_SOURCE_BANK_URL,
@@ -101,3 +110,17 @@ class Settings:
             "PUSH_MAX_LIFETIME": repr(self.push_max_lifetime),
             "WORKER_HEALTH_FILE": str(self.worker_health_file or ""),
         }
+
+
+def _store_url(env: Mapping[str, str]) -> str | None:
+    """``RESONATE_URL``: ``http://`` only, since the store link speaks plain HTTP.
+
+    Refused here, naming the variable, rather than when the worker starts.
+    """
+    value = url(env, "RESONATE_URL")
+    if value is not None and not value.startswith("http://"):
+        raise SettingsError(
+            "RESONATE_URL",
+            f"must be an http:// URL (the store link speaks plain HTTP), got {value!r}",
+        )
+    return value

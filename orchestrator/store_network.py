@@ -67,6 +67,10 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._body: list[bytes] = []
+        #: The response has a Content-Length or is chunked...
+        self._framed = False
+        #: ...or not, and its body is everything until the server closes.
+        self._ends_with_connection = False
         self._waiter: asyncio.Future[bytes] | None = None
         self.closed = False
 
@@ -85,14 +89,33 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if exc is None and self._ends_with_connection:
+            self._answer()  # the end of the stream is the end of the body
         self._fail(ResponseLost(f"the store closed the connection: {exc or 'EOF'}"))
 
     # -- httptools callbacks --------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._body, self._framed, self._ends_with_connection = [], False, False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() in (b"content-length", b"transfer-encoding"):
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        self._ends_with_connection = not self._framed and status >= 200 and status not in (204, 304)
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._parser.get_status_code() < 200:
+            return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+        self._answer()
+
+    def _answer(self) -> None:
+        self._ends_with_connection = False
         body, self._body = b"".join(self._body), []
         if not self._parser.should_keep_alive():
             self.close()

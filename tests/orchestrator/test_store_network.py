@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from resonate_base.error import ConnectorError
 
+from orchestrator.settings import Settings
 from orchestrator.store_network import StoreNetwork
 from tests.promise_store.conftest import StoreServer
 
@@ -121,3 +122,60 @@ async def test_chunked_and_closing_responses_from_another_server() -> None:
 def test_an_unusable_url_is_refused_up_front(url: str) -> None:
     with pytest.raises(ValueError, match="http://host"):
         StoreNetwork(url)
+
+
+async def answers_from(replies: list[bytes], requests: int | None = None) -> list[str]:
+    """What the link returns for ``requests`` requests (one per reply unless given), from a
+    server that sends the next reply on each connection and then closes it."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        writer.write(replies.pop(0))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    net = StoreNetwork(f"http://127.0.0.1:{port}")
+    await net.start()
+    try:
+        count = len(replies) if requests is None else requests
+        return [await asyncio.wait_for(net.send("{}"), 5) for _ in range(count)]
+    finally:
+        await net.stop()
+        server.close()
+
+
+async def test_a_body_that_ends_with_the_connection_is_read() -> None:
+    """No Content-Length and not chunked: the body is everything until the server closes."""
+    reply = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"d": 4}'
+    assert await answers_from([reply]) == ['{"d": 4}']
+
+
+async def test_interim_answers_are_skipped() -> None:
+    replies = [
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+        b'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n{"e": 5}'
+    ]
+    assert await answers_from(replies) == ['{"e": 5}']
+
+
+async def test_a_cut_short_body_is_not_an_answer() -> None:
+    """A Content-Length body the server closes in the middle of is sent again, not returned."""
+    replies = [
+        b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"f":',
+        b'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n{"g": 7}',
+    ]
+    assert await answers_from(replies, requests=1) == ['{"g": 7}']
+
+
+def test_an_https_store_url_is_refused_by_the_settings() -> None:
+    """The link speaks plain HTTP: an https:// store fails at the settings check, naming it."""
+    with pytest.raises(ValueError, match="RESONATE_URL must be an http:// URL"):
+        Settings.from_env({"RESONATE_URL": "https://store:8001"})
+    assert Settings.from_env({"SOURCE_BANK_URL": "https://bank:5001"}).source_bank_url == (
+        "https://bank:5001"
+    )
