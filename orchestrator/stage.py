@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from orchestrator import commands
-from orchestrator.local_system import LocalSystem
+from orchestrator.local_system import SOURCE, STORE, TARGET, LocalSystem
 from orchestrator.settings import Settings
 from orchestrator.supervisor import ServiceError, local_url
 
@@ -59,7 +59,8 @@ def demo_settings(lease_ttl: float) -> Settings:
 
 def describe(system: LocalSystem) -> Iterator[str]:
     """One line per running part: where it answers (or its pid) and its log."""
-    for part, process in system.services.items():
+    for part in (SOURCE, TARGET, STORE):
+        process = system.part(part)
         url = local_url(system.ports[part])
         yield f"  {process.name:<14} {url}  (log {process.log_path})"
     for worker in system.running_workers():
