@@ -52,11 +52,16 @@ logger = logging.getLogger(__name__)
 #: The parser is fed at most this much at a time, so that a limit or a paused
 #: connection stops it within this many bytes of the point it applies.
 FEED_BYTES = 8192
-#: Connections accepted per wake-up of the listening socket (asyncio's default,
-#: also the listen backlog): sockets the cap has not turned away yet.
-ACCEPT_BATCH = 100
-#: Descriptors kept free of connections for the journal, logs and the loop.
-FD_HEADROOM = 64
+#: Connections asyncio accepts per wake-up of the listening socket. Until the
+#: cap sees them (a loop iteration or two later) they hold descriptors over
+#: it, so the batch is small...
+ACCEPT_BATCH = 32
+#: ...and the kernel's queue of connections waiting to be accepted is not:
+#: a burst of connects past the batch waits there instead of being dropped.
+LISTEN_BACKLOG = 1024
+#: Descriptors kept free of connections: accepted sockets the cap has not
+#: turned away yet (up to three batches), and the journal, logs and loop.
+FD_RESERVE = 3 * ACCEPT_BATCH + 64
 #: After a refusal, the client's input is read and dropped for at most this
 #: long, so a client still sending sees the refusal instead of a reset.
 LINGER_SECONDS = 2.0
@@ -514,7 +519,7 @@ def connection_cap(wanted: int) -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return wanted
-    room = max(1, soft - ACCEPT_BATCH - FD_HEADROOM)
+    room = max(1, soft - FD_RESERVE)
     if room < wanted:
         logger.warning(
             "the open-file limit (%d) leaves room for %d connections, not %d", soft, room, wanted
@@ -587,6 +592,11 @@ class Server:
         self._server = await loop.create_server(
             lambda: _Connection(self), host, port, backlog=ACCEPT_BATCH
         )
+        for listening in self._server.sockets:
+            # asyncio uses one number for its batch and the kernel's queue; a second
+            # listen() on the same socket (through a duplicate) enlarges only the queue.
+            with listening.dup() as same_socket:
+                same_socket.listen(LISTEN_BACKLOG)
         self._sweeper = loop.create_task(self._sweep())
         sockets = self._server.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port

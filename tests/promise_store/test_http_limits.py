@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from orchestrator.store_network import StoreNetwork
+from promise_store.http import FD_RESERVE
 from tests.promise_store.conftest import StoreServer
 from tests.promise_store.test_served import envelope
 
@@ -45,9 +46,9 @@ LIMITS = {
 #: What an attack may add to the store's resident memory. Every attack below
 #: sends at least 40 MB that an unbounded store would hold.
 RSS_GROWTH_BOUND_KB = 16 * 1024
-#: What an attack may add to its open descriptors: the connection cap, plus
-#: one batch of accepted sockets not yet turned away, plus slack.
-FD_GROWTH_BOUND = MAX_CONNECTIONS + 100 + 36
+#: What an attack may add to its open descriptors: the connection cap and the
+#: descriptors the store keeps free of connections.
+FD_GROWTH_BOUND = MAX_CONNECTIONS + FD_RESERVE
 #: A well-formed request unanswered this long counts as not answered.
 ANSWER_WITHIN_S = 5.0
 #: How long the store has to close a connection it should give up on.
@@ -291,7 +292,7 @@ def test_thousands_of_idle_connections(hostile: Callable[..., StoreServer]) -> N
     server = hostile()
     with attacked(server):
         sockets = []
-        for _ in range(1000):
+        for _ in range(3000):
             with contextlib.suppress(OSError):
                 sockets.append(open_socket(server))
         # Past the cap the oldest idle ones were closed; the rest time out idle.
