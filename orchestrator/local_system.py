@@ -202,9 +202,11 @@ class LocalSystem:
         _start_together(self.workers, timeout)
         return self
 
-    def start_worker(self, timeout: float = START_TIMEOUT, **env: str) -> ManagedProcess:
+    def start_worker(
+        self, *, env: Mapping[str, str] | None = None, timeout: float = START_TIMEOUT
+    ) -> ManagedProcess:
         """One more worker in the group (``env`` adds settings), started and waited for."""
-        return self._add_worker(env).start(timeout=timeout)
+        return self._add_worker(env or {}).start(timeout=timeout)
 
     def _add_worker(self, env: Mapping[str, str]) -> ManagedProcess:
         name = self._worker_name(len(self.workers))

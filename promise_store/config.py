@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from envsettings import SettingsError, integer, number
+from promise_store.delivery import DEFAULT_MAX_WATCHED, DEFAULT_REOFFER_AFTER
 from promise_store.http import Limits
+from promise_store.limits import DEFAULT_MAX_JSON_DEPTH
 from promise_store.state import DEFAULT_SNAPSHOT_EVERY
 
 #: The one error type for a bad setting in every part (:mod:`envsettings`).
@@ -17,20 +19,28 @@ ConfigError = SettingsError
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    host: str = "0.0.0.0"
+    #: Loopback unless told otherwise (``HOST=0.0.0.0`` in a container).
+    host: str = "127.0.0.1"
     port: int = 8001
     store_path: Path = Path("data/promises.db")
     token: str | None = None
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY
     tick_interval: float = 1.0
+    #: Seconds an ``execute`` dealt to one listener of a group may stay unacquired
+    #: before other listeners are offered it, and how many offers are watched.
+    reoffer_after: float = DEFAULT_REOFFER_AFTER
+    max_watched_offers: int = DEFAULT_MAX_WATCHED
+    #: Deepest JSON nesting a request may have.
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     #: What one HTTP client may make the store hold, and for how long.
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """``HOST``, ``PORT``, ``STORE_PATH``, ``RESONATE_TOKEN``, ``SNAPSHOT_EVERY``,
-        ``TICK_INTERVAL`` (seconds) and the HTTP limits (:func:`limits_from_env`);
-        unset means the default."""
+        ``TICK_INTERVAL`` and ``REOFFER_AFTER`` (seconds), ``MAX_WATCHED_OFFERS``,
+        ``MAX_JSON_DEPTH`` and the HTTP limits (:func:`limits_from_env`); unset
+        means the default."""
         e = os.environ if env is None else env
         d = cls()
         return cls(
@@ -40,6 +50,11 @@ class Settings:
             token=e.get("RESONATE_TOKEN") or None,
             snapshot_every=integer(e, "SNAPSHOT_EVERY", d.snapshot_every, low=1, high=10**9),
             tick_interval=number(e, "TICK_INTERVAL", d.tick_interval, low=0.01, high=60.0),
+            reoffer_after=number(e, "REOFFER_AFTER", d.reoffer_after, low=0.05, high=3600.0),
+            max_watched_offers=integer(
+                e, "MAX_WATCHED_OFFERS", d.max_watched_offers, low=0, high=1_000_000
+            ),
+            max_json_depth=integer(e, "MAX_JSON_DEPTH", d.max_json_depth, low=8, high=1000),
             limits=limits_from_env(e),
         )
 
@@ -53,7 +68,9 @@ def limits_from_env(env: Mapping[str, str]) -> Limits:
             env, "MAX_HEADER_BYTES", d.max_header_bytes, low=1024, high=1 << 20
         ),
         max_url_bytes=integer(env, "MAX_URL_BYTES", d.max_url_bytes, low=256, high=1 << 20),
-        max_body_bytes=integer(env, "MAX_BODY_BYTES", d.max_body_bytes, low=1024, high=1 << 30),
+        # A request's body is journaled as one SQLite value: stay far below
+        # SQLite's own limit on a value (1e9 bytes), which would fail the write.
+        max_body_bytes=integer(env, "MAX_BODY_BYTES", d.max_body_bytes, low=1024, high=64 << 20),
         max_pipelined=integer(env, "MAX_PIPELINED_REQUESTS", d.max_pipelined, low=2, high=1024),
         max_connections=integer(env, "MAX_CONNECTIONS", d.max_connections, low=1, high=1_000_000),
         idle_timeout=number(env, "IDLE_TIMEOUT", d.idle_timeout, low=0.1, high=86400.0),

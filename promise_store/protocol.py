@@ -86,9 +86,11 @@ def _may_nest_deeper(raw: bytes | str, max_depth: int) -> bool:
     return raw.count(b"[") + raw.count(b"{") > max_depth
 
 
-async def handle(store: JournaledState, raw: bytes | str) -> Answer:
+async def handle(
+    store: JournaledState, raw: bytes | str, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> Answer:
     """Apply one raw request to ``store`` and build the answer to send."""
-    flat = parse_request(raw)
+    flat = parse_request(raw, max_depth=max_depth)
     if isinstance(flat, str):
         return Answer(400, error_envelope(400, flat), [])
     try:

@@ -63,7 +63,9 @@ class StoreService:
     def __init__(self, store: JournaledState, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self.mailboxes = Mailboxes()
+        self.mailboxes = Mailboxes(
+            reoffer_after=settings.reoffer_after, max_watched=settings.max_watched_offers
+        )
         self.http = Server(
             self.route,
             limits=settings.limits,
@@ -124,7 +126,7 @@ class StoreService:
     async def post_request(self, request: Request) -> Response:
         if not self._authorized(request):
             return Response(401, error_envelope(401, "missing or wrong bearer token"))
-        answer = await handle(self.store, request.body)
+        answer = await handle(self.store, request.body, max_depth=self.settings.max_json_depth)
         _route(self.mailboxes, answer.outgoing)
         return Response(answer.http_status, answer.body)
 

@@ -76,6 +76,8 @@ def test_a_bad_boolean_names_the_variable() -> None:
         (lambda env: BankConfig.from_env("source", 5001, environ=env), "BANK_THREADS"),
         (StoreSettings.from_env, "SNAPSHOT_EVERY"),
         (StoreSettings.from_env, "MAX_BODY_BYTES"),
+        (StoreSettings.from_env, "REOFFER_AFTER"),
+        (StoreSettings.from_env, "MAX_JSON_DEPTH"),
         (OrchestratorSettings.from_env, "STEP_ATTEMPTS"),
         (OrchestratorSettings.from_env, "LEASE_TTL"),
     ],
@@ -89,6 +91,25 @@ def test_every_part_refuses_a_bad_value_with_the_one_error_type(
         read({variable: value})
     assert err.value.variable == variable
     assert str(err.value).startswith(variable)
+
+
+def test_the_store_keeps_a_body_it_journals_far_below_sqlites_value_limit() -> None:
+    assert StoreSettings.from_env({"MAX_BODY_BYTES": str(64 << 20)}).limits.max_body_bytes == (
+        64 << 20
+    )
+    with pytest.raises(SettingsError, match=r"^MAX_BODY_BYTES"):
+        StoreSettings.from_env({"MAX_BODY_BYTES": str((64 << 20) + 1)})
+
+
+def test_the_stores_delivery_settings_are_read() -> None:
+    settings = StoreSettings.from_env(
+        {"REOFFER_AFTER": "0.5", "MAX_WATCHED_OFFERS": "0", "MAX_JSON_DEPTH": "16"}
+    )
+    assert (settings.reoffer_after, settings.max_watched_offers, settings.max_json_depth) == (
+        0.5,
+        0,
+        16,
+    )
 
 
 @pytest.mark.parametrize(

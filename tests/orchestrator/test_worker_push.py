@@ -119,7 +119,7 @@ async def assert_transfer_commits_once(cluster: Cluster, transfer_id: str) -> No
 async def test_worker_takes_work_after_its_channel_outlives_a_limit(
     cluster: Cluster, limit: dict[str, str], reason: str, reopened: str
 ) -> None:
-    worker = await asyncio.to_thread(cluster.start_worker, **limit)
+    worker = await asyncio.to_thread(lambda: cluster.start_worker(env=limit))
     await logged(worker, reason, times=3)
     await logged(worker, reopened, times=3)
 
@@ -130,9 +130,8 @@ async def test_worker_takes_work_after_its_channel_outlives_a_limit(
 async def test_worker_reconnects_after_store_restart_and_health_follows(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    worker = await asyncio.to_thread(
-        cluster.start_worker, WORKER_HEALTH_FILE=str(tmp_path / "worker.health")
-    )
+    health_file = {"WORKER_HEALTH_FILE": str(tmp_path / "worker.health")}
+    worker = await asyncio.to_thread(lambda: cluster.start_worker(env=health_file))
     await health_becomes(worker, healthy=True)
 
     cluster.store.kill()
