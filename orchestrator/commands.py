@@ -186,7 +186,7 @@ async def transfer_command(
             target_account=target,
             amount=cents,
         )
-    except ValueError as exc:  # its checks of the ids and amount, all typed by the user
+    except transfers.InvalidTransferRequest as exc:  # the ids and amount the user typed
         raise CliError(str(exc)) from None
     async with promise_store(settings) as resonate:
         # A transfer that exists is re-attached to as it is: its accounts were

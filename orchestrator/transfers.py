@@ -21,6 +21,7 @@ from resonate.handle import ResonateHandle
 from resonate.resonate import Resonate
 from resonate.types import PromiseRecord
 
+from orchestrator.money import MAX_CENTS
 from orchestrator.records import Compensation, TransferSteps, decide, parse_step_value
 from orchestrator.saga import SAGA_NAME, transfer
 from orchestrator.settings import Settings
@@ -37,8 +38,13 @@ _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 #: What the banks accept as an account id.
 _ACCOUNT_PATTERN = re.compile(r"[A-Za-z0-9._:@~+-]{1,128}")
 
-#: No single transfer moves more than this many cents (a billion units).
-MAX_AMOUNT = 100_000_000_000
+#: No single transfer moves more than this many cents: the CLI's typo guard,
+#: one figure with it (see :data:`orchestrator.money.MAX_CENTS` for why).
+MAX_AMOUNT = MAX_CENTS
+
+
+class InvalidTransferRequest(ValueError):
+    """A transfer's ids or amount are not ones a transfer can have (the caller's input)."""
 
 
 class TransferConflict(ValueError):
@@ -56,19 +62,25 @@ class TransferRequest:
 
     def __post_init__(self) -> None:
         if not _ID_PATTERN.fullmatch(self.transfer_id):
-            raise ValueError(
+            raise InvalidTransferRequest(
                 f"transfer id {self.transfer_id!r} must be 1-100 letters, digits, '.', '_' "
                 "or '-', starting with a letter or digit"
             )
         for role, account in (("source", self.source_account), ("target", self.target_account)):
             if not isinstance(account, str) or not _ACCOUNT_PATTERN.fullmatch(account):
-                raise ValueError(f"{role} account {account!r} is not a valid account id")
+                raise InvalidTransferRequest(
+                    f"{role} account {account!r} is not a valid account id"
+                )
         if self.source_account == self.target_account:
-            raise ValueError("source and target account must differ")
+            raise InvalidTransferRequest("source and target account must differ")
         if isinstance(self.amount, bool) or not isinstance(self.amount, int):
-            raise ValueError(f"amount must be an integer number of cents, got {self.amount!r}")
+            raise InvalidTransferRequest(
+                f"amount must be an integer number of cents, got {self.amount!r}"
+            )
         if not 0 < self.amount <= MAX_AMOUNT:
-            raise ValueError(f"amount must be between 1 and {MAX_AMOUNT} cents, got {self.amount}")
+            raise InvalidTransferRequest(
+                f"amount must be between 1 and {MAX_AMOUNT} cents, got {self.amount}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {
