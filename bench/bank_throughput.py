@@ -22,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-from orchestrator.supervisor import bank_process, free_port, local_url
+from orchestrator.local.supervisor import bank_process, free_port, local_url
 
 TOKEN = "bench-token"
 

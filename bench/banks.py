@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 
 from bench.workload import Account, source_accounts, target_accounts
-from orchestrator.local_system import BANKS, LocalSystem
+from orchestrator.local.system import BANKS, LocalSystem
 from orchestrator.settings import Settings
 
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from orchestrator.local_system import IMPATIENT, LocalSystem, wait_until, with_fresh_tokens
+from orchestrator.local.system import IMPATIENT, LocalSystem, wait_until, with_fresh_tokens
 from orchestrator.transfers import TransferRequest, start_transfer
 
 

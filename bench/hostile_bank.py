@@ -34,9 +34,9 @@ from pathlib import Path
 
 import requests
 
-from orchestrator.local_system import SOURCE, LocalSystem
+from orchestrator.local.supervisor import local_url
+from orchestrator.local.system import SOURCE, LocalSystem
 from orchestrator.settings import Settings
-from orchestrator.supervisor import local_url
 
 TOKEN = "bench-token"
 #: Bytes per send of a large body: small enough to notice an early answer.

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.supervisor import ManagedProcess, free_port, store_process
+from orchestrator.local.supervisor import ManagedProcess, free_port, store_process
 
 TOKEN = "bench-hostile-token"
 MB = 1 << 20

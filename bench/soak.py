@@ -36,7 +36,7 @@ from pathlib import Path
 
 from resonate.resonate import Resonate
 
-from orchestrator.local_system import WORKERS, LocalSystem, with_fresh_tokens
+from orchestrator.local.system import WORKERS, LocalSystem, with_fresh_tokens
 from orchestrator.settings import Settings
 from orchestrator.transfers import TransferRequest, start_transfer
 

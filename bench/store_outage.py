@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.local_system import IMPATIENT, STORE, LocalSystem, with_fresh_tokens
+from orchestrator.local.system import IMPATIENT, STORE, LocalSystem, with_fresh_tokens
 from orchestrator.transfers import TransferRequest, start_transfer
 
 IN_FLIGHT = 8

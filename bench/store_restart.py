@@ -20,7 +20,7 @@ from pathlib import Path
 import msgspec
 from resonate.connections.local import ServerState
 
-from orchestrator.supervisor import free_port, store_process
+from orchestrator.local.supervisor import free_port, store_process
 from promise_store.journal import REQUEST, Entry, Journal
 from promise_store.snapshot import canonical_state
 from promise_store.state import JournaledState

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from orchestrator.supervisor import free_port, local_url, store_process
+from orchestrator.local.supervisor import free_port, local_url, store_process
 from promise_store.state import JournaledState
 
 

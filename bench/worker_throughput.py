@@ -29,7 +29,7 @@ from pathlib import Path
 
 from resonate.resonate import Resonate
 
-from orchestrator.local_system import IMPATIENT, LocalSystem, with_fresh_tokens
+from orchestrator.local.system import IMPATIENT, LocalSystem, with_fresh_tokens
 from orchestrator.transfers import TransferRequest, start_transfer
 
 ACCOUNTS = 32

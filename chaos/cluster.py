@@ -1,6 +1,6 @@
 """The real processes a campaign runs against: two banks, the promise store, workers.
 
-A :class:`~orchestrator.local_system.LocalSystem` with the campaign's
+A :class:`~orchestrator.local.system.LocalSystem` with the campaign's
 impatient settings, a fresh bank token and the fault API on. Its ports are
 fixed for the whole campaign, so a restarted process comes back where its
 clients expect it, and a restart reuses the same ledger and store files:
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaos.schedule import SOURCE_BANK, STORE, TARGET_BANK, worker_name
-from orchestrator.local_system import SOURCE, TARGET, LocalSystem
-from orchestrator.local_system import STORE as STORE_PART
+from orchestrator.local.supervisor import ManagedProcess
+from orchestrator.local.system import SOURCE, TARGET, LocalSystem
+from orchestrator.local.system import STORE as STORE_PART
 from orchestrator.settings import Settings
-from orchestrator.supervisor import ManagedProcess
 
 
 @dataclass(frozen=True)

@@ -79,12 +79,6 @@ class EntryOutcome:
     def applied(self) -> bool:
         return self.status == "applied"
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-safe form, the one the saga checkpoints as a step's value."""
-        if self.applied:
-            return {"status": "applied", "entry": self.entry}
-        return {"status": "rejected", "code": self.code, "message": self.message}
-
 
 @dataclass(frozen=True)
 class VoidOutcome:
@@ -92,11 +86,6 @@ class VoidOutcome:
 
     state: Literal["applied", "voided"]
     entry: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        if self.state == "applied":
-            return {"state": "applied", "entry": self.entry}
-        return {"state": "voided"}
 
 
 class BankClient:

@@ -46,7 +46,7 @@ from orchestrator.store_network import RETRY_MAX_SECONDS, WARN_EVERY_ATTEMPTS, r
 logger = logging.getLogger(__name__)
 
 #: What the log says each time the stream opens; callers wait for it to know a
-#: worker is listening (``orchestrator.supervisor.WORKER_READY_LOG``).
+#: worker is listening (``orchestrator.local.supervisor.WORKER_READY_LOG``).
 OPENED_LOG = "SSE connection established"
 
 

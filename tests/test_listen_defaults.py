@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.supervisor import free_port
+from orchestrator.local.supervisor import free_port
 
 LISTEN = "0A"
 LOOPBACK = "0100007F"  # 127.0.0.1, as /proc/net/tcp writes it

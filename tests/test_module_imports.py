@@ -93,8 +93,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_sees_imports_inside_functions_and_longer_cycles(tmp_path: Path) -> None:
     module = tmp_path / "scene.py"
-    module.write_text("def later():\n    from orchestrator import demo\n")
-    assert "orchestrator.demo" in set(_imported_names("orchestrator.scene", module))
+    module.write_text("def later():\n    from orchestrator.local import demo\n")
+    assert "orchestrator.local.demo" in set(_imported_names("orchestrator.scene", module))
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from bench.banks import BankUrls
 from bench.driver import RunTransfer
 from bench.workload import TransferSpec
-from orchestrator.local_system import STORE, WORKERS, LocalSystem
+from orchestrator.local.system import STORE, WORKERS, LocalSystem
 from orchestrator.runtime import resonate_session
 from orchestrator.settings import Settings
 from orchestrator.transfers import TransferRequest, start_transfer

@@ -26,7 +26,7 @@ from bench.banks import BankUrls
 from bench.driver import RunTransfer
 from bench.peers import Unavailable
 from bench.workload import TransferSpec
-from orchestrator.supervisor import ManagedProcess, free_port, is_healthy
+from orchestrator.local.supervisor import ManagedProcess, free_port, is_healthy
 
 NPM_BINARY = (
     Path(__file__).resolve().parent.parent

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import requests
 
-from orchestrator.local_system import SOURCE, TARGET, LocalSystem
+from orchestrator.local.supervisor import ManagedProcess, local_url
+from orchestrator.local.system import SOURCE, TARGET, LocalSystem
 from orchestrator.settings import Settings
-from orchestrator.supervisor import ManagedProcess, local_url
 
 TOKEN = "test-token"
 #: Seconds a test's call waits for the bank unless it says otherwise.

@@ -9,7 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pytest
 import requests
 
-from orchestrator.supervisor import ServiceError
+from orchestrator.local.supervisor import ServiceError
 from tests.bank.conftest import (
     BankHttp,
     RunningBank,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from docker.client import from_env
 
-from orchestrator.supervisor import free_port
+from orchestrator.local.supervisor import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"

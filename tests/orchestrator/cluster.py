@@ -1,8 +1,8 @@
 """A whole crossbank as real local processes, for the orchestrator's tests.
 
-A :class:`~orchestrator.local_system.LocalSystem` with both banks (fault
+A :class:`~orchestrator.local.system.LocalSystem` with both banks (fault
 injection on, a bearer token), the served promise store (a token too) and
-impatient workers (:data:`~orchestrator.local_system.IMPATIENT`), each
+impatient workers (:data:`~orchestrator.local.system.IMPATIENT`), each
 started with ``python -m <package>`` exactly as a user or compose would, on
 free ports under one temporary directory. The test process itself is only a
 send-only client: it starts transfers and waits, so killing a worker really
@@ -21,9 +21,10 @@ from typing import Any
 import requests
 from resonate.resonate import Resonate
 
-from orchestrator import local_system
 from orchestrator.bank_client import BankClient
-from orchestrator.local_system import (
+from orchestrator.local import system as local_system
+from orchestrator.local.supervisor import ManagedProcess, local_url
+from orchestrator.local.system import (
     IMPATIENT,
     SOURCE,
     STORE,
@@ -34,7 +35,6 @@ from orchestrator.local_system import (
 )
 from orchestrator.runtime import close_resonate, open_resonate
 from orchestrator.settings import Settings
-from orchestrator.supervisor import ManagedProcess, local_url
 from orchestrator.transfers import TransferRequest, start_transfer, transfer_record
 
 __all__ = ["Cluster", "running_cluster", "wait_for_hold", "wait_until"]

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.cli import main
-from orchestrator.supervisor import free_port
+from orchestrator.cli.main import main
+from orchestrator.local.supervisor import free_port
 from tests.orchestrator.cluster import Cluster
 
 ACCOUNTS = {"in-alice": 10_000}, {"in-carol": 0, "in-closed": 0}

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.supervisor import WORKER_READY_LOG, ManagedProcess
+from orchestrator.local.supervisor import WORKER_READY_LOG, ManagedProcess
 from orchestrator.transfers import TransferRequest, start_transfer
 from tests.orchestrator.cluster import Cluster, wait_for_hold
 from tests.orchestrator.test_cli_input import run_cli

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.supervisor import is_healthy
+from orchestrator.local.supervisor import is_healthy
 
 CROSSBANK = str(Path(sys.executable).parent / "crossbank")
 

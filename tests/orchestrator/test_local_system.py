@@ -1,7 +1,7 @@
 """One builder runs a local crossbank for everyone; settings go to children and come back the same.
 
 The demos, chaos, the test clusters, the bank fixtures and the benchmarks all
-start their parts through :class:`orchestrator.local_system.LocalSystem`, so
+start their parts through :class:`orchestrator.local.system.LocalSystem`, so
 what they rely on is checked here once, on real processes: each part is
 started with the system's tokens (and only those: none leaks in from the
 caller's environment), a killed part is really gone and comes back on its
@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from orchestrator.local_system import (
+from orchestrator.local.supervisor import is_healthy, local_url
+from orchestrator.local.system import (
     BANKS,
     IMPATIENT,
     SOURCE,
@@ -27,7 +28,6 @@ from orchestrator.local_system import (
     with_fresh_tokens,
 )
 from orchestrator.settings import Settings
-from orchestrator.supervisor import is_healthy, local_url
 from orchestrator.transfers import TransferRequest, start_transfer
 
 EVERY_FIELD_CHANGED = Settings(

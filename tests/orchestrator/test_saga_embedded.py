@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.local.supervisor import ManagedProcess
 from orchestrator.runtime import resonate_session
 from orchestrator.settings import Settings
-from orchestrator.supervisor import ManagedProcess
 from orchestrator.transfers import TransferRequest, start_transfer
 from tests.orchestrator.cluster import Cluster, wait_for_hold
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from chaos.checks import applied_entries
-from orchestrator import views
+from orchestrator.cli import views
 from orchestrator.transfers import TransferRequest, start_transfer, transfer_record
 from tests.orchestrator.scripted_bank import FAST_SETTINGS, ScriptedBank, saga_runtime
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator import audit, views
+from orchestrator import audit
+from orchestrator.cli import views
 
 
 def transfer_view(**changes: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.supervisor import ManagedProcess
+from orchestrator.local.supervisor import ManagedProcess
 from tests.orchestrator.cluster import Cluster, running_cluster, wait_until
 
 pytestmark = pytest.mark.anyio

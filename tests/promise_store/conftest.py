@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.local_system import STORE, LocalSystem
-from orchestrator.supervisor import local_url
+from orchestrator.local.supervisor import local_url
+from orchestrator.local.system import STORE, LocalSystem
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 60.0

@@ -3,7 +3,7 @@
 A command raises :class:`CliError` for a problem the user can fix (one line,
 with the exit status to use) and returns a :class:`Reply` otherwise: the exit
 status, the data ``--json`` prints, and the text a person reads
-(:mod:`orchestrator.views`). Every check that can refuse a transfer runs
+(:mod:`orchestrator.cli.views`). Every check that can refuse a transfer runs
 before the transfer is started, so a refused command leaves the ledgers and
 the promise store untouched.
 """
@@ -28,8 +28,7 @@ from orchestrator.bank_client import (
     EntryKind,
     bank_clients,
 )
-from orchestrator.settings import Settings
-from orchestrator.views import (
+from orchestrator.cli.views import (
     balances_data,
     describe_audit,
     describe_balances,
@@ -37,6 +36,7 @@ from orchestrator.views import (
     describe_status,
     status_word,
 )
+from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
     from resonate.resonate import Resonate

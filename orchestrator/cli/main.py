@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TextIO
 
 from envsettings import SettingsError
-from orchestrator.commands import (
+from orchestrator.cli.commands import (
     OK,
     REFUSED,
     UNEXPECTED,
@@ -210,7 +210,7 @@ def _run_worker() -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from orchestrator import crash_demo, demo
+    from orchestrator.local import crash_demo, demo
 
     run: Callable[..., int] = demo.main if args.command == "demo" else crash_demo.main
     return run(data_dir=args.data, lease_ttl=args.lease_ttl, debug=args.debug)

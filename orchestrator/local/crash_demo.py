@@ -14,10 +14,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from orchestrator import commands, money
-from orchestrator.local_system import LocalSystem, wait_for_hold
+from orchestrator import money
+from orchestrator.cli import commands
+from orchestrator.local.stage import command, run_scenes, say, show
+from orchestrator.local.system import LocalSystem, wait_for_hold
 from orchestrator.saga import op_id
-from orchestrator.stage import command, run_scenes, say, show
 
 SOURCE, TARGET, AMOUNT = "alice", "dave", "75.00"
 

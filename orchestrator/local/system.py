@@ -1,7 +1,7 @@
 """crossbank's parts as local processes: the one builder behind the demos, chaos, tests and benches.
 
 A local crossbank is two banks, the promise store and some workers, each
-started with ``python -m <package>`` (see :mod:`orchestrator.supervisor`) on
+started with ``python -m <package>`` (see :mod:`orchestrator.local.supervisor`) on
 127.0.0.1 with its files under one data directory. Callers differ only in
 options: the settings workers and clients share (tokens, lease, bank timeout,
 retry budget, group), whether the banks take fault rules, which parts run
@@ -30,9 +30,7 @@ from resonate.resonate import Resonate
 
 from orchestrator import audit
 from orchestrator.bank_client import BankClient, bank_clients
-from orchestrator.runtime import resonate_session
-from orchestrator.settings import Settings
-from orchestrator.supervisor import (
+from orchestrator.local.supervisor import (
     ManagedProcess,
     bank_process,
     free_port,
@@ -40,6 +38,8 @@ from orchestrator.supervisor import (
     store_process,
     worker_process,
 )
+from orchestrator.runtime import resonate_session
+from orchestrator.settings import Settings
 
 SOURCE, TARGET, STORE = "source", "target", "store"
 BANKS = (SOURCE, TARGET)

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator import commands, crash_demo
-from orchestrator.local_system import TARGET, LocalSystem, wait_for_hold
+from orchestrator.cli import commands
+from orchestrator.local import crash_demo
+from orchestrator.local.stage import command, run_scenes, say, show
+from orchestrator.local.system import TARGET, LocalSystem, wait_for_hold
 from orchestrator.saga import op_id
 from orchestrator.settings import Settings
-from orchestrator.stage import command, run_scenes, say, show
 
 # -- the scenes ------------------------------------------------------------------------------
 

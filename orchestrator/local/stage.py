@@ -1,7 +1,7 @@
 """What the demos share: a local crossbank to play on, and how a scene is told.
 
 ``crossbank demo`` and ``crossbank crash-demo`` both start a local system
-(:class:`~orchestrator.local_system.LocalSystem`: banks with fault injection
+(:class:`~orchestrator.local.system.LocalSystem`: banks with fault injection
 on, the served store, one worker), print each command as a user would type it
 with the reply indented below, and stop every process they started on the way
 out, whatever happens (Ctrl-C included).
@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-from orchestrator import commands
-from orchestrator.local_system import SOURCE, STORE, TARGET, LocalSystem
+from orchestrator.cli import commands
+from orchestrator.local.supervisor import ServiceError, local_url
+from orchestrator.local.system import SOURCE, STORE, TARGET, LocalSystem
 from orchestrator.settings import Settings
-from orchestrator.supervisor import ServiceError, local_url
 
 WORKER_GROUP = "crossbank-demo"
 
