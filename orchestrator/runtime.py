@@ -12,7 +12,14 @@
     the store pushes each result the moment it settles, instead of the client
     finding it up to a polling interval later (a quarter of a second was most
     of a transfer's latency at concurrency 1).
-- Embedded store (no ``RESONATE_URL``): one process runs the saga and waits
+- Resonate on Postgres (``RESONATE_PG_DSN`` set): the same two roles, with
+  :class:`resonate_pg.PostgresConnection` as both the request channel and the
+  push source (``resonate.sql``'s stored procedures are the server). Each
+  connection also advances the database's timers (``process_timeouts()``) on
+  every wake, which is what brings a dead worker's transfers back one lease
+  after it died; that needs a role allowed to call it (orchestrator/README.md,
+  "Resonate on Postgres").
+- Embedded store (neither): one process runs the saga and waits
   for it, over the promise store's file at ``settings.store_path``, whatever
   the role.
 
@@ -52,8 +59,15 @@ _opened: weakref.WeakKeyDictionary[Resonate, SagaDeps] = weakref.WeakKeyDictiona
 
 def open_resonate(settings: Settings, *, role: Role) -> Resonate:
     """A started Resonate for ``role`` (see the module docstring); needs a running loop."""
+    if role not in ("worker", "client"):
+        raise ValueError(f"role must be 'worker' or 'client', got {role!r}")
     ttl = timedelta(seconds=settings.lease_ttl)
-    if settings.resonate_url is None:
+    if settings.resonate_pg_dsn is not None:
+        group = settings.group if role == "worker" else client_group(settings)
+        resonate = _on_postgres(settings.resonate_pg_dsn, group, ttl)
+        if role == "client":
+            return resonate
+    elif settings.resonate_url is None:
         from promise_store.embedded import EmbeddedStore
 
         # The store advertises the same pid the SDK leases tasks under.
@@ -65,10 +79,8 @@ def open_resonate(settings: Settings, *, role: Role) -> Resonate:
         if settings.worker_health_file is not None:
             health = HealthFile(settings.worker_health_file, fresh_for=settings.push_idle_timeout)
         resonate = _served(settings, settings.group, ttl, health=health)
-    elif role == "client":
-        return _served(settings, client_group(settings), ttl, refresh_secs=CLIENT_POLL_SECONDS)
     else:
-        raise ValueError(f"role must be 'worker' or 'client', got {role!r}")
+        return _served(settings, client_group(settings), ttl, refresh_secs=CLIENT_POLL_SECONDS)
     deps = saga_deps(settings)
     resonate.register(transfer, name=SAGA_NAME)
     resonate.with_dependency(deps)
@@ -110,6 +122,15 @@ def _served(
         token=token,
         subscription_refresh_secs=refresh_secs,
     )
+
+
+def _on_postgres(dsn: str, group: str, ttl: timedelta) -> Resonate:
+    """A Resonate whose server is the database at ``dsn`` (``resonate.sql`` applied)."""
+    from resonate_pg import PostgresConnection
+
+    pid = uuid.uuid4().hex
+    connection = PostgresConnection(dsn, pid=pid, group=group)
+    return Resonate(network=connection, sources=[connection], pid=pid, group=group, ttl=ttl)
 
 
 def client_group(settings: Settings) -> str:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from envsettings import (
     SettingsError,
@@ -34,7 +35,9 @@ DEFAULT_GROUP = "crossbank-workers"
 class Settings:
     """Where the banks and the promise store are, and how patient the saga is.
 
-    ``resonate_url`` unset means the embedded store at ``store_path``.
+    ``resonate_url`` is a served promise store, ``resonate_pg_dsn`` Resonate's
+    own server on Postgres (``resonate.sql`` applied to that database); at most
+    one is set, and neither means the embedded store at ``store_path``.
     ``step_attempts`` is how many times a bank step is tried before its outcome
     is settled with the bank's void fence; between tries the saga waits
     ``step_backoff`` seconds, doubling up to ``step_backoff_max``.
@@ -46,6 +49,7 @@ class Settings:
     """
 
     resonate_url: str | None = None
+    resonate_pg_dsn: str | None = None
     resonate_token: str | None = None
     store_path: Path = Path(DEFAULT_STORE_PATH)
     source_bank_url: str = DEFAULT_SOURCE_BANK_URL
@@ -62,12 +66,31 @@ class Settings:
     push_max_lifetime: float = 3600.0
     worker_health_file: Path | None = None
 
+    @property
+    def served(self) -> bool:
+        """Whether workers run the transfers (a served store or Postgres), not this process."""
+        return self.resonate_url is not None or self.resonate_pg_dsn is not None
+
+    def store_name(self) -> str:
+        """Where transfers are kept, for a log line or a message (no password shown)."""
+        if self.resonate_pg_dsn is not None:
+            return f"Resonate on Postgres {redact_dsn(self.resonate_pg_dsn)}"
+        return self.resonate_url or f"embedded store {self.store_path}"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         """Build settings from ``env``; a malformed value raises
         :class:`envsettings.SettingsError` naming it."""
+        resonate_url, resonate_pg_dsn = _store_url(env), _pg_dsn(env)
+        if resonate_url is not None and resonate_pg_dsn is not None:
+            raise SettingsError(
+                "RESONATE_PG_DSN",
+                "and RESONATE_URL are both set: choose one backend (RESONATE_URL for crossbank's "
+                "promise store, RESONATE_PG_DSN for Resonate on Postgres)",
+            )
         return cls(
-            resonate_url=_store_url(env),
+            resonate_url=resonate_url,
+            resonate_pg_dsn=resonate_pg_dsn,
             resonate_token=optional_string(env, "RESONATE_TOKEN"),
             store_path=path(env, "STORE_PATH", DEFAULT_STORE_PATH),
             source_bank_url=url(env, "SOURCE_BANK_URL") or DEFAULT_SOURCE_BANK_URL,
@@ -94,6 +117,7 @@ class Settings:
         """
         return {
             "RESONATE_URL": self.resonate_url or "",
+            "RESONATE_PG_DSN": self.resonate_pg_dsn or "",
             "RESONATE_TOKEN": self.resonate_token or "",
             "STORE_PATH": str(self.store_path),
             "SOURCE_BANK_URL": self.source_bank_url,
@@ -124,3 +148,24 @@ def _store_url(env: Mapping[str, str]) -> str | None:
             f"must be an http:// URL (the store link speaks plain HTTP), got {value!r}",
         )
     return value
+
+
+def _pg_dsn(env: Mapping[str, str]) -> str | None:
+    """``RESONATE_PG_DSN``: a ``postgresql://`` (or ``postgres://``) URL, as libpq reads it."""
+    value = optional_string(env, "RESONATE_PG_DSN")
+    if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
+        raise SettingsError(
+            "RESONATE_PG_DSN",
+            f"must be a postgresql:// URL, got {redact_dsn(value)!r}",
+        )
+    return value
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with its password, if any, replaced by ``***``: safe to print or log."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()

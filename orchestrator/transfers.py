@@ -162,7 +162,7 @@ async def start_transfer(
     :func:`check_same_transfer` on its ``request``, as ``crossbank transfer`` does.
     """
     params = request.to_json()
-    if settings.resonate_url is not None:
+    if settings.served:
         handle = resonate.options(target=settings.group, timeout=TRANSFER_TIMEOUT).rpc(
             request.transfer_id, SAGA_NAME, params
         )

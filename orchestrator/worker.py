@@ -32,7 +32,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     """Run until ``stop`` is set (or SIGTERM/SIGINT arrives when ``stop`` is None)."""
     stop = stop or _stop_on_signals()
     resonate = open_resonate(settings, role="worker")
-    where = settings.resonate_url or f"embedded store {settings.store_path}"
+    where = settings.store_name()
     logger.info(
         "worker %d ready: group=%s store=%s source=%s target=%s lease=%ss",
         os.getpid(),
@@ -77,6 +77,7 @@ def configure_logging() -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         # Whether the worker hears the store (and why not) is always worth a line.
         logging.getLogger("orchestrator.push").setLevel(logging.INFO)
+        logging.getLogger("resonate_pg").setLevel(logging.INFO)
 
 
 def main() -> None:

@@ -108,7 +108,17 @@ async def open_banks(settings: Settings) -> AsyncIterator[tuple[BankClient, Bank
 
 
 async def ensure_store_reachable(settings: Settings) -> None:
-    """Fail fast with the URL when a served promise store does not answer at all."""
+    """Fail fast, naming the setting, when the served store or Postgres cannot serve transfers."""
+    if settings.resonate_pg_dsn is not None:
+        from orchestrator.postgres_check import DatabaseNotReady, check_resonate_database
+
+        try:
+            await check_resonate_database(
+                settings.resonate_pg_dsn, connect_timeout=settings.bank_timeout
+            )
+        except DatabaseNotReady as exc:
+            raise CliError(str(exc)) from None
+        return
     if settings.resonate_url is None:
         return
     timeout = aiohttp.ClientTimeout(total=settings.bank_timeout)
@@ -128,7 +138,7 @@ async def ensure_store_reachable(settings: Settings) -> None:
 async def promise_store(settings: Settings) -> AsyncIterator[Resonate]:
     """A client of the configured promise store, closed on the way out.
 
-    Served (``RESONATE_URL``): send-only, it starts transfers and waits for
+    Served (``RESONATE_URL`` or ``RESONATE_PG_DSN``): send-only, it starts transfers and waits for
     workers to run them. Embedded: this process runs the transfers itself.
     """
     from orchestrator import runtime
@@ -174,9 +184,9 @@ async def transfer_command(
     cents = money.parse_amount(amount)
     if source == target:
         raise CliError(f"source and target are the same account ({source!r})")
-    if not wait and settings.resonate_url is None:
+    if not wait and not settings.served:
         raise CliError(
-            "--no-wait needs a served promise store (RESONATE_URL): with the embedded store "
+            "--no-wait needs a served promise store (RESONATE_URL or RESONATE_PG_DSN): with the embedded store "
             "this process is the one that runs the transfer"
         )
     try:
@@ -222,7 +232,7 @@ async def _wait_for_result(handle: TransferHandle, settings: Settings) -> dict[s
             result: dict[str, Any] = waiting.result()
             return result
         waited += PATIENCE_SECONDS
-        where = f"a worker in group {settings.group!r}" if settings.resonate_url else "the saga"
+        where = f"a worker in group {settings.group!r}" if settings.served else "the saga"
         print(
             f"crossbank: still waiting for transfer {handle.transfer_id} after {waited:.0f}s "
             f"(waiting on {where}; Ctrl-C stops waiting, the transfer is durable)",

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="crossbank",
         description="Durable money transfers between two banks that share no transaction.",
         epilog="Configured by environment variables: SOURCE_BANK_URL, TARGET_BANK_URL, "
-        "BANK_TOKEN, RESONATE_URL (unset: the embedded store at STORE_PATH), RESONATE_TOKEN.",
+        "BANK_TOKEN, RESONATE_URL or RESONATE_PG_DSN (neither: the embedded store at STORE_PATH), RESONATE_TOKEN.",
         parents=[common],
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -124,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
             type=float,
             default=3.0,
             help="worker lease in seconds: how soon a new worker takes over (default 3)",
+        )
+        demo.add_argument(
+            "--backend",
+            choices=("store", "postgres"),
+            default="store",
+            help="where transfers are kept: crossbank's promise store (default) or Resonate "
+            "on a private Postgres started for the demo",
         )
     return parser
 
@@ -213,4 +220,4 @@ def _run_demo(args: argparse.Namespace) -> int:
     from orchestrator.local import crash_demo, demo
 
     run: Callable[..., int] = demo.main if args.command == "demo" else crash_demo.main
-    return run(data_dir=args.data, lease_ttl=args.lease_ttl, debug=args.debug)
+    return run(data_dir=args.data, lease_ttl=args.lease_ttl, debug=args.debug, backend=args.backend)

@@ -138,6 +138,12 @@ async def standalone(system: LocalSystem) -> bool:
     return ok
 
 
-def main(*, data_dir: Path | None = None, lease_ttl: float = 3.0, debug: bool = False) -> int:
+def main(
+    *,
+    data_dir: Path | None = None,
+    lease_ttl: float = 3.0,
+    debug: bool = False,
+    backend: str = "store",
+) -> int:
     """``crossbank crash-demo``: start a local system, crash a worker mid-transfer, stop."""
-    return run_scenes("crash-demo", data_dir, lease_ttl, debug, standalone)
+    return run_scenes("crash-demo", data_dir, lease_ttl, debug, standalone, backend=backend)

@@ -115,6 +115,12 @@ async def scenes(system: LocalSystem) -> bool:
     return all(outcomes)
 
 
-def main(*, data_dir: Path | None = None, lease_ttl: float = 3.0, debug: bool = False) -> int:
+def main(
+    *,
+    data_dir: Path | None = None,
+    lease_ttl: float = 3.0,
+    debug: bool = False,
+    backend: str = "store",
+) -> int:
     """``crossbank demo``."""
-    return run_scenes("demo", data_dir, lease_ttl, debug, scenes)
+    return run_scenes("demo", data_dir, lease_ttl, debug, scenes, backend=backend)

@@ -18,8 +18,16 @@ from datetime import datetime
 from pathlib import Path
 
 from orchestrator.cli import commands
+from orchestrator.local.postgres import PostgresUnavailable, ResonateSqlMismatch
 from orchestrator.local.supervisor import ServiceError, local_url
-from orchestrator.local.system import SOURCE, STORE, TARGET, LocalSystem
+from orchestrator.local.system import (
+    POSTGRES_BACKEND,
+    SOURCE,
+    STORE,
+    STORE_BACKEND,
+    TARGET,
+    LocalSystem,
+)
 from orchestrator.settings import Settings
 
 WORKER_GROUP = "crossbank-demo"
@@ -60,19 +68,31 @@ def demo_settings(lease_ttl: float) -> Settings:
 def describe(system: LocalSystem) -> Iterator[str]:
     """One line per running part: where it answers (or its pid) and its log."""
     for part in (SOURCE, TARGET, STORE):
+        if part not in system.services:
+            continue
         process = system.part(part)
         url = local_url(system.ports[part])
         yield f"  {process.name:<14} {url}  (log {process.log_path})"
+    if system.postgres is not None and system.postgres_dsn is not None:
+        log = system.postgres.log_path
+        yield f"  {'postgres':<14} {system.postgres_dsn}  (log {log})"
     for worker in system.running_workers():
         yield f"  {worker.name:<14} pid {worker.pid}  (log {worker.log_path})"
 
 
 @contextlib.contextmanager
-def running(data_dir: Path | None, kind: str, lease_ttl: float) -> Iterator[LocalSystem]:
+def running(
+    data_dir: Path | None, kind: str, lease_ttl: float, backend: str = STORE_BACKEND
+) -> Iterator[LocalSystem]:
     """Start a local system with one worker; stop it however the block ends."""
-    system = LocalSystem(data_dir or default_data_dir(kind), demo_settings(lease_ttl), faults=True)
+    system = LocalSystem(
+        data_dir or default_data_dir(kind), demo_settings(lease_ttl), faults=True, backend=backend
+    )
     say(f"data and logs: {system.data_dir}")
-    say("starting the source bank, the target bank, the promise store and a worker ...")
+    keeper = (
+        "a private Postgres with Resonate" if backend == POSTGRES_BACKEND else "the promise store"
+    )
+    say(f"starting the source bank, the target bank, {keeper} and a worker ...")
     try:
         system.start()
         for line in describe(system):
@@ -85,10 +105,18 @@ def running(data_dir: Path | None, kind: str, lease_ttl: float) -> Iterator[Loca
         system.stop()
 
 
-def run_scenes(kind: str, data_dir: Path | None, lease_ttl: float, debug: bool, body: Scene) -> int:
+def run_scenes(
+    kind: str,
+    data_dir: Path | None,
+    lease_ttl: float,
+    debug: bool,
+    body: Scene,
+    *,
+    backend: str = STORE_BACKEND,
+) -> int:
     """Run ``body`` against a fresh local system; 0 when it says all went as expected."""
     try:
-        with running(data_dir, kind, lease_ttl) as system:
+        with running(data_dir, kind, lease_ttl, backend) as system:
             ok = bool(asyncio.run(_awaited(body(system))))
     except KeyboardInterrupt:
         say("interrupted")
@@ -96,7 +124,15 @@ def run_scenes(kind: str, data_dir: Path | None, lease_ttl: float, debug: bool, 
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        expected = isinstance(exc, commands.CliError | ServiceError | TimeoutError | OSError)
+        expected = isinstance(
+            exc,
+            commands.CliError
+            | ServiceError
+            | TimeoutError
+            | OSError
+            | PostgresUnavailable
+            | ResonateSqlMismatch,
+        )
         what = str(exc) if expected else f"unexpected error: {type(exc).__name__}: {exc}"
         print(f"crossbank {kind}: error: {' '.join(what.split())}", file=sys.stderr)
         return 1

@@ -29,6 +29,14 @@ from typing import IO
 #: (the SDK logs it): from then on, work sent to the worker's group reaches it.
 #: A worker has no health URL, so this line is how callers know it is ready.
 WORKER_READY_LOG = "SSE connection established"
+#: The same moment on Resonate on Postgres: the connector LISTENs for the
+#: group's and its own outbox rows (``resonate_pg`` logs it).
+POSTGRES_WORKER_READY_LOG = "postgres listening"
+
+
+def worker_ready_log(env: Mapping[str, str]) -> str:
+    """The ready line of a worker started with ``env`` (its backend decides it)."""
+    return POSTGRES_WORKER_READY_LOG if env.get("RESONATE_PG_DSN") else WORKER_READY_LOG
 
 
 def free_port() -> int:
@@ -284,7 +292,7 @@ def worker_process(
     """``python -m orchestrator.worker`` with ``env`` (its settings).
 
     Starting it waits, by default, until it listens to the store
-    (:data:`WORKER_READY_LOG`); ``wait_ready=False`` returns as soon as it runs,
+    (:func:`worker_ready_log`); ``wait_ready=False`` returns as soon as it runs,
     for callers that start workers while the store may be down.
     """
     return ManagedProcess(
@@ -292,5 +300,5 @@ def worker_process(
         env=env,
         log_path=log_path,
         name=name,
-        ready_log=WORKER_READY_LOG if wait_ready else None,
+        ready_log=worker_ready_log(env) if wait_ready else None,
     )

@@ -30,6 +30,7 @@ from resonate.resonate import Resonate
 
 from orchestrator import audit
 from orchestrator.bank_client import BankClient, bank_clients
+from orchestrator.local.postgres import PrivatePostgres
 from orchestrator.local.supervisor import (
     ManagedProcess,
     bank_process,
@@ -47,6 +48,11 @@ BANKS = (SOURCE, TARGET)
 SERVICES = (STORE, SOURCE, TARGET)
 #: The key of the workers' extra settings in ``LocalSystem(env=...)``.
 WORKERS = "workers"
+#: Where transfers are kept: crossbank's promise store, or Resonate on Postgres.
+STORE_BACKEND, POSTGRES_BACKEND = "store", "postgres"
+BACKENDS = (STORE_BACKEND, POSTGRES_BACKEND)
+#: The database a system's own private Postgres serves Resonate from.
+POSTGRES_DATABASE = "crossbank"
 
 #: Workers that give up and take over quickly, for tests and benchmarks: short
 #: leases so a standby takes a dead worker's transfers soon, a small retry
@@ -88,6 +94,12 @@ class LocalSystem:
     ``fresh`` removes ledgers and store files an earlier run left. Logs go to
     ``log_dir`` (default ``data_dir``), one file per part, appended across
     restarts.
+
+    ``backend="postgres"`` keeps transfers in Resonate on Postgres instead of
+    the promise store (the store part is then not run): in the database at
+    ``postgres_dsn`` (resonate.sql applied) when given, else in a private
+    Postgres this system starts first and stops last
+    (:mod:`orchestrator.local.postgres`).
     """
 
     def __init__(
@@ -104,7 +116,11 @@ class LocalSystem:
         worker_name: Callable[[int], str] = numbered_worker,
         wait_for_workers: bool = True,
         fresh: bool = False,
+        backend: str = STORE_BACKEND,
+        postgres_dsn: str | None = None,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         unknown = sorted({*run, *(env or {})} - {*SERVICES, WORKERS})
         if unknown:
             raise ValueError(f"a local system has no part {unknown[0]!r}; parts: {SERVICES}")
@@ -117,18 +133,30 @@ class LocalSystem:
         self._extra = {part: dict(values) for part, values in (env or {}).items()}
         self._worker_name = worker_name
         self._wait_for_workers = wait_for_workers
-        chosen = [part for part in SERVICES if part in run]
+        self.backend = backend
+        chosen = [part for part in SERVICES if part in run and self._uses(part)]
         self.ports = {part: (ports or {}).get(part) or free_port() for part in chosen}
+        self.postgres: PrivatePostgres | None = None
+        if backend == POSTGRES_BACKEND and postgres_dsn is None:
+            self.postgres = PrivatePostgres(free_port(), log_path=self.log_dir / "postgres.log")
+            postgres_dsn = self.postgres.dsn(POSTGRES_DATABASE)
+        self.postgres_dsn = postgres_dsn
         self.settings = self._pointed_here(settings or Settings())
         self.services = {part: self._service(part) for part in chosen}
         self.workers: list[ManagedProcess] = []
         for _ in range(workers):
             self._add_worker({})
 
+    def _uses(self, part: str) -> bool:
+        """Whether this backend has ``part`` (Postgres takes the promise store's place)."""
+        return not (part == STORE and self.backend == POSTGRES_BACKEND)
+
     def _pointed_here(self, settings: Settings) -> Settings:
         """``settings`` with the URL of every part this system runs."""
 
         ports = self.ports
+        if self.backend == POSTGRES_BACKEND:
+            settings = replace(settings, resonate_url=None, resonate_pg_dsn=self.postgres_dsn)
         return replace(
             settings,
             source_bank_url=local_url(ports[SOURCE])
@@ -138,6 +166,7 @@ class LocalSystem:
             if TARGET in ports
             else settings.target_bank_url,
             resonate_url=local_url(ports[STORE]) if STORE in ports else settings.resonate_url,
+            resonate_pg_dsn=settings.resonate_pg_dsn if self.backend == POSTGRES_BACKEND else None,
         )
 
     # -- files -------------------------------------------------------------------------
@@ -198,6 +227,9 @@ class LocalSystem:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.fresh:
             self._remove_data()
+        if self.postgres is not None and not self.postgres.running():
+            self.postgres.start(timeout)
+            self.postgres.create_database(POSTGRES_DATABASE)
         _start_together(self.services.values(), timeout)
         _start_together(self.workers, timeout)
         return self
@@ -249,6 +281,8 @@ class LocalSystem:
                 process.stop(timeout=5.0)
             except Exception:
                 process.kill()
+        if self.postgres is not None:
+            self.postgres.stop()
 
     def _remove_data(self) -> None:
         for part in self.services:

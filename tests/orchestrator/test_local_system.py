@@ -11,7 +11,7 @@ port with its data, and stopping leaves nothing running.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -50,12 +50,22 @@ EVERY_FIELD_CHANGED = Settings(
 )
 
 
+#: The other backend: RESONATE_PG_DSN instead of RESONATE_URL (never both).
+ON_POSTGRES = replace(
+    EVERY_FIELD_CHANGED, resonate_url=None, resonate_pg_dsn="postgresql://crossbank@db:5/resonate"
+)
+
+
 def test_settings_come_back_from_the_environment_they_write() -> None:
     defaults = Settings()
     assert all(
-        getattr(EVERY_FIELD_CHANGED, f.name) != getattr(defaults, f.name) for f in fields(Settings)
+        getattr(EVERY_FIELD_CHANGED, f.name) != getattr(defaults, f.name)
+        for f in fields(Settings)
+        if f.name != "resonate_pg_dsn"
     )
+    assert ON_POSTGRES.resonate_pg_dsn != defaults.resonate_pg_dsn
     assert Settings.from_env(EVERY_FIELD_CHANGED.to_env()) == EVERY_FIELD_CHANGED
+    assert Settings.from_env(ON_POSTGRES.to_env()) == ON_POSTGRES
     assert Settings.from_env(defaults.to_env()) == defaults
 
 

