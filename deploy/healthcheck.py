@@ -9,7 +9,8 @@ image runs.
   ``orchestrator/health_file.py``) says and has said recently. Asking the
   store's ``/health`` is not enough: a worker whose channel died is deaf to
   work while the store answers. Without ``WORKER_HEALTH_FILE`` it falls back to
-  the store's ``/health``; a worker on the embedded store (no ``RESONATE_URL``)
+  the store's ``/health``; on Resonate on Postgres (``RESONATE_PG_DSN``), the
+  database answers with the schema in place; a worker on the embedded store
   is healthy while it runs.
 """
 
@@ -27,7 +28,22 @@ def answers(url: str) -> tuple[bool, str]:
         return False, f"{url}: {exc}"
 
 
+def database_answers(dsn: str) -> tuple[bool, str]:
+    """Resonate on Postgres: the worker's database takes a connection and a query."""
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as connection:
+            connection.execute("SELECT resonate.get_schema_version()")
+    except psycopg.Error as exc:
+        return False, f"RESONATE_PG_DSN: {str(exc).strip().splitlines()[-1]}"
+    return True, "Resonate on Postgres answers"
+
+
 def worker_health() -> tuple[bool, str]:
+    dsn = os.environ.get("RESONATE_PG_DSN", "").strip()
+    if dsn:
+        return database_answers(dsn)
     store = os.environ.get("RESONATE_URL", "").strip().rstrip("/")
     if not store:
         return True, "embedded store"

@@ -24,6 +24,12 @@ import pytest
 from docker.client import DockerClient, from_env
 from docker.errors import APIError, ImageNotFound
 
+from orchestrator.local.postgres import (
+    PostgresUnavailable,
+    ResonateSqlMismatch,
+    resonate_sql,
+    resonate_sql_path,
+)
 from tests.containers.system import PARTS, ContainerSystem, image
 
 # Read by testcontainers when it first starts a container, after this module loads.
@@ -41,6 +47,7 @@ IMAGE_SOURCES = (
     "orchestrator",
     "deploy/Dockerfile",
     "deploy/healthcheck.py",
+    "deploy/postgres",
 )
 BASE_IMAGE = "python:3.13-slim"
 
@@ -141,6 +148,25 @@ def crossbank_images() -> None:
 def system(crossbank_images: None) -> Iterator[ContainerSystem]:
     """A fresh deployment on its own network, removed (with its volumes) afterwards."""
     deployment = ContainerSystem()
+    try:
+        yield deployment
+    finally:
+        deployment.close()
+
+
+@pytest.fixture
+def postgres_system(crossbank_images: None) -> Iterator[ContainerSystem]:
+    """A fresh deployment on Resonate's server on Postgres, resonate.sql mounted from
+    ``RESONATE_SQL`` (checked by sha256; skipped, saying so, when it is not there)."""
+    try:
+        resonate_sql()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"container tests on Postgres skipped: {exc}")
+    except ResonateSqlMismatch as exc:
+        pytest.fail(str(exc))
+    deployment = ContainerSystem(
+        backend="postgres", resonate_sql=resonate_sql_path(), lease_ttl=3.0
+    )
     try:
         yield deployment
     finally:

@@ -1,7 +1,7 @@
 """crossbank as real containers on a private Docker network, for the container tests.
 
-One :class:`ContainerSystem` is one deployment: the promise store, both banks and
-any number of workers, started from the built images with testcontainers, each on
+One :class:`ContainerSystem` is one deployment: the promise store (crossbank's, or
+Resonate's server on Postgres with ``backend="postgres"``), both banks and any number of workers, started from the built images with testcontainers, each on
 its own network so tests never see each other. Tests drive it the way a user does:
 the ``crossbank`` CLI runs as a container of the orchestrator image on the same
 network, and the banks' fault-injection admin API is called from inside the bank's
@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from docker.client import from_env
@@ -23,10 +25,13 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
 IMAGE_TAG = os.environ.get("CROSSBANK_IMAGE_TAG", "dev")
-PARTS = ("bank", "promise-store", "orchestrator")
+PARTS = ("bank", "promise-store", "orchestrator", "postgres")
 TOKEN = "container-test-token"
+#: Where the postgres image's entrypoint looks for resonate.sql (deploy/Dockerfile).
+RESONATE_SQL_MOUNT = "/etc/resonate/resonate.sql"
 
 Bank = Literal["source", "target"]
+Backend = Literal["store", "postgres"]
 
 #: Calls a bank's HTTP API from inside its container: argv = METHOD PATH [BODY].
 _BANK_CALL = """
@@ -85,7 +90,21 @@ class CliResult:
 class ContainerSystem:
     """Start, kill and restart crossbank's containers; run the CLI against them."""
 
-    def __init__(self, *, lease_ttl: float = 2.0, bank_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        lease_ttl: float = 2.0,
+        bank_timeout: float = 30.0,
+        backend: Backend = "store",
+        resonate_sql: Path | None = None,
+    ) -> None:
+        """``backend="postgres"`` needs ``resonate_sql``, the checked file to mount."""
+        if backend == "postgres" and resonate_sql is None:
+            raise ValueError("the postgres backend needs the path of resonate.sql")
+        self.backend = backend
+        self.resonate_sql = resonate_sql
+        #: The workers' role's password: made fresh, as a deployment must.
+        self.db_password = secrets.token_hex(16)
         self.client = from_env()
         self.network = Network().create()
         self.lease_ttl = lease_ttl
@@ -110,8 +129,21 @@ class ContainerSystem:
         return container
 
     def start_store(self) -> DockerContainer:
-        self.store = self._start("promise-store", "promise-store", {}, None)
-        return self.store
+        if self.backend == "store":
+            self.store = self._start("promise-store", "promise-store", {}, None)
+            return self.store
+        assert self.resonate_sql is not None
+        store = (
+            DockerContainer(image("postgres"))
+            .with_network(self.network)
+            .with_network_aliases("promise-store")
+            .with_env("RESONATE_DB_PASSWORD", self.db_password)
+            .with_volume_mapping(self.resonate_sql, RESONATE_SQL_MOUNT, "ro")
+        )
+        store.start()
+        self.containers.append(store)
+        self.store = store
+        return store
 
     def start_bank(self, bank: Bank, *, faults: bool = False) -> DockerContainer:
         env = {"BANK_TOKEN": TOKEN, "BANK_FAULTS": "on" if faults else "off"}
@@ -119,9 +151,16 @@ class ContainerSystem:
         self.banks[bank] = started
         return started
 
+    def store_env(self) -> dict[str, str]:
+        """How the workers and the CLI reach this deployment's promise store."""
+        if self.backend == "store":
+            return {"RESONATE_URL": "http://promise-store:8001"}
+        dsn = f"postgresql://crossbank:{self.db_password}@promise-store:5432/resonate"
+        return {"RESONATE_PG_DSN": dsn}
+
     def orchestrator_env(self) -> dict[str, str]:
         return {
-            "RESONATE_URL": "http://promise-store:8001",
+            **self.store_env(),
             "SOURCE_BANK_URL": "http://source-bank:5001",
             "TARGET_BANK_URL": "http://target-bank:5001",
             "BANK_TOKEN": TOKEN,

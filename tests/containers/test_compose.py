@@ -20,10 +20,16 @@ from orchestrator.local.supervisor import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
-RESONATE_OVERRIDE = ROOT / "compose.resonate.yaml"
+POSTGRES_OVERRIDE = ROOT / "compose.postgres.yaml"
 SERVICES_UP = ("promise-store", "source-bank", "target-bank", "worker")
 #: compose.yaml refuses to run without these (a guessable token lets anyone mint money).
 TOKENS = {"BANK_TOKEN": "compose-test-bank-token", "RESONATE_TOKEN": "compose-test-store-token"}
+BOTH_FILES = ("-f", str(COMPOSE_FILE), "-f", str(POSTGRES_OVERRIDE))
+#: ... and compose.postgres.yaml without these as well.
+POSTGRES_SETTINGS = {
+    "RESONATE_DB_PASSWORD": "compose-test-db-password",
+    "RESONATE_SQL": "../shared/third_party/resonate-pg/resonate.sql",
+}
 
 
 def compose_commands() -> list[list[str]]:
@@ -51,7 +57,7 @@ def compose_or_skip() -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "files", [[COMPOSE_FILE], [COMPOSE_FILE, RESONATE_OVERRIDE]], ids=["compose", "resonate"]
+    "files", [[COMPOSE_FILE], [COMPOSE_FILE, POSTGRES_OVERRIDE]], ids=["compose", "postgres"]
 )
 def test_compose_files_are_valid_for_every_compose_installed(files: list[Path]) -> None:
     commands = compose_commands()
@@ -64,9 +70,52 @@ def test_compose_files_are_valid_for_every_compose_installed(files: list[Path]) 
             capture_output=True,
             text=True,
             check=False,
-            env={**os.environ, **TOKENS},
+            env={**os.environ, **TOKENS, **POSTGRES_SETTINGS},
         )
         assert checked.returncode == 0, f"{' '.join(command)} rejects {files}: {checked.stderr}"
+
+
+def test_postgres_override_puts_the_orchestrator_on_postgres_and_starts_nothing_unused() -> None:
+    command = compose_or_skip()
+    env = {**os.environ, **TOKENS, **POSTGRES_SETTINGS}
+
+    def config(*args: str) -> str:
+        return subprocess.run(
+            [*command, *BOTH_FILES, "config", *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        ).stdout
+
+    services = set(config("--services").split())
+    assert services == {*SERVICES_UP, "orchestrator"}, "an unused service would start"
+    merged = config()
+    assert "image: crossbank-postgres:" in merged
+    dsn = "RESONATE_PG_DSN: postgresql://crossbank:compose-test-db-password@promise-store:8001/"
+    assert merged.count(dsn) == 2, "the worker and the CLI are on Postgres"
+    assert "RESONATE_URL: http" not in merged, "one backend at a time"
+
+
+@pytest.mark.parametrize("missing", sorted(POSTGRES_SETTINGS))
+def test_postgres_override_refuses_to_run_without_each_setting(
+    missing: str, tmp_path: Path
+) -> None:
+    no_env_file = tmp_path / "empty.env"
+    no_env_file.write_text("")
+    command = compose_or_skip()
+    env = {name: value for name, value in os.environ.items() if name not in POSTGRES_SETTINGS}
+    env.update(TOKENS)
+    env.update({name: value for name, value in POSTGRES_SETTINGS.items() if name != missing})
+    checked = subprocess.run(
+        [*command, "--env-file", str(no_env_file), *BOTH_FILES, "config", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert checked.returncode != 0, f"compose ran without {missing}"
+    assert missing in checked.stderr, checked.stderr
 
 
 @pytest.mark.parametrize("missing", sorted(TOKENS))
@@ -92,14 +141,14 @@ def test_compose_refuses_to_run_without_each_token(missing: str, tmp_path: Path)
 
 
 def test_every_published_port_is_on_loopback_only() -> None:
-    for file in (COMPOSE_FILE, RESONATE_OVERRIDE):
+    for file in (COMPOSE_FILE, POSTGRES_OVERRIDE):
         text = file.read_text()
         published = re.findall(r"^\s+ports:\n((?:\s+- .*\n)+)", text, flags=re.MULTILINE)
         mappings = [
             line.strip()[2:].strip('"') for block in published for line in block.splitlines()
         ]
-        assert mappings, f"{file.name} publishes no ports"
-        assert all(m.startswith("127.0.0.1:") for m in mappings), mappings
+        assert all(m.startswith("127.0.0.1:") for m in mappings), (file.name, mappings)
+    assert "ports:" in COMPOSE_FILE.read_text(), "compose.yaml publishes no ports"
 
 
 class ComposeProject:
