@@ -215,11 +215,13 @@ class PrivatePostgres:
                     ) from None
                 time.sleep(0.05)
 
-    def create_database(self, name: str) -> str:
-        """A new database ``name`` with resonate.sql applied; its DSN."""
-        sql = resonate_sql(self._env)
+    def create_database(self, name: str, *, with_resonate: bool = True) -> str:
+        """A new database ``name``, with resonate.sql applied unless told otherwise; its DSN."""
+        sql = resonate_sql(self._env) if with_resonate else None
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{name}"'.encode())
+        if sql is None:
+            return self.dsn(name)
         with psycopg.connect(self.dsn(name), autocommit=True) as connection:
             connection.execute(sql.encode())
         return self.dsn(name)

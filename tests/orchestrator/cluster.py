@@ -12,22 +12,27 @@ takes a saga away from where it ran.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from resonate.resonate import Resonate
 
 from orchestrator.bank_client import BankClient
 from orchestrator.local import system as local_system
+from orchestrator.local.postgres import PrivatePostgres
 from orchestrator.local.supervisor import ManagedProcess, local_url
 from orchestrator.local.system import (
     IMPATIENT,
+    POSTGRES_BACKEND,
     SOURCE,
     STORE,
+    STORE_BACKEND,
     TARGET,
     WORKERS,
     LocalSystem,
@@ -78,7 +83,7 @@ class Cluster(LocalSystem):
 
     def reset(self) -> None:
         """The store and both banks up, no fault rules or holds, exactly one running worker."""
-        self.ensure_running(STORE, SOURCE, TARGET)
+        self.ensure_running(*(part for part in (STORE, SOURCE, TARGET) if part in self.services))
         for part in (SOURCE, TARGET):
             clear_faults(self, part)
         running = self.running_workers()
@@ -123,11 +128,40 @@ async def wait_for_hold(bank: BankClient, op_id: str, stage: str) -> dict[str, A
     return await local_system.wait_for_hold(bank, op_id, stage=stage, within=30)
 
 
+_databases = itertools.count(1)
+
+
+def backend_options(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """:func:`running_cluster`'s options for ``backend``: on Postgres, a fresh database
+    with resonate.sql on the session's Postgres (the ``postgres_server`` fixture)."""
+    if backend != POSTGRES_BACKEND:
+        return {"backend": backend}
+    server: PrivatePostgres = request.getfixturevalue("postgres_server")
+    dsn = server.create_database(f"crossbank_{next(_databases)}")
+    return {"backend": backend, "postgres_dsn": dsn}
+
+
 @contextmanager
-def running_cluster(root: Path, *, workers: int = 1) -> Iterator[Cluster]:
-    """Start banks, store and ``workers`` workers under ``root``; stop everything on exit."""
+def running_cluster(
+    root: Path,
+    *,
+    workers: int = 1,
+    backend: str = STORE_BACKEND,
+    postgres_dsn: str | None = None,
+) -> Iterator[Cluster]:
+    """Start banks, store and ``workers`` workers under ``root``; stop everything on exit.
+
+    ``backend="postgres"`` keeps transfers in the Resonate database at
+    ``postgres_dsn`` instead of a promise store.
+    """
     cluster = Cluster(
-        root, TEST_SETTINGS, workers=workers, faults=True, env={WORKERS: {"LOG_LEVEL": "INFO"}}
+        root,
+        TEST_SETTINGS,
+        workers=workers,
+        faults=True,
+        env={WORKERS: {"LOG_LEVEL": "INFO"}},
+        backend=backend,
+        postgres_dsn=postgres_dsn,
     )
     with cluster:
         yield cluster

@@ -4,6 +4,12 @@ Starting two banks, the promise store and a worker costs seconds, so a module
 shares one cluster; each test uses its own account names and transfer ids, and
 gets the cluster back with no fault rules, no held requests, both banks up and
 exactly one running worker.
+
+A module that sets ``ON_EVERY_BACKEND = True`` runs each of its tests on both
+backends: crossbank's promise store and Resonate on Postgres (one private
+Postgres for the whole session, a fresh database per module). The Postgres
+runs skip, saying what is missing, only when no PostgreSQL binaries or no
+resonate.sql can be found; a resonate.sql that is not the tested one fails.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.orchestrator.cluster import Cluster, running_cluster
+from orchestrator.local.postgres import PostgresUnavailable, PrivatePostgres
+from orchestrator.local.supervisor import free_port
+from orchestrator.local.system import BACKENDS, STORE_BACKEND
+from tests.orchestrator.cluster import Cluster, backend_options, running_cluster
 
 
 @pytest.fixture
@@ -22,10 +31,38 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames and getattr(metafunc.module, "ON_EVERY_BACKEND", False):
+        metafunc.parametrize("backend", BACKENDS, indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
-def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root: Path = tmp_path_factory.mktemp("cluster")
-    with running_cluster(root) as started:
+def backend(request: pytest.FixtureRequest) -> str:
+    """Where the module's cluster keeps transfers (the promise store unless parametrised)."""
+    chosen: str = getattr(request, "param", STORE_BACKEND)
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgres]:
+    """One private Postgres for the session, started the first time a test needs it."""
+    log = tmp_path_factory.mktemp("postgres") / "postgres.log"
+    server = PrivatePostgres(free_port(), log_path=log)
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        server.stop()
+        pytest.skip(f"Resonate on Postgres not tested: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(
+    tmp_path_factory: pytest.TempPathFactory, backend: str, request: pytest.FixtureRequest
+) -> Iterator[Cluster]:
+    root: Path = tmp_path_factory.mktemp(f"cluster-{backend}")
+    with running_cluster(root, **backend_options(backend, request)) as started:
         yield started
 
 

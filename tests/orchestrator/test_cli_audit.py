@@ -13,13 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.orchestrator.cluster import Cluster, running_cluster
+from tests.orchestrator.cluster import Cluster, backend_options, running_cluster
 from tests.orchestrator.test_cli_input import run_cli
+
+#: The audit runs on crossbank's promise store and on Resonate on Postgres (conftest.py).
+ON_EVERY_BACKEND = True
 
 
 @pytest.fixture
-def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with running_cluster(tmp_path) as started:
+def own_cluster(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    with running_cluster(tmp_path, **backend_options(backend, request)) as started:
         yield started
 
 

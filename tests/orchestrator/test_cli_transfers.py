@@ -13,10 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.local.supervisor import WORKER_READY_LOG, ManagedProcess
+from orchestrator.local.supervisor import ManagedProcess, worker_ready_log
 from orchestrator.transfers import TransferRequest, start_transfer
 from tests.orchestrator.cluster import Cluster, wait_for_hold
 from tests.orchestrator.test_cli_input import run_cli
+
+#: Each command runs on crossbank's promise store and on Resonate on Postgres (conftest.py).
+ON_EVERY_BACKEND = True
 
 
 def cli_json(cluster: Cluster, *args: str, expect: int = 0) -> Any:
@@ -224,9 +227,13 @@ def test_status_flags_a_transfer_compensating_for_too_long(cluster: Cluster) -> 
 
 
 def test_embedded_store_runs_the_transfer_in_the_cli(cluster: Cluster, tmp_path: Path) -> None:
-    """No RESONATE_URL: the command itself runs the saga over a store file, quietly."""
+    """No RESONATE_URL nor RESONATE_PG_DSN: the command itself runs the saga over a store file, quietly."""
     asyncio.run(cluster.seed({"te-alice": 5_000}, {"te-carol": 0}))
-    embedded = {"RESONATE_URL": "", "STORE_PATH": str(tmp_path / "promises.db")}
+    embedded = {
+        "RESONATE_URL": "",
+        "RESONATE_PG_DSN": "",
+        "STORE_PATH": str(tmp_path / "promises.db"),
+    }
     argv = ("--from", "te-alice", "--to", "te-carol", "--amount", "7", "--id", "te-1")
     result = run_cli(cluster, "transfer", *argv, env=embedded)
     assert result.returncode == 0, result.stderr
@@ -235,7 +242,7 @@ def test_embedded_store_runs_the_transfer_in_the_cli(cluster: Cluster, tmp_path:
     status = run_cli(cluster, "status", "te-1", "--json", env=embedded)
     assert (status.returncode, status.stderr) == (0, "")
     assert json.loads(status.stdout)["status"] == "committed"
-    # The served store never heard of it.
+    # The served store (or Postgres) never heard of it.
     assert asyncio.run(cluster.record("te-1")) is None
 
 
@@ -249,7 +256,7 @@ def test_worker_command_runs_transfers_and_stops_on_sigterm(cluster: Cluster) ->
         env=cluster.worker_env,
         log_path=log,
         name="cli worker",
-        ready_log=WORKER_READY_LOG,
+        ready_log=worker_ready_log(cluster.worker_env),
     )
     try:
         worker.start()

@@ -16,6 +16,9 @@ from tests.orchestrator.cluster import Cluster, wait_for_hold
 
 pytestmark = pytest.mark.anyio
 
+#: Each test runs on crossbank's promise store and on Resonate on Postgres (conftest.py).
+ON_EVERY_BACKEND = True
+
 
 @pytest.mark.parametrize(
     ("bank", "kind", "stage", "target_open", "status"),

@@ -11,6 +11,9 @@ from tests.orchestrator.cluster import Cluster
 
 pytestmark = pytest.mark.anyio
 
+#: Each test runs on crossbank's promise store and on Resonate on Postgres (conftest.py).
+ON_EVERY_BACKEND = True
+
 
 async def test_committed_compensated_and_failed(cluster: Cluster) -> None:
     await cluster.seed({"alice": 10_000}, {"bob": 0, "carol": 0}, closed=("carol",))
