@@ -302,3 +302,21 @@ def private_database(port: int, name: str = "crossbank") -> Iterator[str]:
     """A private Postgres with one Resonate database: yields its DSN, stops on exit."""
     with PrivatePostgres(port) as server:
         yield server.create_database(name)
+
+
+def preflight() -> int:
+    """``python -m orchestrator.local.postgres``: say whether a private Postgres can run here."""
+    try:
+        bindir = postgres_bindir()
+        resonate_sql()
+    except (PostgresUnavailable, ResonateSqlMismatch) as exc:
+        print(f"Resonate on Postgres: unavailable: {exc}", flush=True)
+        return 1
+    print(
+        f"Resonate on Postgres: binaries {bindir}, resonate.sql {resonate_sql_path()}", flush=True
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(preflight())
