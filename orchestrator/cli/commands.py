@@ -186,7 +186,8 @@ async def transfer_command(
         raise CliError(f"source and target are the same account ({source!r})")
     if not wait and not settings.served:
         raise CliError(
-            "--no-wait needs a served promise store (RESONATE_URL or RESONATE_PG_DSN): with the embedded store "
+            "--no-wait needs a served promise store (RESONATE_URL) or Resonate on Postgres "
+            "(RESONATE_PG_DSN): with the embedded store "
             "this process is the one that runs the transfer"
         )
     try:
