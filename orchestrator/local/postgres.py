@@ -224,6 +224,8 @@ class PrivatePostgres:
                 raise PostgresUnavailable(
                     f"initdb ({bindir}) failed with code {made.returncode} (log {log_path})"
                 )
+            # Its own process group: a Ctrl-C meant for the demo does not take the
+            # database away from the workers before :meth:`stop` shuts it down, last.
             self.process = subprocess.Popen(
                 server,
                 stdout=log,
@@ -233,6 +235,7 @@ class PrivatePostgres:
                 user=uid,
                 group=gid,
                 extra_groups=groups,
+                process_group=0,
             )
         self._wait_ready(timeout, log_path)
         return self
