@@ -20,6 +20,10 @@ class DatabaseNotReady(Exception):
     """The database cannot serve Resonate now; the message says why in one line."""
 
 
+class SchemaMissing(DatabaseNotReady):
+    """The database answers but has no ``resonate.sql``: waiting will not fix it."""
+
+
 async def check_resonate_database(dsn: str, *, connect_timeout: float) -> None:
     """Return once the database at ``dsn`` answers and has the schema, or raise :class:`DatabaseNotReady`."""
     where = f"{redact_dsn(dsn)} (RESONATE_PG_DSN)"
@@ -33,7 +37,7 @@ async def check_resonate_database(dsn: str, *, connect_timeout: float) -> None:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseNotReady(f"Postgres not reachable at {where}: {reason}") from None
     if row is None or not row[0]:
-        raise DatabaseNotReady(
+        raise SchemaMissing(
             f"the database at {where} has no Resonate schema: apply resonate.sql to it "
             "(orchestrator/README.md, 'Resonate on Postgres')"
         )

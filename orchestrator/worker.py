@@ -31,6 +31,8 @@ logger = logging.getLogger("orchestrator.worker")
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT arrives when ``stop`` is None)."""
     stop = stop or _stop_on_signals()
+    if settings.resonate_pg_dsn is not None:
+        await _check_database(settings.resonate_pg_dsn, settings.bank_timeout)
     resonate = open_resonate(settings, role="worker")
     where = settings.store_name()
     logger.info(
@@ -54,6 +56,27 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             settings.lease_ttl,
         )
     logger.info("worker %d stopped", os.getpid())
+
+
+class DatabaseWithoutSchema(Exception):
+    """``RESONATE_PG_DSN`` names a database without resonate.sql: nothing to wait for."""
+
+
+async def _check_database(dsn: str, connect_timeout: float) -> None:
+    """Say in one line why Postgres cannot serve this worker yet; refuse a database
+    without the schema. An unreachable one is waited for: the connector retries it."""
+    from orchestrator.postgres_check import (
+        DatabaseNotReady,
+        SchemaMissing,
+        check_resonate_database,
+    )
+
+    try:
+        await check_resonate_database(dsn, connect_timeout=connect_timeout)
+    except SchemaMissing as exc:
+        raise DatabaseWithoutSchema(str(exc)) from None
+    except DatabaseNotReady as exc:
+        logger.warning("%s; waiting for it", exc)
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -87,7 +110,10 @@ def main() -> None:
         settings = Settings.from_env()
     except SettingsError as exc:
         sys.exit(f"crossbank worker: {exc}")
-    asyncio.run(run_worker(settings))
+    try:
+        asyncio.run(run_worker(settings))
+    except DatabaseWithoutSchema as exc:
+        sys.exit(f"crossbank worker: {exc}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from orchestrator.local.postgres import (
     resonate_sql,
     resonate_sql_path,
 )
-from orchestrator.local.supervisor import free_port
+from orchestrator.local.supervisor import ManagedProcess, free_port
 from orchestrator.settings import Settings
 
 CROSSBANK = str(Path(sys.executable).parent / "crossbank")
@@ -79,6 +79,41 @@ def test_a_database_without_the_schema_is_refused(postgres_server: PrivatePostgr
     line = refusal(crossbank("status", "t-1", RESONATE_PG_DSN=dsn))
     assert "has no Resonate schema" in line
     assert "(RESONATE_PG_DSN)" in line
+
+
+def test_the_worker_refuses_a_database_without_the_schema(postgres_server: PrivatePostgres) -> None:
+    dsn = postgres_server.create_database("no_resonate_for_workers", with_resonate=False)
+    result = crossbank("worker", RESONATE_PG_DSN=dsn)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("crossbank worker: the database at ")
+    assert "has no Resonate schema" in result.stderr
+    assert "(RESONATE_PG_DSN)" in result.stderr
+
+
+def test_the_worker_waits_for_an_unreachable_database_and_says_why(tmp_path: Path) -> None:
+    """Postgres may start after its workers: the worker says so and keeps trying, until SIGTERM."""
+    dsn = f"postgresql://crossbank@127.0.0.1:{free_port()}/resonate"
+    worker = ManagedProcess(
+        "orchestrator",
+        args=("worker",),
+        env={**Settings().to_env(), "RESONATE_PG_DSN": dsn},
+        log_path=tmp_path / "worker.log",
+        name="worker",
+        ready_log="Postgres not reachable at",
+    )
+    try:
+        worker.start(timeout=30)
+        assert worker.log_path is not None
+        said = next(
+            line for line in worker.log_path.read_text().splitlines() if "reachable" in line
+        )
+        assert "(RESONATE_PG_DSN): " in said
+        assert said.endswith("; waiting for it")
+        assert worker.running()
+    finally:
+        worker.stop()
+    assert worker.process is not None
+    assert worker.process.returncode == 0
 
 
 def test_a_resonate_sql_that_is_not_the_tested_one_is_refused(tmp_path: Path) -> None:
