@@ -8,6 +8,10 @@ sample seen; a process that lives under 0.2 s may be missed) and, with
 ``--per N``, milliseconds per unit of work (say, per transfer). The figures
 include each process's start-up, so run enough work to make that small.
 
+A Postgres server is many processes (the postmaster, one backend per
+connection, its background workers), and a backend renames itself as it
+works: they are summed into one row, ``Postgres server (N processes)``.
+
 Linux only (it reads ``/proc``). The harness's "CPU ms per transfer" column
 says how much a transfer costs the machine; this says which process spent it.
 """
@@ -93,8 +97,34 @@ def run(command: Sequence[str]) -> tuple[int, list[ProcessCpu]]:
     return child.returncode, sorted(seen.values(), key=lambda p: p.total_s, reverse=True)
 
 
+POSTGRES_ROW = "Postgres server"
+
+
+def _is_postgres(command: str) -> bool:
+    """The postmaster (``.../postgres -D ...``) or one of its children (``postgres: ...``)."""
+    first = command.split(" ", 1)[0]
+    return first == "postgres:" or Path(first).name == "postgres"
+
+
+def grouped(processes: Sequence[ProcessCpu]) -> list[ProcessCpu]:
+    """``processes`` with every Postgres server process summed into one row, busiest first."""
+    postgres = [p for p in processes if _is_postgres(p.command)]
+    rest = [p for p in processes if not _is_postgres(p.command)]
+    if postgres:
+        rest.append(
+            ProcessCpu(
+                postgres[0].pid,
+                f"{POSTGRES_ROW} ({len(postgres)} processes)",
+                sum(p.user_s for p in postgres),
+                sum(p.system_s for p in postgres),
+            )
+        )
+    return sorted(rest, key=lambda p: p.total_s, reverse=True)
+
+
 def table(processes: Sequence[ProcessCpu], per: int | None) -> str:
     """A markdown table, busiest process first, with a total row."""
+    processes = grouped(processes)
     lines = [
         "| process | user s | system s |" + (f" ms per unit (/{per}) |" if per else ""),
         "| --- | ---: | ---: |" + (" ---: |" if per else ""),

@@ -5,6 +5,9 @@ SQLite file, no server), exactly as ``crossbank transfer`` does without
 ``RESONATE_URL``. Served: ``python -m promise_store`` and
 ``python -m orchestrator.worker`` run as real processes and this process is
 a send-only client (``role="client"``), like the CLI against a deployment.
+:func:`served` takes the backend, so Resonate on Postgres
+(:mod:`bench.peers.resonate_postgres`) is the same served system with the
+store's place taken by a private Postgres.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from bench.banks import BankUrls
 from bench.driver import RunTransfer
 from bench.workload import TransferSpec
-from orchestrator.local.system import STORE, WORKERS, LocalSystem
+from orchestrator.local.system import STORE, STORE_BACKEND, WORKERS, LocalSystem
 from orchestrator.runtime import resonate_session
 from orchestrator.settings import Settings
 from orchestrator.transfers import TransferRequest, start_transfer
@@ -59,17 +62,21 @@ async def open_embedded(banks: BankUrls, workdir: Path) -> AsyncIterator[RunTran
 
 
 @asynccontextmanager
-async def _served(banks: BankUrls, workdir: Path, workers: int) -> AsyncIterator[RunTransfer]:
+async def served(
+    banks: BankUrls, workdir: Path, workers: int, backend: str = STORE_BACKEND
+) -> AsyncIterator[RunTransfer]:
+    """``workers`` worker processes on ``backend`` and this process as their client."""
     # At LOG_LEVEL=WARNING a worker does not log that it is ready; the
     # harness's unmeasured warm-up transfers wait for the workers instead.
     system = LocalSystem(
-        workdir / f"crossbank-served-{workers}",
+        workdir / f"crossbank-served-{backend}-{workers}",
         _settings(banks),
         run=(STORE,),
         workers=workers,
         env={WORKERS: {"LOG_LEVEL": "WARNING"}},
         wait_for_workers=False,
         fresh=True,
+        backend=backend,
     )
     with system:
         async with _session(system.settings) as run:
@@ -77,8 +84,8 @@ async def _served(banks: BankUrls, workdir: Path, workers: int) -> AsyncIterator
 
 
 def open_served_one(banks: BankUrls, workdir: Path) -> AbstractAsyncContextManager[RunTransfer]:
-    return _served(banks, workdir, workers=1)
+    return served(banks, workdir, workers=1)
 
 
 def open_served_two(banks: BankUrls, workdir: Path) -> AbstractAsyncContextManager[RunTransfer]:
-    return _served(banks, workdir, workers=2)
+    return served(banks, workdir, workers=2)

@@ -112,3 +112,36 @@ def test_process_cpu_counts_children_and_grandchildren() -> None:
     assert grandchild[0].total_s >= 0.3
     table = process_cpu.table(processes, per=4)
     assert table.splitlines()[-1].startswith("| all |")
+
+
+def test_resonate_on_postgres_is_skipped_saying_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTGRES_BINDIR", str(tmp_path / "no-postgres-here"))
+    out = tmp_path / "results"
+    argv = ["--count", "1", "--concurrency", "1", "--warmup", "0", "--skip-recovery",
+            "--systems", "Resonate on Postgres", "--workdir", str(tmp_path / "work"),
+            "--out", str(out)]  # fmt: skip
+    code = harness.main(argv)
+    assert code == 0
+    raw = json.loads((out / "raw.json").read_text())
+    assert raw["results"] == []
+    reason = raw["skipped"]["Resonate on Postgres"]
+    assert reason.startswith("unavailable:")
+    assert "POSTGRES_BINDIR" in reason
+
+
+def test_process_cpu_sums_a_postgres_server_into_one_row() -> None:
+    processes = [
+        process_cpu.ProcessCpu(10, "/opt/pg/bin/postgres -D /tmp/data -p 5432", 0.5, 0.1),
+        process_cpu.ProcessCpu(11, "postgres: postgres crossbank 127.0.0.1(4242) idle", 1.0, 0.4),
+        process_cpu.ProcessCpu(12, "postgres: walwriter", 0.1, 0.0),
+        process_cpu.ProcessCpu(13, "python -m orchestrator.worker", 0.2, 0.1),
+    ]
+    rows = process_cpu.grouped(processes)
+    assert [row.command for row in rows] == [
+        "Postgres server (3 processes)",
+        "python -m orchestrator.worker",
+    ]
+    assert rows[0].total_s == pytest.approx(2.1)
+    assert "| `Postgres server (3 processes)` |" in process_cpu.table(processes, per=None)
