@@ -16,6 +16,7 @@ from pathlib import Path
 from chaos.results import load_params
 from chaos.runner import run_campaign
 from chaos.schedule import FAULT_KINDS, CampaignParams
+from orchestrator.local.system import BACKENDS, STORE_BACKEND
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="after the faults, give up once no transfer started or finished for this long",
     )
     parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=STORE_BACKEND,
+        help="where transfers are kept: crossbank's promise store, or Resonate on a private "
+        "Postgres (then kill_postgres replaces kill_store)",
+    )
+    parser.add_argument(
         "--kinds",
-        help="comma-separated fault kinds to draw from (default: all): " + ", ".join(FAULT_KINDS),
+        help="comma-separated fault kinds to draw from (default: all the backend has): "
+        + ", ".join(FAULT_KINDS),
     )
     parser.add_argument("--out", type=Path, help="write seed, schedule and outcome here (JSON)")
     parser.add_argument(
@@ -68,9 +77,8 @@ def params_from(args: argparse.Namespace) -> CampaignParams:
         workers=args.workers,
         duration=args.duration,
         quiesce_timeout=args.quiesce_timeout,
-        kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip())
-        if args.kinds
-        else FAULT_KINDS,
+        kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()) if args.kinds else (),
+        backend=args.backend,
     )
 
 

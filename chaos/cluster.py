@@ -6,19 +6,54 @@ fixed for the whole campaign, so a restarted process comes back where its
 clients expect it, and a restart reuses the same ledger and store files:
 that is what makes "an acknowledged write survives a kill -9" testable.
 Processes are named as the fault schedule names them (:mod:`chaos.schedule`).
+
+On Resonate on Postgres the promise store's place is taken by the system's
+private Postgres, which a fault kills and restarts on its own data.
 """
 
 from __future__ import annotations
 
 import secrets
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from chaos.schedule import SOURCE_BANK, STORE, TARGET_BANK, worker_name
-from orchestrator.local.supervisor import ManagedProcess
-from orchestrator.local.system import SOURCE, TARGET, LocalSystem
+from chaos.schedule import POSTGRES, SOURCE_BANK, STORE, TARGET_BANK, worker_name
+from orchestrator.local.postgres import PrivatePostgres
+from orchestrator.local.system import SOURCE, STORE_BACKEND, TARGET, LocalSystem
 from orchestrator.local.system import STORE as STORE_PART
 from orchestrator.settings import Settings
+
+
+class Part(Protocol):
+    """What a fault does to a process: see whether it runs, kill it, start it, signal it."""
+
+    def running(self) -> bool: ...
+    def kill(self) -> None: ...
+    def start(self) -> object: ...
+    def signal(self, signum: int) -> None: ...
+
+
+class PostgresPart:
+    """The private Postgres as a :class:`Part`: started again on its own data after a kill."""
+
+    def __init__(self, server: PrivatePostgres) -> None:
+        self.server = server
+
+    def running(self) -> bool:
+        return self.server.running()
+
+    def kill(self) -> None:
+        self.server.kill()
+
+    def start(self) -> PrivatePostgres:
+        return self.server.restart()
+
+    def signal(self, signum: int) -> None:
+        process = self.server.process
+        if self.running() and process is not None and signum != signal.SIGSTOP:
+            process.send_signal(signum)
 
 
 @dataclass(frozen=True)
@@ -32,6 +67,7 @@ class ClusterConfig:
     step_attempts: int = 4
     step_backoff: int = 1
     step_backoff_max: int = 2
+    backend: str = STORE_BACKEND
     bank_token: str = field(default_factory=lambda: secrets.token_hex(16))
     group: str = field(default_factory=lambda: f"chaos-{secrets.token_hex(4)}")
 
@@ -63,14 +99,17 @@ class Cluster:
             log_dir=config.workdir / "logs",
             worker_name=worker_name,
             wait_for_workers=False,
+            backend=config.backend,
         )
         self.source_url = self.system.settings.source_bank_url
         self.target_url = self.system.settings.target_bank_url
         services = self.system.services
-        self.processes: dict[str, ManagedProcess] = {
+        postgres = self.system.postgres
+        self.processes: dict[str, Part] = {
             SOURCE_BANK: services[SOURCE],
             TARGET_BANK: services[TARGET],
-            STORE: services[STORE_PART],
+            **({STORE: services[STORE_PART]} if STORE_PART in services else {}),
+            **({POSTGRES: PostgresPart(postgres)} if postgres is not None else {}),
             **{worker.name: worker for worker in self.system.workers},
         }
 
@@ -85,7 +124,10 @@ class Cluster:
         self.system.start()
 
     def ensure_running(self) -> None:
-        """Resume anything paused and start anything that is not running."""
+        """Resume anything paused and start anything that is not running (Postgres first)."""
+        postgres = self.processes.get(POSTGRES)
+        if postgres is not None and not postgres.running():
+            postgres.start()
         self.system.ensure_running()
 
     def stop(self) -> None:

@@ -24,6 +24,7 @@ from chaos.cluster import Cluster
 from chaos.schedule import (
     BANK_RULE_KINDS,
     CLOSE_ACCOUNT,
+    KILL_POSTGRES,
     KILL_SOURCE_BANK,
     KILL_STORE,
     KILL_TARGET_BANK,
@@ -35,7 +36,7 @@ from chaos.schedule import (
 )
 from orchestrator.bank_client import BankClient, BankError
 
-_KILLS = frozenset({KILL_WORKER, KILL_SOURCE_BANK, KILL_TARGET_BANK, KILL_STORE})
+_KILLS = frozenset({KILL_WORKER, KILL_SOURCE_BANK, KILL_TARGET_BANK, KILL_STORE, KILL_POSTGRES})
 #: How long an admin call keeps trying a bank that is down or paused.
 _ADMIN_PATIENCE_S = 4.0
 

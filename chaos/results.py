@@ -41,6 +41,7 @@ class Outcome:
     def to_dict(self) -> dict[str, Any]:
         return {
             "seed": self.campaign.params.seed,
+            "backend": self.campaign.params.backend,
             "params": self.campaign.params.to_dict(),
             "plan": campaign_to_dict(self.campaign),
             "schedule": [record.to_dict() for record in self.fault_records],
@@ -67,7 +68,7 @@ class Outcome:
         lines = [
             f"chaos campaign seed={params.seed} transfers={params.transfers} "
             f"concurrency={params.concurrency} faults={params.faults} workers={params.workers} "
-            f"duration={params.duration:g}s",
+            f"duration={params.duration:g}s backend={params.backend}",
             "transfers by outcome: " + _counts(self.by_outcome()),
             f"faults injected ({sum(self.injected_by_kind().values())}): "
             + _counts(self.injected_by_kind()),

@@ -24,6 +24,7 @@ from chaos.watcher import LedgerWatcher
 from chaos.workload import Workload
 from orchestrator import audit
 from orchestrator.bank_client import BankClient
+from orchestrator.local.system import STORE_BACKEND
 from orchestrator.runtime import close_resonate, open_resonate
 
 Log = Callable[[str], None]
@@ -32,10 +33,12 @@ Log = Callable[[str], None]
 async def run_campaign(params: CampaignParams, *, workdir: Path, log: Log) -> Outcome:
     """Run the campaign ``params`` describes on fresh processes whose files live in ``workdir``."""
     campaign = plan(params)
-    cluster = Cluster(ClusterConfig(workdir=workdir, workers=params.workers))
+    config = ClusterConfig(workdir=workdir, workers=params.workers, backend=params.backend)
+    cluster = Cluster(config)
     began = time.monotonic()
     try:
-        log(f"starting banks, promise store and {params.workers} workers in {workdir}")
+        keeper = "promise store" if params.backend == STORE_BACKEND else "Postgres"
+        log(f"starting banks, {keeper} and {params.workers} workers in {workdir}")
         await asyncio.to_thread(cluster.start)
         await seed_accounts(cluster, campaign)
         return await _run_on(cluster, campaign, began, log)

@@ -14,11 +14,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from orchestrator.local.system import BACKENDS, POSTGRES_BACKEND, STORE_BACKEND
+
 #: Every kind of fault the runner knows how to inject.
 KILL_WORKER = "kill_worker"
 KILL_SOURCE_BANK = "kill_source_bank"
 KILL_TARGET_BANK = "kill_target_bank"
 KILL_STORE = "kill_store"
+KILL_POSTGRES = "kill_postgres"
 PAUSE = "pause"
 LATENCY = "latency"
 FAIL_BEFORE = "fail_before"
@@ -31,6 +34,7 @@ FAULT_KINDS: tuple[str, ...] = (
     KILL_SOURCE_BANK,
     KILL_TARGET_BANK,
     KILL_STORE,
+    KILL_POSTGRES,
     PAUSE,
     LATENCY,
     FAIL_BEFORE,
@@ -38,6 +42,17 @@ FAULT_KINDS: tuple[str, ...] = (
     DROP_AFTER,
     CLOSE_ACCOUNT,
 )
+
+#: The kinds that need a part only one backend has: the promise store, or Postgres.
+_ONLY_ON: dict[str, str] = {KILL_STORE: STORE_BACKEND, KILL_POSTGRES: POSTGRES_BACKEND}
+
+
+def kinds_for(backend: str) -> tuple[str, ...]:
+    """Every fault kind a campaign on ``backend`` can carry out, in plan order."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return tuple(kind for kind in FAULT_KINDS if _ONLY_ON.get(kind, backend) == backend)
+
 
 #: How often each kind is drawn once every kind has appeared. A store kill
 #: stalls every transfer (and the SDK's reconnect backoff grows with each
@@ -47,6 +62,7 @@ _KIND_WEIGHTS: dict[str, float] = {
     KILL_SOURCE_BANK: 1.5,
     KILL_TARGET_BANK: 1.5,
     KILL_STORE: 1,
+    KILL_POSTGRES: 1,
     PAUSE: 2,
     LATENCY: 2,
     FAIL_BEFORE: 2,
@@ -61,6 +77,7 @@ BANK_RULE_KINDS: frozenset[str] = frozenset({LATENCY, FAIL_BEFORE, FAIL_AFTER, D
 SOURCE_BANK = "source_bank"
 TARGET_BANK = "target_bank"
 STORE = "store"
+POSTGRES = "postgres"
 
 #: Which ledger operations each bank sees: the source is debited and
 #: reversed, the target is credited.
@@ -92,15 +109,18 @@ class CampaignParams:
     workers: int = 2
     duration: float = 30.0
     quiesce_timeout: float = 120.0
-    #: Which fault kinds to draw from (all by default), to focus a campaign.
-    kinds: tuple[str, ...] = FAULT_KINDS
+    #: Which fault kinds to draw from (empty: every kind the backend has), to focus a campaign.
+    kinds: tuple[str, ...] = ()
+    #: Where transfers are kept: crossbank's promise store or Resonate on Postgres.
+    backend: str = STORE_BACKEND
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.kinds) - set(FAULT_KINDS))
-        if unknown or not self.kinds:
+        available = kinds_for(self.backend)
+        unknown = sorted(set(self.kinds) - set(available))
+        if unknown:
             raise ValueError(
-                f"kinds must be a non-empty selection of {', '.join(FAULT_KINDS)}; "
-                f"got {', '.join(self.kinds) or 'none'}"
+                f"kinds on the {self.backend} backend must be a selection of "
+                f"{', '.join(available)}; got {', '.join(self.kinds)}"
             )
         if self.transfers < 1:
             raise ValueError(f"transfers must be at least 1, got {self.transfers}")
@@ -116,6 +136,11 @@ class CampaignParams:
             raise ValueError(f"duration must be positive, got {self.duration}")
         if self.quiesce_timeout <= 0:
             raise ValueError(f"quiesce_timeout must be positive, got {self.quiesce_timeout}")
+
+    @property
+    def fault_kinds(self) -> tuple[str, ...]:
+        """The kinds faults are drawn from: the chosen ones, or every one the backend has."""
+        return self.kinds or kinds_for(self.backend)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -212,7 +237,8 @@ def plan(params: CampaignParams) -> Campaign:
         params.duration,
         params.workers,
         target_accounts,
-        kinds=params.kinds,
+        kinds=params.fault_kinds,
+        backend=params.backend,
     )
     return Campaign(params, accounts, transfers, faults)
 
@@ -263,6 +289,7 @@ def plan_faults(
     target_accounts: list[str],
     *,
     kinds: tuple[str, ...] = FAULT_KINDS,
+    backend: str = STORE_BACKEND,
 ) -> tuple[Fault, ...]:
     """``count`` faults of ``kinds`` spread over ``duration``; each kind appears when count allows."""
     chosen = [kind for kind in FAULT_KINDS if kind in kinds]
@@ -272,15 +299,23 @@ def plan_faults(
     rng.shuffle(planned)
     times = sorted(round(rng.uniform(0.02, 0.9) * duration, 3) for _ in range(count))
     return tuple(
-        _fault(rng, at, kind, workers, target_accounts)
+        _fault(rng, at, kind, workers, target_accounts, backend)
         for at, kind in zip(times, planned, strict=True)
     )
 
 
 def _fault(
-    rng: random.Random, at: float, kind: str, workers: int, target_accounts: list[str]
+    rng: random.Random,
+    at: float,
+    kind: str,
+    workers: int,
+    target_accounts: list[str],
+    backend: str,
 ) -> Fault:
-    processes = [*(worker_name(i) for i in range(workers)), SOURCE_BANK, TARGET_BANK, STORE]
+    # A paused postmaster would not stop its backends: on Postgres only crossbank's own
+    # processes are paused, and the database is only ever killed.
+    store = [STORE] if backend == STORE_BACKEND else []
+    processes = [*(worker_name(i) for i in range(workers)), SOURCE_BANK, TARGET_BANK, *store]
     if kind == KILL_WORKER:
         return Fault(at, kind, worker_name(rng.randrange(workers)), _seconds(rng, 0.1, 2.0))
     if kind == KILL_SOURCE_BANK:
@@ -289,6 +324,8 @@ def _fault(
         return Fault(at, kind, TARGET_BANK, _seconds(rng, 0.1, 1.5))
     if kind == KILL_STORE:
         return Fault(at, kind, STORE, _seconds(rng, 0.1, 1.5))
+    if kind == KILL_POSTGRES:
+        return Fault(at, kind, POSTGRES, _seconds(rng, 0.1, 1.5))
     if kind == PAUSE:
         return Fault(at, kind, rng.choice(processes), _seconds(rng, 0.3, 3.0))
     if kind == CLOSE_ACCOUNT:

@@ -27,7 +27,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import psycopg
@@ -177,6 +177,8 @@ class PrivatePostgres:
         self.log_path = log_path
         self._env = dict(env)
         self._scratch: Path | None = None
+        self._launch: Callable[[], subprocess.Popen[bytes]] | None = None
+        self._log_path: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     def dsn(self, database: str) -> str:
@@ -224,20 +226,47 @@ class PrivatePostgres:
                 raise PostgresUnavailable(
                     f"initdb ({bindir}) failed with code {made.returncode} (log {log_path})"
                 )
+
+        def launch() -> subprocess.Popen[bytes]:
             # Its own process group: a Ctrl-C meant for the demo does not take the
             # database away from the workers before :meth:`stop` shuts it down, last.
-            self.process = subprocess.Popen(
-                server,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=scratch,
-                user=uid,
-                group=gid,
-                extra_groups=groups,
-                process_group=0,
-            )
+            with log_path.open("ab") as log:
+                return subprocess.Popen(
+                    server,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=scratch,
+                    user=uid,
+                    group=gid,
+                    extra_groups=groups,
+                    process_group=0,
+                )
+
+        self._launch = launch
+        self._log_path = log_path
+        self.process = launch()
         self._wait_ready(timeout, log_path)
+        return self
+
+    def restart(self, timeout: float = START_TIMEOUT) -> PrivatePostgres:
+        """Start the server again on the same data after a :meth:`kill` (crash recovery runs).
+
+        Right after a SIGKILL the old backends may still hold the shared memory
+        for a moment, and the new postmaster refuses to start: it is tried again
+        until ``timeout``.
+        """
+        if self._launch is None or self._log_path is None:
+            raise RuntimeError("restart() needs a server that was started")
+        deadline = time.monotonic() + timeout
+        while not self.running():
+            self.process = self._launch()
+            try:
+                self._wait_ready(max(0.1, deadline - time.monotonic()), self._log_path)
+            except PostgresUnavailable:
+                if self.running() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         return self
 
     def _wait_ready(self, timeout: float, log_path: Path) -> None:
@@ -282,6 +311,7 @@ class PrivatePostgres:
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+        self._launch = None
 
     def kill(self) -> None:
         """SIGKILL the postmaster (its backends exit when they notice)."""

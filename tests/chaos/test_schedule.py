@@ -9,13 +9,19 @@ import pytest
 
 from chaos.schedule import (
     FAULT_KINDS,
+    KILL_POSTGRES,
+    KILL_STORE,
+    POSTGRES,
     SOURCE_BANK,
+    STORE,
     TARGET_BANK,
     CampaignParams,
     Fault,
     campaign_to_dict,
+    kinds_for,
     plan,
 )
+from orchestrator.local.system import BACKENDS
 
 
 def test_same_seed_gives_the_same_plan() -> None:
@@ -36,9 +42,36 @@ def test_more_faults_do_not_change_the_workload() -> None:
     assert few.transfers == many.transfers
 
 
-def test_every_fault_kind_is_planned_when_there_is_room() -> None:
-    campaign = plan(CampaignParams(seed=3, faults=len(FAULT_KINDS)))
-    assert sorted(f.kind for f in campaign.faults) == sorted(FAULT_KINDS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_fault_kind_of_the_backend_is_planned_when_there_is_room(backend: str) -> None:
+    kinds = kinds_for(backend)
+    campaign = plan(CampaignParams(seed=3, faults=len(kinds), backend=backend))
+    assert sorted(f.kind for f in campaign.faults) == sorted(kinds)
+
+
+def test_postgres_is_killed_only_on_postgres_and_the_store_only_on_the_store() -> None:
+    on_store = plan(CampaignParams(seed=5, faults=200))
+    on_postgres = plan(CampaignParams(seed=5, faults=200, backend="postgres"))
+    assert {f.kind for f in on_store.faults} == set(FAULT_KINDS) - {KILL_POSTGRES}
+    assert {f.kind for f in on_postgres.faults} == set(FAULT_KINDS) - {KILL_STORE}
+    assert STORE not in {f.target for f in on_postgres.faults}  # nor paused
+    assert {f.target for f in on_postgres.faults if f.kind == KILL_POSTGRES} == {POSTGRES}
+    assert on_store.transfers == on_postgres.transfers
+
+
+def test_a_kind_the_backend_has_not_is_refused() -> None:
+    with pytest.raises(ValueError, match="postgres backend"):
+        CampaignParams(seed=1, kinds=(KILL_STORE,), backend="postgres")
+    with pytest.raises(ValueError, match="store backend"):
+        CampaignParams(seed=1, kinds=(KILL_POSTGRES,))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        CampaignParams(seed=1, backend="sqlite")
+
+
+def test_the_backend_is_part_of_the_replayable_parameters() -> None:
+    params = CampaignParams(seed=9, backend="postgres")
+    assert CampaignParams.from_dict(params.to_dict()) == params
+    assert plan(CampaignParams.from_dict(params.to_dict())) == plan(params)
 
 
 def test_faults_are_ordered_and_inside_the_campaign() -> None:

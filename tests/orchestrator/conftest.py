@@ -23,6 +23,7 @@ from orchestrator.local.postgres import PostgresUnavailable, PrivatePostgres
 from orchestrator.local.supervisor import free_port
 from orchestrator.local.system import BACKENDS, STORE_BACKEND
 from tests.orchestrator.cluster import Cluster, backend_options, running_cluster
+from tests.postgres_available import require_postgres, skip_for_missing_postgres
 
 
 @pytest.fixture
@@ -46,13 +47,14 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgres]:
     """One private Postgres for the session, started the first time a test needs it."""
+    require_postgres()
     log = tmp_path_factory.mktemp("postgres") / "postgres.log"
     server = PrivatePostgres(free_port(), log_path=log)
     try:
         server.start()
     except PostgresUnavailable as exc:
         server.stop()
-        pytest.skip(f"Resonate on Postgres not tested: {exc}")
+        skip_for_missing_postgres(exc)
     yield server
     server.stop()
 
