@@ -260,7 +260,7 @@ async def status_command(settings: Settings, transfer_id: str) -> Reply:
         return Reply(
             NOT_OK,
             {"transfer_id": transfer_id, "state": "unknown"},
-            f"no transfer {transfer_id} in the promise store",
+            f"no transfer {transfer_id} in the {kept_in(settings)}",
         )
     ledger: dict[str, Any] = {}
     async with open_banks(settings) as (source, target):
@@ -273,7 +273,12 @@ async def status_command(settings: Settings, transfer_id: str) -> Reply:
             with reaching(client):
                 ledger[kind] = await client.get_entry(saga.op_id(transfer_id, kind))
     view = {**record, "ledger": ledger, "status": status_word(record)}
-    return Reply(OK, view, describe_status(view))
+    return Reply(OK, view, describe_status(view, kept_in=kept_in(settings)))
+
+
+def kept_in(settings: Settings) -> str:
+    """Where transfers and their timelines are kept, in the words of ``crossbank status``."""
+    return "Resonate on Postgres" if settings.resonate_pg_dsn is not None else "promise store"
 
 
 async def _timeline(

@@ -44,7 +44,8 @@ def status_word(record: dict[str, Any]) -> str:
     return _STATUS_WORDS.get(status, status)
 
 
-def describe_status(view: dict[str, Any]) -> str:
+def describe_status(view: dict[str, Any], *, kept_in: str = "promise store") -> str:
+    """``crossbank status`` in words; ``kept_in`` names where the timeline's figures come from."""
     request = view.get("request") or {}
     lines = [f"transfer {view['transfer_id']}: {view['status']}"]
     if view.get("needs_attention"):
@@ -61,7 +62,7 @@ def describe_status(view: dict[str, Any]) -> str:
         lines.append(f"  error: {view['error']}")
     times = {t["id"]: t for t in view.get("timeline", [])}
     root = times.get(view["transfer_id"], {})
-    lines.append("  timeline (promise store):")
+    lines.append(f"  timeline ({kept_in}):")
     lines.append(f"    {_ms_clock(root.get('created_at'))}  started")
     if not view["steps"]:
         lines.append("    (no step recorded yet: waiting for a worker)")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.local.supervisor import ManagedProcess, worker_ready_log
+from orchestrator.local.system import POSTGRES_BACKEND
 from orchestrator.transfers import TransferRequest, start_transfer
 from tests.orchestrator.cluster import Cluster, wait_for_hold
 from tests.orchestrator.test_cli_input import run_cli
@@ -120,7 +121,7 @@ def test_compensated_when_the_target_account_closes_mid_transfer(cluster: Cluste
     assert status["ledger"]["reversal"]["state"] == "applied"
 
 
-def test_no_wait_then_status(cluster: Cluster) -> None:
+def test_no_wait_then_status(cluster: Cluster, backend: str) -> None:
     asyncio.run(cluster.seed({"tn-alice": 10_000}, {"tn-carol": 0}))
     argv = ("--from", "tn-alice", "--to", "tn-carol", "--amount", "3", "--id", "tn-1", "--no-wait")
     started = run_cli(cluster, "transfer", *argv)
@@ -147,6 +148,9 @@ def test_no_wait_then_status(cluster: Cluster) -> None:
     assert human.returncode == 0
     assert human.stdout.splitlines()[0] == "transfer tn-1: committed"
     assert "credit: applied" in human.stdout
+    # Where the timeline's figures come from, named for the backend that holds them.
+    kept_in = "Resonate on Postgres" if backend == POSTGRES_BACKEND else "promise store"
+    assert f"  timeline ({kept_in}):" in human.stdout.splitlines()
 
 
 def test_status_of_an_unknown_transfer(cluster: Cluster) -> None:

@@ -48,6 +48,7 @@ def transfer_view(**changes: Any) -> dict[str, Any]:
 
 def test_status_tells_what_happened_step_by_step_and_where_the_money_is() -> None:
     text = views.describe_status(transfer_view())
+    assert "  timeline (promise store):" in text.splitlines()
     assert text.splitlines()[0] == "transfer t-1: compensating"
     assert "12.50 from ann (source bank) to bo (target bank)" in text
     assert "credit: rejected (account_closed)" in text
@@ -127,3 +128,8 @@ def test_an_audit_lists_each_violation_with_its_entries() -> None:
     assert "1 transfer(s) still in flight" in lines[0]
     assert lines[1] == "  [per_transfer] transfer t-9: a debit with neither a credit nor a reversal"
     assert lines[2].strip() == "entry t-9-debit: debit 1.00 on a (seq 4)"
+
+
+def test_status_names_where_its_timeline_comes_from() -> None:
+    text = views.describe_status(transfer_view(), kept_in="Resonate on Postgres")
+    assert "  timeline (Resonate on Postgres):" in text.splitlines()
