@@ -63,9 +63,17 @@ async def open_embedded(banks: BankUrls, workdir: Path) -> AsyncIterator[RunTran
 
 @asynccontextmanager
 async def served(
-    banks: BankUrls, workdir: Path, workers: int, backend: str = STORE_BACKEND
+    banks: BankUrls,
+    workdir: Path,
+    workers: int,
+    backend: str = STORE_BACKEND,
+    postgres_dsn: str | None = None,
 ) -> AsyncIterator[RunTransfer]:
-    """``workers`` worker processes on ``backend`` and this process as their client."""
+    """``workers`` worker processes on ``backend`` and this process as their client.
+
+    On Postgres, ``postgres_dsn`` names a database already holding Resonate
+    (default: a private Postgres of the system's own).
+    """
     # At LOG_LEVEL=WARNING a worker does not log that it is ready; the
     # harness's unmeasured warm-up transfers wait for the workers instead.
     system = LocalSystem(
@@ -77,6 +85,7 @@ async def served(
         wait_for_workers=False,
         fresh=True,
         backend=backend,
+        postgres_dsn=postgres_dsn,
     )
     with system:
         async with _session(system.settings) as run:
