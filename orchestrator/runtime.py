@@ -41,6 +41,7 @@ from resonate.resonate import DEFAULT_SUBSCRIPTION_REFRESH_SECS, Resonate
 from orchestrator.bank_client import bank_clients
 from orchestrator.health_file import HealthFile
 from orchestrator.push import PushChannel, PushLimits
+from orchestrator.repeated_warnings import limit_repeated_warnings
 from orchestrator.saga import SAGA_NAME, SagaDeps, transfer
 from orchestrator.settings import Settings
 from orchestrator.store_network import StoreNetwork
@@ -64,6 +65,7 @@ def open_resonate(settings: Settings, *, role: Role) -> Resonate:
     ttl = timedelta(seconds=settings.lease_ttl)
     if settings.resonate_pg_dsn is not None:
         group = settings.group if role == "worker" else client_group(settings)
+        limit_repeated_warnings(settings.pg_warn_every)
         resonate = _on_postgres(settings.resonate_pg_dsn, group, ttl)
         if role == "client":
             return resonate

@@ -46,6 +46,8 @@ class Settings:
     ``push_idle_timeout`` and ``push_max_lifetime`` bound the push channel (see
     :mod:`orchestrator.push`); ``worker_health_file``, when set, is where a worker
     says whether it can receive work (see :mod:`orchestrator.health_file`).
+    ``pg_warn_every`` is how often a repeated warning of the Postgres connector
+    is shown while the database is down (see :mod:`orchestrator.repeated_warnings`).
     """
 
     resonate_url: str | None = None
@@ -65,6 +67,7 @@ class Settings:
     push_idle_timeout: float = 30.0
     push_max_lifetime: float = 3600.0
     worker_health_file: Path | None = None
+    pg_warn_every: float = 10.0
 
     @property
     def served(self) -> bool:
@@ -106,6 +109,7 @@ class Settings:
             push_idle_timeout=number(env, "PUSH_IDLE_TIMEOUT", 30.0, low=0.5),
             push_max_lifetime=number(env, "PUSH_MAX_LIFETIME", 3600.0, low=1.0),
             worker_health_file=optional_path(env, "WORKER_HEALTH_FILE"),
+            pg_warn_every=number(env, "PG_WARN_EVERY", 10.0, low=0.1),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -133,6 +137,7 @@ class Settings:
             "PUSH_IDLE_TIMEOUT": repr(self.push_idle_timeout),
             "PUSH_MAX_LIFETIME": repr(self.push_max_lifetime),
             "WORKER_HEALTH_FILE": str(self.worker_health_file or ""),
+            "PG_WARN_EVERY": repr(self.pg_warn_every),
         }
 
 
