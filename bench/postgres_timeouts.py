@@ -11,6 +11,13 @@ times ``process_timeouts()`` empty, full, right after ``gc`` and after the
 ``VACUUM`` autovacuum would do, and (``--transfers``) transfers per second
 through one worker with the table full and after gc.
 
+``--inline-timed`` is an experiment on the schema, not a set-up to deploy:
+``resonate.sql`` pins every function to a ``search_path``, and Postgres does
+not inline a SQL function with a ``SET`` clause, so ``process_timeouts()``
+evaluates ``_promise_timed`` row by row instead of using the partial index on
+pending promises. The flag resets that one function's ``search_path`` before
+the fill, to measure what the index would give.
+
     .venv/bin/python -m bench.postgres_timeouts --promises 1000000 --transfers 200
 """
 
@@ -64,6 +71,7 @@ INSERT INTO resonate.tasks (id, state, version)
 SELECT id, 'fulfilled', 1 FROM resonate.promises WHERE id LIKE 'fill-%' AND parent_id IS NULL
 """
 NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+INLINE_TIMED = "ALTER FUNCTION resonate._promise_timed(resonate.promises) RESET search_path"
 
 
 def _timed(action: Callable[[], object]) -> float:
@@ -124,6 +132,9 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     with PrivatePostgres(free_port(), log_path=workdir / "postgres.log") as server:
         dsn = server.create_database(POSTGRES_DATABASE)
         with psycopg.connect(dsn, autocommit=True) as connection:
+            if args.inline_timed:
+                connection.execute(INLINE_TIMED)
+                print("_promise_timed may be inlined (its search_path reset)")
             print(f"empty: process_timeouts() {time_process_timeouts(connection, args.repeat)}")
             seconds = fill(connection, args.promises)
             total = count_promises(connection)
@@ -173,6 +184,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--transfers", type=int, default=0, help="transfers per throughput figure (0: none)"
     )
     parser.add_argument("--concurrency", type=_positive, default=8, help="in flight (8)")
+    parser.add_argument(
+        "--inline-timed",
+        action="store_true",
+        help="reset _promise_timed's search_path first (an experiment: see above)",
+    )
     parser.add_argument("--workdir", type=Path, help="keep logs here (default: a temporary dir)")
     args = parser.parse_args(argv)
     if args.transfers < 0:
