@@ -1,0 +1,31 @@
+"""``python -m chaos``'s options: the backend is chosen, recorded, and checked against the kinds."""
+
+from __future__ import annotations
+
+import pytest
+
+from chaos.cli import build_parser, main, params_from
+from chaos.schedule import KILL_POSTGRES, KILL_STORE
+
+
+def test_backend_postgres_draws_kill_postgres_and_not_kill_store() -> None:
+    args = build_parser().parse_args(["--backend", "postgres", "--seed", "7"])
+    params = params_from(args)
+    assert params.backend == "postgres"
+    assert KILL_POSTGRES in params.fault_kinds
+    assert KILL_STORE not in params.fault_kinds
+
+
+def test_the_store_is_the_default_backend() -> None:
+    params = params_from(build_parser().parse_args(["--seed", "7"]))
+    assert params.backend == "store"
+    assert KILL_POSTGRES not in params.fault_kinds
+
+
+def test_a_kind_the_backend_has_not_is_refused_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--backend", "postgres", "--kinds", "kill_store", "--seed", "1"])
+    assert exit_.value.code == 2
+    assert "kill_store" in capsys.readouterr().err
