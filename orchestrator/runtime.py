@@ -128,10 +128,10 @@ def _served(
 
 def _on_postgres(dsn: str, group: str, ttl: timedelta) -> Resonate:
     """A Resonate whose server is the database at ``dsn`` (``resonate.sql`` applied)."""
-    from resonate_pg import PostgresConnection
+    from orchestrator.postgres_connection import TimerKeepingConnection
 
     pid = uuid.uuid4().hex
-    connection = PostgresConnection(dsn, pid=pid, group=group)
+    connection = TimerKeepingConnection(dsn, pid=pid, group=group)
     return Resonate(network=connection, sources=[connection], pid=pid, group=group, ttl=ttl)
 
 

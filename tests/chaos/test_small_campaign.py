@@ -34,9 +34,9 @@ SIZES = {
     ),
     POSTGRES_BACKEND: CampaignParams(
         seed=SEED,
-        transfers=100,
+        transfers=600,
         faults=14,
-        duration=25.0,
+        duration=12.0,
         quiesce_timeout=60.0,
         backend=POSTGRES_BACKEND,
     ),
