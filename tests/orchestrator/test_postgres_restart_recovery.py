@@ -1,10 +1,10 @@
 """After Postgres itself crashed and came back, a killed worker's transfer is still finished.
 
-Resonate on Postgres moves its timers (lease expiry among them) only when a
-process calls ``resonate.process_timeouts()``; crossbank's workers and clients
-do that on each wake. A database restart must not make them stop: otherwise
-every process that lived through it leaves timers alone for good, and the
-transfer of the next worker that dies stays pending forever.
+Both workers live through the database's SIGKILL and restart; then the one
+running a transfer is SIGKILLed mid-credit and the other must finish it one
+lease later. (This end-to-end check passed before the timer fix too: what
+moved the lease there was not pinned down; the fix's own regression test is
+tests/orchestrator/test_postgres_timers.py.)
 """
 
 from __future__ import annotations
