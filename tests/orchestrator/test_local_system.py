@@ -47,6 +47,7 @@ EVERY_FIELD_CHANGED = Settings(
     push_idle_timeout=4.0,
     push_max_lifetime=99.5,
     worker_health_file=Path("/somewhere/worker.health"),
+    pg_warn_every=2.5,
 )
 
 
@@ -58,11 +59,13 @@ ON_POSTGRES = replace(
 
 def test_settings_come_back_from_the_environment_they_write() -> None:
     defaults = Settings()
-    assert all(
-        getattr(EVERY_FIELD_CHANGED, f.name) != getattr(defaults, f.name)
+    left_at_default = [
+        f.name
         for f in fields(Settings)
         if f.name != "resonate_pg_dsn"
-    )
+        and getattr(EVERY_FIELD_CHANGED, f.name) == getattr(defaults, f.name)
+    ]
+    assert left_at_default == [], "a new setting: change it in EVERY_FIELD_CHANGED too"
     assert ON_POSTGRES.resonate_pg_dsn != defaults.resonate_pg_dsn
     assert Settings.from_env(EVERY_FIELD_CHANGED.to_env()) == EVERY_FIELD_CHANGED
     assert Settings.from_env(ON_POSTGRES.to_env()) == ON_POSTGRES
