@@ -16,7 +16,7 @@ from pathlib import Path
 
 from orchestrator import money
 from orchestrator.cli import commands
-from orchestrator.local.stage import command, run_scenes, say, show
+from orchestrator.local.stage import command, run_scenes, say, show, transfer
 from orchestrator.local.system import LocalSystem, wait_for_hold
 from orchestrator.saga import op_id
 
@@ -36,19 +36,7 @@ async def crash(system: LocalSystem) -> bool:
         say(
             '    PUT /admin/faults {"faults": [{"action": "hold_before", "kind": "credit", "times": 1}]}'
         )
-        command(
-            f"transfer --from {SOURCE} --to {TARGET} --amount {AMOUNT} --id {transfer_id} --no-wait"
-        )
-        show(
-            await commands.transfer_command(
-                settings,
-                source=SOURCE,
-                target=TARGET,
-                amount=AMOUNT,
-                transfer_id=transfer_id,
-                wait=False,
-            )
-        )
+        await transfer(settings, SOURCE, TARGET, AMOUNT, transfer_id=transfer_id, wait=False)
         say(f"  waiting until {victim.name} (pid {victim.pid}) is in the middle of the credit ...")
         hold = await wait_for_hold(target, credit)
         say(f"    the target bank is holding {hold['op_id']} (since {hold['since']})")
@@ -76,16 +64,7 @@ async def crash(system: LocalSystem) -> bool:
     )
     replacement = system.start_worker()
     say(f"    {replacement.name} is up (pid {replacement.pid})")
-    command(f"transfer --from {SOURCE} --to {TARGET} --amount {AMOUNT} --id {transfer_id}")
-    reply = await commands.transfer_command(
-        settings,
-        source=SOURCE,
-        target=TARGET,
-        amount=AMOUNT,
-        transfer_id=transfer_id,
-        wait=True,
-    )
-    show(reply)
+    reply = await transfer(settings, SOURCE, TARGET, AMOUNT, transfer_id=transfer_id)
     say(f"    finished {time.monotonic() - killed_at:.1f}s after the SIGKILL")
 
     command(f"status {transfer_id}")

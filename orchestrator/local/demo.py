@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator.cli import commands
 from orchestrator.local import crash_demo
-from orchestrator.local.stage import command, run_scenes, say, show
+from orchestrator.local.stage import command, run_scenes, say, show, transfer
 from orchestrator.local.system import TARGET, LocalSystem, wait_for_hold
 from orchestrator.saga import op_id
 from orchestrator.settings import Settings
@@ -30,12 +30,7 @@ async def seed(settings: Settings) -> None:
 
 
 async def committed(settings: Settings) -> dict[str, Any]:
-    command("transfer --from alice --to carol --amount 25.00")
-    reply = await commands.transfer_command(
-        settings, source="alice", target="carol", amount="25.00", transfer_id=None, wait=True
-    )
-    show(reply)
-    return dict(reply.data)
+    return dict((await transfer(settings, "alice", "carol", "25.00")).data)
 
 
 async def compensated(system: LocalSystem, settings: Settings) -> dict[str, Any]:
@@ -49,17 +44,7 @@ async def compensated(system: LocalSystem, settings: Settings) -> dict[str, Any]
         say(
             "  (the target bank will hold this transfer's credit so the account can close meanwhile)"
         )
-        command(f"transfer --from bob --to frank --amount 40.00 --id {transfer_id} --no-wait")
-        show(
-            await commands.transfer_command(
-                settings,
-                source="bob",
-                target="frank",
-                amount="40.00",
-                transfer_id=transfer_id,
-                wait=False,
-            )
-        )
+        await transfer(settings, "bob", "frank", "40.00", transfer_id=transfer_id, wait=False)
         await wait_for_hold(target, credit)
         say("    ... bob has been debited; the credit to frank is held at the target bank")
         command("accounts close frank --bank target")
@@ -70,23 +55,14 @@ async def compensated(system: LocalSystem, settings: Settings) -> dict[str, Any]
         )
         await target.clear_faults()
         say("    ... the held credit goes on, and the target bank refuses it: frank is closed")
-    command(f"transfer --from bob --to frank --amount 40.00 --id {transfer_id}")
-    reply = await commands.transfer_command(
-        settings, source="bob", target="frank", amount="40.00", transfer_id=transfer_id, wait=True
-    )
-    show(reply)
+    reply = await transfer(settings, "bob", "frank", "40.00", transfer_id=transfer_id)
     command(f"status {transfer_id}")
     show(await commands.status_command(settings, transfer_id))
     return dict(reply.data)
 
 
 async def failed(settings: Settings) -> dict[str, Any]:
-    command("transfer --from erin --to dave --amount 50.00")
-    reply = await commands.transfer_command(
-        settings, source="erin", target="dave", amount="50.00", transfer_id=None, wait=True
-    )
-    show(reply)
-    return dict(reply.data)
+    return dict((await transfer(settings, "erin", "dave", "50.00")).data)
 
 
 async def closing(settings: Settings) -> bool:

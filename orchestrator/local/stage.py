@@ -49,6 +49,27 @@ def command(text: str) -> None:
     say(f"  $ crossbank {text}")
 
 
+async def transfer(
+    settings: Settings,
+    source: str,
+    target: str,
+    amount: str,
+    *,
+    transfer_id: str | None = None,
+    wait: bool = True,
+) -> commands.Reply:
+    """Print ``crossbank transfer ...`` and run it, from the same arguments, so the two agree."""
+    line = f"transfer --from {source} --to {target} --amount {amount}"
+    line += f" --id {transfer_id}" if transfer_id is not None else ""
+    line += "" if wait else " --no-wait"
+    command(line)
+    reply = await commands.transfer_command(
+        settings, source=source, target=target, amount=amount, transfer_id=transfer_id, wait=wait
+    )
+    show(reply)
+    return reply
+
+
 def default_data_dir(kind: str) -> Path:
     return Path("data") / f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
