@@ -124,15 +124,13 @@ class StoreService:
         return hmac.compare_digest(given, self._expected_auth)
 
     async def post_request(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return Response(401, error_envelope(401, "missing or wrong bearer token"))
+        """One envelope in, one out (the token was checked on the head, by ``_check_head``)."""
         answer = await handle(self.store, request.body, max_depth=self.settings.max_json_depth)
         _route(self.mailboxes, answer.outgoing)
         return Response(answer.http_status, answer.body)
 
     async def poll(self, request: Request, stream: Stream, group: str, pid: str) -> Response | None:
-        if not self._authorized(request):
-            return Response(401, b'{"error": "missing or wrong bearer token"}')
+        """Stream ``execute``/``unblock`` messages (the token was checked on the head)."""
         await stream.start(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         listener = self.mailboxes.connect(group, pid)
         logger.info("listener connected: %s/%s", group, pid)
