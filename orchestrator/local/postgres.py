@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -120,6 +121,23 @@ def _os_user(env: Mapping[str, str]) -> pwd.struct_passwd | None:
         ) from None
 
 
+def _child_of(user: pwd.struct_passwd | None, cwd: Path) -> dict[str, Any]:
+    """Arguments that run a child in ``cwd`` with no stdin, as ``user`` (None: as this process).
+
+    An unprivileged child also drops this process's supplementary groups, so
+    running under root grants the database none of root's groups.
+    """
+    if user is None:
+        return {"cwd": cwd, "stdin": subprocess.DEVNULL}
+    return {
+        "cwd": cwd,
+        "stdin": subprocess.DEVNULL,
+        "user": user.pw_uid,
+        "group": user.pw_gid,
+        "extra_groups": [],
+    }
+
+
 def _reachable_bindir(bindir: Path, user: pwd.struct_passwd, scratch: Path) -> Path:
     """``bindir``, or a copy of its install tree in ``scratch`` when ``user`` cannot run it.
 
@@ -131,12 +149,8 @@ def _reachable_bindir(bindir: Path, user: pwd.struct_passwd, scratch: Path) -> P
         probe = subprocess.run(
             [str(bindir / "postgres"), "--version"],
             capture_output=True,
-            stdin=subprocess.DEVNULL,
-            cwd=scratch,
-            user=user.pw_uid,
-            group=user.pw_gid,
-            extra_groups=[],
             check=False,
+            **_child_of(user, scratch),
         )
         if probe.returncode == 0:
             return bindir
@@ -202,9 +216,6 @@ class PrivatePostgres:
             os.chown(scratch, user.pw_uid, user.pw_gid)
         if user is not None:
             bindir = _reachable_bindir(bindir, user, scratch)
-        uid = user.pw_uid if user is not None else None
-        gid = user.pw_gid if user is not None else None
-        groups: list[int] | None = [] if user is not None else None
         log_path = self.log_path or scratch / "postgres.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         initdb = [str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust",
@@ -213,14 +224,7 @@ class PrivatePostgres:
                   "-h", "127.0.0.1", "-k", str(scratch), "-c", "fsync=off"]  # fmt: skip
         with log_path.open("ab") as log:
             made = subprocess.run(
-                initdb,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=scratch,
-                user=uid,
-                group=gid,
-                extra_groups=groups,
+                initdb, stdout=log, stderr=subprocess.STDOUT, **_child_of(user, scratch)
             )
             if made.returncode != 0:
                 raise PostgresUnavailable(
@@ -235,12 +239,8 @@ class PrivatePostgres:
                     server,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    cwd=scratch,
-                    user=uid,
-                    group=gid,
-                    extra_groups=groups,
                     process_group=0,
+                    **_child_of(user, scratch),
                 )
 
         self._launch = launch
