@@ -179,10 +179,10 @@ class BankClient:
         return accounts
 
     async def iter_entries(
-        self, account_id: str | None = None, *, page_size: int = 500
+        self, account_id: str | None = None, *, page_size: int = 500, after: int | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        """Every entry in ledger order, following ``next_after`` from page to page."""
-        after: int | None = None
+        """Every entry in ledger order (those with ``seq`` above ``after``, when given),
+        following ``next_after`` from page to page."""
         while True:
             params: dict[str, Any] = {"limit": page_size}
             if account_id is not None:
