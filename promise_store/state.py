@@ -29,10 +29,12 @@ commits, and a rebuild) runs on a worker thread, one at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,18 @@ class Applied:
     response: dict[str, Any] | None
     error: ServerError | None
     outgoing: list[OutgoingMessage]
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block (as it was before, after it)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def replay_entry(state: ServerState, entry: Entry) -> None:
@@ -146,6 +160,13 @@ class JournaledState:
     # -- start-up -------------------------------------------------------------
 
     def _recover(self) -> tuple[ServerState, int, Recovery]:
+        # Loading a snapshot allocates millions of objects, none of them
+        # garbage; the cyclic collector would walk them all, again and again,
+        # as they are made (about a fifth of a restart at 1M entries).
+        with gc_paused():
+            return self._recover_state()
+
+    def _recover_state(self) -> tuple[ServerState, int, Recovery]:
         started = time.perf_counter()
         try:
             snap = self._journal.load_snapshot()
