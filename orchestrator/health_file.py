@@ -47,11 +47,8 @@ class HealthFile:
 
     def _write(self, status: dict[str, Any]) -> None:
         status["pid"] = os.getpid()
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_text(json.dumps(status))
-            os.replace(temporary, self.path)
+            replace_json(self.path, status)
         except OSError as exc:
             # The worker keeps working; its healthcheck will say it is unhealthy.
             if not self._failing:
@@ -59,6 +56,14 @@ class HealthFile:
             self._failing = True
         else:
             self._failing = False
+
+
+def replace_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` whole (a temporary file, then a rename): no reader sees half."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary.write_text(json.dumps(data))
+    os.replace(temporary, path)
 
 
 def judge(path: Path, now: float | None = None) -> tuple[bool, str]:

@@ -7,6 +7,11 @@ hands it, many at once on one event loop. Any number of workers may share a
 group; when one dies, the store gives its transfers to another once their
 leases (``LEASE_TTL``) expire.
 
+With ``WORKER_STATUS_FILE`` set, the worker also keeps that file saying which
+transfers it is running now (``{"pid", "running": [transfer ids], "at"}``,
+rewritten within ``WORKER_STATUS_EVERY`` seconds of a change), so the console
+can name the worker that runs a transfer, on either backend.
+
 SIGTERM or SIGINT stops it gracefully: no new work is taken, running steps
 get up to ``lease_ttl`` seconds to finish, and anything still unfinished is
 left to the store to hand to another worker.
@@ -20,20 +25,75 @@ import logging
 import os
 import signal
 import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
 
-from envsettings import SettingsError
+from resonate.resonate import Resonate
+
+from envsettings import SettingsError, number, optional_path
+from orchestrator.health_file import replace_json
 from orchestrator.runtime import close_resonate, open_resonate
 from orchestrator.settings import Settings
 
 logger = logging.getLogger("orchestrator.worker")
 
 
+#: Seconds between two looks at which transfers the worker runs (``WORKER_STATUS_EVERY``).
+DEFAULT_STATUS_EVERY = 0.2
+#: The status file is rewritten at least this often even when nothing changed, so
+#: its ``at`` says the worker is alive.
+STATUS_REFRESH_SECONDS = 5.0
+
+
+def status_settings(env: Mapping[str, str] = os.environ) -> tuple[Path | None, float]:
+    """``WORKER_STATUS_FILE`` (unset: none kept) and ``WORKER_STATUS_EVERY`` (seconds)."""
+    return (
+        optional_path(env, "WORKER_STATUS_FILE"),
+        number(env, "WORKER_STATUS_EVERY", DEFAULT_STATUS_EVERY, low=0.05, high=60.0),
+    )
+
+
+def running_transfers(resonate: Resonate) -> list[str]:
+    """The transfers whose tasks this worker holds a lease on now.
+
+    The SDK keeps every task it runs in its heartbeat's ``active_tasks`` (a
+    task's id is its root promise's id, which is the transfer id); the SDK is
+    pinned, and tests/console check this against a running worker.
+    """
+    active = getattr(getattr(resonate, "_heartbeat", None), "active_tasks", None)
+    if not isinstance(active, dict):
+        return []
+    return sorted(task_id for task_id in active if ":" not in task_id)
+
+
+async def _keep_status(resonate: Resonate, path: Path, every: float) -> None:
+    """Rewrite ``path`` whenever the running transfers change (and now and then anyway)."""
+    last: list[str] | None = None
+    written = 0.0
+    while True:
+        running = running_transfers(resonate)
+        if running != last or time.monotonic() - written > STATUS_REFRESH_SECONDS:
+            try:
+                replace_json(path, {"pid": os.getpid(), "running": running, "at": time.time()})
+            except OSError as exc:
+                logger.warning("cannot write the status file %s: %s", path, exc)
+            last, written = running, time.monotonic()
+        await asyncio.sleep(every)
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT arrives when ``stop`` is None)."""
     stop = stop or _stop_on_signals()
+    status_file, status_every = status_settings()
     if settings.resonate_pg_dsn is not None:
         await _check_database(settings.resonate_pg_dsn, settings.bank_timeout)
     resonate = open_resonate(settings, role="worker")
+    keeper = (
+        asyncio.create_task(_keep_status(resonate, status_file, status_every))
+        if status_file is not None
+        else None
+    )
     where = settings.store_name()
     logger.info(
         "worker %d ready: group=%s store=%s source=%s target=%s lease=%ss",
@@ -46,6 +106,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     )
     await stop.wait()
     logger.info("worker %d stopping", os.getpid())
+    if keeper is not None:
+        keeper.cancel()
     try:
         await asyncio.wait_for(close_resonate(resonate), timeout=settings.lease_ttl)
     except TimeoutError:
@@ -108,6 +170,7 @@ def main() -> None:
     configure_logging()
     try:
         settings = Settings.from_env()
+        status_settings()  # a bad WORKER_STATUS_* value is refused now, naming it
     except SettingsError as exc:
         sys.exit(f"crossbank worker: {exc}")
     try:

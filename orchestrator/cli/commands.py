@@ -248,32 +248,49 @@ def transfer_reply(result: dict[str, Any]) -> Reply:
 
 
 async def status_command(settings: Settings, transfer_id: str) -> Reply:
-    from orchestrator import saga, transfers
-
-    async with promise_store(settings) as resonate:
-        record = await transfers.transfer_record(
-            resonate, transfer_id, attention_after=settings.attention_after
+    async with promise_store(settings) as resonate, open_banks(settings) as (source, target):
+        view = await transfer_view(
+            resonate, source, target, transfer_id, attention_after=settings.attention_after
         )
-        if record is not None:
-            record["timeline"] = await _timeline(resonate, transfer_id, record["steps"])
-    if record is None:
+    if view is None:
         return Reply(
             NOT_OK,
             {"transfer_id": transfer_id, "state": "unknown"},
             f"no transfer {transfer_id} in the {kept_in(settings)}",
         )
-    ledger: dict[str, Any] = {}
-    async with open_banks(settings) as (source, target):
-        steps: tuple[tuple[EntryKind, BankClient], ...] = (
-            ("debit", source),
-            ("credit", target),
-            ("reversal", source),
-        )
-        for kind, client in steps:
-            with reaching(client):
-                ledger[kind] = await client.get_entry(saga.op_id(transfer_id, kind))
-    view = {**record, "ledger": ledger, "status": status_word(record)}
     return Reply(OK, view, describe_status(view, kept_in=kept_in(settings)))
+
+
+async def transfer_view(
+    resonate: Resonate,
+    source: BankClient,
+    target: BankClient,
+    transfer_id: str,
+    *,
+    attention_after: float | None,
+) -> dict[str, Any] | None:
+    """A transfer as ``crossbank status`` shows it, or None when the store has no such id.
+
+    The store's record (:func:`orchestrator.transfers.transfer_record`) with its
+    ``timeline`` (when each promise began and settled), ``ledger`` (each op id
+    as its bank has it) and ``status`` in words. Shared with the console.
+    """
+    from orchestrator import saga, transfers
+
+    record = await transfers.transfer_record(resonate, transfer_id, attention_after=attention_after)
+    if record is None:
+        return None
+    record["timeline"] = await _timeline(resonate, transfer_id, record["steps"])
+    ledger: dict[str, Any] = {}
+    steps: tuple[tuple[EntryKind, BankClient], ...] = (
+        ("debit", source),
+        ("credit", target),
+        ("reversal", source),
+    )
+    for kind, client in steps:
+        with reaching(client):
+            ledger[kind] = await client.get_entry(saga.op_id(transfer_id, kind))
+    return {**record, "ledger": ledger, "status": status_word(record)}
 
 
 def kept_in(settings: Settings) -> str:

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="crossbank",
         description="Durable money transfers between two banks that share no transaction.",
         epilog="Configured by environment variables: SOURCE_BANK_URL, TARGET_BANK_URL, "
-        "BANK_TOKEN, RESONATE_URL or RESONATE_PG_DSN (neither: the embedded store at STORE_PATH), RESONATE_TOKEN.",
+        "BANK_TOKEN, RESONATE_URL or RESONATE_PG_DSN (neither: the embedded store at STORE_PATH), RESONATE_TOKEN; "
+        "the console: CONSOLE_HOST, CONSOLE_PORT, CONSOLE_TOKEN, CONSOLE_READ_ONLY.",
         parents=[common],
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -126,13 +127,38 @@ def build_parser() -> argparse.ArgumentParser:
             help="worker lease in seconds: how soon a new worker takes over (default 3)",
         )
         demo.add_argument(
+            "--keep-running",
+            action="store_true",
+            help="after the scenes, keep the local system and the console up until Ctrl-C",
+        )
+        demo.add_argument(
+            "--console-port",
+            type=_port,
+            help="port of the console's page on 127.0.0.1 (default: a free one)",
+        )
+        demo.add_argument(
             "--backend",
             choices=("store", "postgres"),
             default="store",
             help="where transfers are kept: crossbank's promise store (default) or Resonate "
             "on a private Postgres started for the demo",
         )
+    console = commands.add_parser(
+        "console",
+        parents=[common],
+        help="serve a live web page: both ledgers, the transfers and their steps (Ctrl-C stops it)",
+    )
+    console.add_argument(
+        "--port", type=_port, help="port on CONSOLE_HOST (default: CONSOLE_PORT, else 8090)"
+    )
     return parser
+
+
+def _port(text: str) -> int:
+    """A TCP port (0: any free one), or argparse's one-line refusal."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: a number from 0 to 65535")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_worker()
         if args.command in ("demo", "crash-demo"):
             return _run_demo(args)
+        if args.command == "console":
+            return _run_console(args)
         settings = Settings.from_env()
         reply = asyncio.run(_dispatch(settings, args))
     except CliError as exc:
@@ -220,4 +248,40 @@ def _run_demo(args: argparse.Namespace) -> int:
     from orchestrator.local import crash_demo, demo
 
     run: Callable[..., int] = demo.main if args.command == "demo" else crash_demo.main
-    return run(data_dir=args.data, lease_ttl=args.lease_ttl, debug=args.debug, backend=args.backend)
+    return run(
+        data_dir=args.data,
+        lease_ttl=args.lease_ttl,
+        debug=args.debug,
+        backend=args.backend,
+        keep_running=args.keep_running,
+        console_port=args.console_port,
+    )
+
+
+def _run_console(args: argparse.Namespace) -> int:
+    """``crossbank console``: serve the page until Ctrl-C; refuse what it cannot serve from."""
+    from dataclasses import replace
+
+    from orchestrator.console.config import ConsoleSettings
+    from orchestrator.console.running import serve
+    from orchestrator.console.server import needs_served_store
+
+    settings = Settings.from_env()
+    console = ConsoleSettings.from_env()
+    if args.port is not None:
+        console = replace(console, port=args.port)
+    needs_served_store(settings)
+
+    def announce(address: str) -> None:
+        print(f"console: {address}  (reading {settings.store_name()}; Ctrl-C stops it)", flush=True)
+
+    try:
+        serve(settings, console, announce=announce)
+    except KeyboardInterrupt:
+        return OK
+    except OSError as exc:
+        raise CliError(
+            f"the console cannot listen on {console.host}:{console.port} (CONSOLE_HOST, "
+            f"CONSOLE_PORT): {exc.strerror or exc}"
+        ) from None
+    return OK

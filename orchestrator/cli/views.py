@@ -60,22 +60,53 @@ def describe_status(view: dict[str, Any], *, kept_in: str = "promise store") -> 
         lines.append(f"  reason: {result['reason']}")
     if view.get("error"):
         lines.append(f"  error: {view['error']}")
-    times = {t["id"]: t for t in view.get("timeline", [])}
-    root = times.get(view["transfer_id"], {})
     lines.append(f"  timeline ({kept_in}):")
-    lines.append(f"    {_ms_clock(root.get('created_at'))}  started")
+    for row in timeline_rows(view):
+        clock = f"{_ms_clock(row['at'])}  " if row["id"] is not None else ""
+        lines.append(f"    {clock}{row['what']}")
+    lines.append("  ledgers:")
+    for row in ledger_rows(view):
+        lines.append(f"    {row['bank']:<7} {row['kind']:<9} {row['text']}")
+    return "\n".join(lines)
+
+
+def timeline_rows(view: dict[str, Any]) -> list[dict[str, Any]]:
+    """``crossbank status``'s timeline as rows: ``{"at": epoch ms or None, "id", "step", "what"}``.
+
+    ``id`` is the promise (the transfer's, or a step's), ``step`` what it
+    recorded, and ``what`` the line's text after the time. Shared by the
+    CLI's text and the console's page.
+    """
+    times = {t["id"]: t for t in view.get("timeline", [])}
+    transfer_id = view["transfer_id"]
+    root = times.get(transfer_id, {})
+    rows = [{"at": root.get("created_at"), "id": transfer_id, "step": "started", "what": "started"}]
     if not view["steps"]:
-        lines.append("    (no step recorded yet: waiting for a worker)")
+        waiting = "(no step recorded yet: waiting for a worker)"
+        rows.append({"at": None, "id": None, "step": waiting, "what": waiting})
     for step in view["steps"]:
         at = times.get(step["id"], {})
         when = at.get("settled_at") or at.get("created_at")
-        lines.append(f"    {_ms_clock(when)}  {step['id']:<26} {_describe_step(step)}")
+        described = _describe_step(step)
+        line = f"{step['id']:<26} {described}"
+        rows.append({"at": when, "id": step["id"], "step": described, "what": line})
     if root.get("settled_at"):
-        lines.append(f"    {_ms_clock(root['settled_at'])}  done: {view['status']}")
-    lines.append("  ledgers:")
-    for kind, bank in (("debit", "source"), ("credit", "target"), ("reversal", "source")):
-        lines.append(f"    {bank:<7} {kind:<9} {_describe_entry(view['ledger'].get(kind))}")
-    return "\n".join(lines)
+        done = f"done: {view['status']}"
+        rows.append({"at": root["settled_at"], "id": transfer_id, "step": done, "what": done})
+    return rows
+
+
+def ledger_rows(view: dict[str, Any]) -> list[dict[str, str]]:
+    """Each op id as its bank has it: ``{"bank", "kind", "text"}`` (``crossbank status``'s ledgers)."""
+    return [
+        {"bank": bank, "kind": kind, "text": _describe_entry(view["ledger"].get(kind))}
+        for kind, bank in (("debit", "source"), ("credit", "target"), ("reversal", "source"))
+    ]
+
+
+def ms_clock(epoch_ms: int | None) -> str:
+    """Epoch milliseconds as UTC ``HH:MM:SS.mmm`` (blank when unknown), as the timeline shows them."""
+    return _ms_clock(epoch_ms)
 
 
 def _describe_step(step: dict[str, Any]) -> str:

@@ -123,6 +123,17 @@ def main(
     lease_ttl: float = 3.0,
     debug: bool = False,
     backend: str = "store",
+    keep_running: bool = False,
+    console_port: int | None = None,
 ) -> int:
     """``crossbank crash-demo``: start a local system, crash a worker mid-transfer, stop."""
-    return run_scenes("crash-demo", data_dir, lease_ttl, debug, standalone, backend=backend)
+    return run_scenes(
+        "crash-demo",
+        data_dir,
+        lease_ttl,
+        debug,
+        standalone,
+        backend=backend,
+        keep_running=keep_running,
+        console_port=console_port,
+    )

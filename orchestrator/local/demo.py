@@ -97,6 +97,17 @@ def main(
     lease_ttl: float = 3.0,
     debug: bool = False,
     backend: str = "store",
+    keep_running: bool = False,
+    console_port: int | None = None,
 ) -> int:
     """``crossbank demo``."""
-    return run_scenes("demo", data_dir, lease_ttl, debug, scenes, backend=backend)
+    return run_scenes(
+        "demo",
+        data_dir,
+        lease_ttl,
+        debug,
+        scenes,
+        backend=backend,
+        keep_running=keep_running,
+        console_port=console_port,
+    )

@@ -4,7 +4,10 @@
 (:class:`~orchestrator.local.system.LocalSystem`: banks with fault injection
 on, the served store, one worker), print each command as a user would type it
 with the reply indented below, and stop every process they started on the way
-out, whatever happens (Ctrl-C included).
+out, whatever happens (Ctrl-C included). Beside the scenes, the console
+(:mod:`orchestrator.console`) serves the live page on a free port of
+127.0.0.1; with ``keep_running`` the system and the console stay up after the
+scenes until Ctrl-C, so people can keep playing.
 """
 
 from __future__ import annotations
@@ -12,14 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 from orchestrator.cli import commands
+from orchestrator.console.config import ConsoleSettings
+from orchestrator.console.local import LocalControl
+from orchestrator.console.running import ConsoleThread
 from orchestrator.local.postgres import PostgresUnavailable, ResonateSqlMismatch
-from orchestrator.local.supervisor import ServiceError, local_url
+from orchestrator.local.supervisor import ServiceError, free_port, local_url
 from orchestrator.local.system import (
     POSTGRES_BACKEND,
     SOURCE,
@@ -103,9 +110,16 @@ def describe(system: LocalSystem) -> Iterator[str]:
 
 @contextlib.contextmanager
 def running(
-    data_dir: Path | None, kind: str, lease_ttl: float, backend: str = STORE_BACKEND
-) -> Iterator[LocalSystem]:
-    """Start a local system with one worker; stop it however the block ends."""
+    data_dir: Path | None,
+    kind: str,
+    lease_ttl: float,
+    backend: str = STORE_BACKEND,
+    console_port: int | None = None,
+) -> Iterator[tuple[LocalSystem, str]]:
+    """Start a local system with one worker and its console; stop both however the block ends.
+
+    Yields the system and the console's address.
+    """
     system = LocalSystem(
         data_dir or default_data_dir(kind), demo_settings(lease_ttl), faults=True, backend=backend
     )
@@ -114,15 +128,25 @@ def running(
         "a private Postgres with Resonate" if backend == POSTGRES_BACKEND else "the promise store"
     )
     say(f"starting the source bank, the target bank, {keeper} and a worker ...")
+    console: ConsoleThread | None = None
     try:
         system.start()
         for line in describe(system):
             say(line)
         say("to use it from another shell while the demo runs:")
         say("  export " + " ".join(f"{k}={v}" for k, v in system.shell_env().items()))
-        yield system
+        console = ConsoleThread(
+            system.settings,
+            ConsoleSettings(port=console_port or free_port()),
+            LocalControl(system),
+        )
+        address = console.start()
+        say(f"console: {address}  (the live page: both ledgers, the transfers, their steps)")
+        yield system, address
     finally:
         say("stopping every process the demo started ...")
+        if console is not None:
+            console.stop()
         system.stop()
 
 
@@ -134,12 +158,25 @@ def run_scenes(
     body: Scene,
     *,
     backend: str = STORE_BACKEND,
+    keep_running: bool = False,
+    console_port: int | None = None,
 ) -> int:
-    """Run ``body`` against a fresh local system; 0 when it says all went as expected."""
+    """Run ``body`` against a fresh local system; 0 when it says all went as expected.
+
+    With ``keep_running`` the system and the console stay up after the scenes
+    until Ctrl-C, which then ends the demo as usual (not as an interruption).
+    """
+    ok: bool | None = None
     try:
-        with running(data_dir, kind, lease_ttl, backend) as system:
+        with running(data_dir, kind, lease_ttl, backend, console_port) as (system, address):
             ok = bool(asyncio.run(_awaited(body(system))))
+            if keep_running:
+                say(f"\n{kind}: {_verdict(ok)}")
+                say(f"everything stays up until Ctrl-C; keep playing at {address}")
+                _until_interrupted()
     except KeyboardInterrupt:
+        if keep_running and ok is not None:
+            return 0 if ok else 1
         say("interrupted")
         return 130
     except Exception as exc:
@@ -157,10 +194,19 @@ def run_scenes(
         what = str(exc) if expected else f"unexpected error: {type(exc).__name__}: {exc}"
         print(f"crossbank {kind}: error: {' '.join(what.split())}", file=sys.stderr)
         return 1
-    say(
-        f"\n{kind}: {'done: every outcome as expected' if ok else 'FINISHED WITH PROBLEMS (see above)'}"
-    )
+    if not keep_running:
+        say(f"\n{kind}: {_verdict(bool(ok))}")
     return 0 if ok else 1
+
+
+def _verdict(ok: bool) -> str:
+    return "done: every outcome as expected" if ok else "FINISHED WITH PROBLEMS (see above)"
+
+
+def _until_interrupted() -> None:
+    """Sleep until Ctrl-C (KeyboardInterrupt)."""
+    while True:
+        time.sleep(3600)
 
 
 async def _awaited(scene: Awaitable[bool]) -> bool:

@@ -242,14 +242,19 @@ class LocalSystem:
 
     def _add_worker(self, env: Mapping[str, str]) -> ManagedProcess:
         name = self._worker_name(len(self.workers))
+        status = {"WORKER_STATUS_FILE": str(self.status_file(name))}
         worker = worker_process(
-            {**self.child_env, **env},
+            {**status, **self.child_env, **env},
             log_path=self.log_dir / f"{name}.log",
             name=name,
             wait_ready=self._wait_for_workers,
         )
         self.workers.append(worker)
         return worker
+
+    def status_file(self, worker: str) -> Path:
+        """Where worker ``worker`` says which transfers it runs (``WORKER_STATUS_FILE``)."""
+        return self.log_dir / f"{worker}.status.json"
 
     def kill(self, name: str) -> None:
         """SIGKILL one part: nothing flushed, nothing cleaned up."""

@@ -1,0 +1,85 @@
+"""The live feed: each poll's sections, pushed to every open page as only what changed.
+
+A page that connects gets every section at once, then one event per poll
+that changed something, holding only the sections that changed. Each page
+has a queue of at most ``CONSOLE_CLIENT_QUEUE`` events; a page too slow to
+take them is let go (its stream ends), and its browser reconnects and starts
+again from a whole state, so a slow page never holds memory or the poller up.
+At most ``CONSOLE_MAX_CLIENTS`` pages listen at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+
+class TooManyClients(Exception):
+    """Every listening slot is taken (``CONSOLE_MAX_CLIENTS``)."""
+
+
+class Subscriber:
+    """One page's stream: a bounded queue of events, and whether it fell behind."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=size)
+        self.dropped = False
+
+    def offer(self, event: str) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped = True
+            self.queue = asyncio.Queue(maxsize=1)
+            self.queue.put_nowait("")  # wakes the stream, which then ends
+
+
+class Feed:
+    """The last state seen, and the pages to tell when it changes."""
+
+    def __init__(self, *, max_clients: int, queue_size: int) -> None:
+        self.max_clients = max_clients
+        self.queue_size = queue_size
+        self.state: dict[str, Any] = {}
+        self._encoded: dict[str, str] = {}
+        self.subscribers: set[Subscriber] = set()
+        self.sequence = 0
+
+    def publish(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Take a poll's sections; send the changed ones to every page; return them."""
+        encoded = {key: json.dumps(value, sort_keys=True) for key, value in state.items()}
+        changed = {
+            key: state[key] for key, text in encoded.items() if self._encoded.get(key) != text
+        }
+        self.state, self._encoded = state, encoded
+        if changed:
+            self.sequence += 1
+            event = _event(self.sequence, changed)
+            for subscriber in list(self.subscribers):
+                subscriber.offer(event)
+        return changed
+
+    def subscribe(self) -> Subscriber:
+        """A new page's stream, starting with every section there is."""
+        if len(self.subscribers) >= self.max_clients:
+            raise TooManyClients(
+                f"{self.max_clients} pages are listening already (CONSOLE_MAX_CLIENTS)"
+            )
+        subscriber = Subscriber(self.queue_size)
+        if self.state:
+            subscriber.offer(_event(self.sequence, self.state, whole=True))
+        self.subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+
+
+def _event(sequence: int, sections: dict[str, Any], *, whole: bool = False) -> str:
+    """One server-sent event: ``id``, and ``data`` with the sections and when they were read."""
+    body = json.dumps(
+        {"sequence": sequence, "whole": whole, "sent_at": time.time() * 1000, "sections": sections}
+    )
+    return f"id: {sequence}\nevent: state\ndata: {body}\n\n"

@@ -1,0 +1,371 @@
+// crossbank console: renders the sections the server pushes (server-sent events).
+// The page never polls: it listens to /api/events, and fetches one transfer's
+// timeline when a person opens it or when the feed says that transfer changed.
+"use strict";
+
+const view = {
+  sections: {},
+  filter: "all",
+  selected: null,
+  selectedRow: null,
+  session: null,
+  source: null,
+  firstRenderAt: null,
+};
+
+// For the page's own measurements (orchestrator/console/measure.py).
+window.crossbankConsole = { renders: [] };
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "text") node.textContent = value;
+    else if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(typeof child === "string" ? document.createTextNode(child) : child);
+  }
+  return node;
+}
+
+// -- talking to the console -------------------------------------------------------------
+
+async function getJSON(path) {
+  const response = await fetch(path, { credentials: "same-origin" });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error((body.error && body.error.message) || `HTTP ${response.status}`);
+  return body;
+}
+
+async function post(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body || {}),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = new Error((answer.error && answer.error.message) || `HTTP ${response.status}`);
+    error.cli = answer.cli;
+    throw error;
+  }
+  return answer;
+}
+
+function say(text, { error = false, cli = null } = {}) {
+  const box = $("message");
+  box.replaceChildren(text);
+  if (cli) box.append(el("span", { class: "equiv" }, " (", el("code", { text: cli }), ")"));
+  box.className = error ? "message error" : "message ok";
+}
+
+async function act(button, run) {
+  button.disabled = true;
+  try {
+    const answer = await run();
+    say(answer.message || "done", { cli: answer.cli });
+    return answer;
+  } catch (error) {
+    say(error.message, { error: true, cli: error.cli });
+    return null;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// -- the feed ---------------------------------------------------------------------------
+
+function connect() {
+  setConn("connecting…", "pending");
+  view.source = new EventSource("/api/events");
+  view.source.addEventListener("open", () => setConn("live: updates are pushed as they happen", "live"));
+  view.source.addEventListener("state", (event) => {
+    const message = JSON.parse(event.data);
+    if (message.whole) view.sections = message.sections;
+    else Object.assign(view.sections, message.sections);
+    render(Object.keys(message.sections));
+    window.crossbankConsole.renders.push({
+      sequence: message.sequence,
+      sections: Object.keys(message.sections),
+      sentAt: message.sent_at,
+      renderedAt: performance.timeOrigin + performance.now(),
+    });
+    if (window.crossbankConsole.renders.length > 200) window.crossbankConsole.renders.shift();
+    if (view.firstRenderAt === null) {
+      view.firstRenderAt = performance.now();
+      window.crossbankConsole.firstRenderAt = view.firstRenderAt;
+      document.body.dataset.loaded = "true";
+    }
+  });
+  view.source.addEventListener("error", () => {
+    if (view.source.readyState === EventSource.CLOSED) {
+      // Refused (a token, too many pages): ask again, a few seconds from now.
+      setConn("not connected: retrying in 5 s", "down");
+      view.source = null;
+      setTimeout(boot, 5000);
+    } else {
+      setConn("connection lost: reconnecting…", "down");
+    }
+  });
+}
+
+function setConn(text, kind) {
+  const node = $("conn");
+  node.textContent = text;
+  node.dataset.kind = kind;
+}
+
+// -- rendering --------------------------------------------------------------------------
+
+function render(keys) {
+  const sections = view.sections;
+  if (keys.includes("system")) renderSystem(sections.system);
+  if (keys.includes("banks")) {
+    renderBank($("bank-source"), sections.banks.source);
+    renderBank($("bank-target"), sections.banks.target);
+  }
+  if (keys.includes("totals")) renderTotals(sections.totals);
+  if (keys.includes("transfers") || keys.includes("workers")) renderTransfers();
+  if (keys.includes("workers")) renderWorkers(sections.workers);
+  if (keys.includes("transfers") && view.selected) {
+    const row = (sections.transfers || []).find((r) => r.transfer_id === view.selected);
+    const text = JSON.stringify(row || null);
+    if (text !== view.selectedRow) {
+      view.selectedRow = text;
+      loadDetail(view.selected);
+    }
+  }
+}
+
+function renderSystem(system) {
+  const store = system.store;
+  const where = store.where ? ` at ${store.where}` : "";
+  const parts = [`transfers kept in the ${store.kind}${where}`, `workers' group ${system.group}`];
+  if (system.read_only) parts.push("read-only (CONSOLE_READ_ONLY)");
+  const node = $("system");
+  node.replaceChildren(parts.join(" · "));
+  if (!store.up) node.append(el("strong", { class: "error", text: ` · ${store.error}` }));
+  $("transfers-source").textContent = `(from both ledgers' op ids and the ${store.kind})`;
+  $("local-actions").hidden = !system.local || system.read_only;
+  $("start-form").hidden = system.read_only;
+  for (const id of ["start-worker"]) $(id).disabled = !system.local;
+  updateEquivalents();
+}
+
+function renderBank(node, bank) {
+  const title = el("h3", {}, `${bank.name} bank `, el("span", { class: "from-where", text: `GET ${bank.url}/accounts` }));
+  if (!bank.up) {
+    node.classList.add("down");
+    node.replaceChildren(
+      title,
+      el("p", { class: "bank-down", role: "alert" }, el("strong", { text: `${bank.name} bank DOWN` }), ": balances unknown, not zero."),
+      el("p", { class: "detail", text: bank.error }),
+    );
+    return;
+  }
+  node.classList.remove("down");
+  const rows = bank.accounts.map((account) =>
+    el("tr", { "data-account": account.account_id },
+      el("td", { text: account.account_id }),
+      el("td", { text: account.status, class: account.status === "closed" ? "closed" : "" }),
+      el("td", { class: "num", text: account.balance_text })));
+  const table = el("table", {},
+    el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "account" }), el("th", { scope: "col", text: "status" }), el("th", { scope: "col", class: "num", text: "balance" }))),
+    el("tbody", {}, ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 3, text: "no accounts" }))])),
+    el("tfoot", {}, el("tr", {}, el("th", { scope: "row", colspan: 2, text: "bank total" }), el("td", { class: "num", text: bank.total_text }))));
+  const children = [title, el("div", { class: "scroll" }, table)];
+  for (const hold of bank.holds || []) {
+    children.push(el("p", { class: "hold" }, el("strong", { text: "holding " }), `${hold.op_id} (${hold.kind}, ${hold.stage} applying) since ${hold.since}`));
+  }
+  node.replaceChildren(...children);
+}
+
+function renderTotals(totals) {
+  const node = $("totals");
+  if (!totals.known) {
+    node.className = "totals unknown";
+    node.replaceChildren(el("strong", { text: "total unknown" }), `: ${totals.why}`);
+    return;
+  }
+  node.className = totals.equal ? "totals equal" : "totals differs";
+  node.replaceChildren(
+    "both banks together: ",
+    el("strong", { id: "total", text: totals.total_text }),
+    " · opening balances: ",
+    el("strong", { id: "opening-total", text: totals.opening_text }),
+    totals.equal
+      ? el("span", { class: "verdict", text: " · equal: no money created or destroyed" })
+      : el("span", { class: "verdict", text: " · not equal now: money is between a debit and its credit or reversal (or something is wrong: run crossbank audit)" }),
+  );
+}
+
+const STATUS_CLASS = { committed: "ok", compensated: "warn", failed: "bad", "in progress": "run", compensating: "warn" };
+
+function renderTransfers() {
+  const rows = (view.sections.transfers || []).filter((row) => view.filter === "all" || row.category === view.filter);
+  const body = $("transfer-rows");
+  if (!rows.length) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "hint", text: view.filter === "all" ? "no transfers yet: start one below" : "none with this status" })));
+    return;
+  }
+  body.replaceChildren(...rows.map((row) => {
+    const status = row.needs_attention ? `${row.status} · NEEDS ATTENTION` : row.status;
+    const reason = row.reason ? ` (${row.reason})` : "";
+    return el("tr", { "data-transfer": row.transfer_id, "data-status": row.status, class: row.transfer_id === view.selected ? "selected" : "" },
+      el("td", {}, el("button", { type: "button", class: "link", "aria-label": `timeline of ${row.transfer_id}`, onclick: () => select(row.transfer_id), text: row.transfer_id })),
+      el("td", {}, el("span", { class: `badge ${row.needs_attention ? "bad" : STATUS_CLASS[row.status] || ""}`, text: status + reason })),
+      el("td", { class: "num", text: row.amount_text || "" }),
+      el("td", { text: row.source_account ? `${row.source_account} → ${row.target_account}` : "" }),
+      el("td", { text: (row.ops || []).join(", ") || "none" }),
+      el("td", { text: row.worker || "" }),
+      el("td", { text: row.started_text || "" }));
+  }));
+}
+
+function renderWorkers(workers) {
+  const node = $("worker-list");
+  if (!workers) {
+    node.replaceChildren(el("p", { class: "hint", text: "Only a console started by crossbank demo sees its workers (the processes it started). Run one with crossbank worker." }));
+    return;
+  }
+  const items = workers.workers.map((worker) =>
+    el("li", { "data-worker": worker.name, class: worker.alive ? "alive" : "dead" },
+      el("strong", { text: worker.name }), ` pid ${worker.pid ?? "?"} · `,
+      worker.alive ? (worker.running.length ? `running ${worker.running.join(", ")}` : "alive, idle") : "not running (killed or stopped)"));
+  node.replaceChildren(
+    el("ul", {}, ...items),
+    el("p", { class: "from-where", text: `from ${workers.source}` }));
+}
+
+// -- one transfer -----------------------------------------------------------------------
+
+function select(transferId) {
+  view.selected = transferId;
+  view.selectedRow = null;
+  renderTransfers();
+  loadDetail(transferId);
+}
+
+async function loadDetail(transferId) {
+  const node = $("detail");
+  if (!node.querySelector(`[data-detail="${CSS.escape(transferId)}"]`)) {
+    node.replaceChildren(el("h2", { id: "detail-h", text: `Timeline of ${transferId}` }), el("p", { class: "loading", text: "loading…" }));
+  }
+  let detail;
+  try {
+    detail = await getJSON(`/api/transfers/${encodeURIComponent(transferId)}`);
+  } catch (error) {
+    node.replaceChildren(el("h2", { id: "detail-h", text: `Timeline of ${transferId}` }), el("p", { class: "error", role: "alert", text: error.message }));
+    return;
+  }
+  if (view.selected !== transferId) return;
+  const timeline = el("table", { class: "timeline" },
+    el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "time (UTC)" }), el("th", { scope: "col", text: "promise" }), el("th", { scope: "col", text: "what it recorded" }))),
+    el("tbody", {}, ...detail.timeline.map((row) => el("tr", {}, el("td", { text: row.at_text.trim() }), el("td", { text: row.id || "" }), el("td", { text: row.step })))));
+  const ledger = el("table", { class: "ledger" },
+    el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "bank" }), el("th", { scope: "col", text: "op" }), el("th", { scope: "col", text: "as the bank has it" }))),
+    el("tbody", {}, ...detail.ledger.map((row) => el("tr", { "data-op": row.kind }, el("td", { text: row.bank }), el("td", { text: `${transferId}-${row.kind}` }), el("td", { text: row.text })))));
+  const status = detail.needs_attention ? `${detail.status} · NEEDS ATTENTION` : detail.status;
+  const children = [
+    el("h2", { id: "detail-h", text: `Timeline of ${transferId}` }),
+    el("p", { "data-detail": transferId }, el("span", { class: `badge ${STATUS_CLASS[detail.status] || ""}`, id: "detail-status", text: status }), ` ${detail.route}`, detail.reason ? ` · reason: ${detail.reason}` : ""),
+    el("h3", {}, "steps ", el("span", { class: "from-where", text: `(from the ${detail.kept_in}: each step is a promise)` })),
+    el("div", { class: "scroll" }, timeline),
+    el("h3", {}, "ledgers ", el("span", { class: "from-where", text: "(GET /entries/{op_id} on each bank)" })),
+    el("div", { class: "scroll" }, ledger),
+    el("p", { class: "equiv" }, "same as ", el("code", { text: `crossbank status ${transferId}` })),
+  ];
+  const system = view.sections.system || {};
+  if (system.local && !system.read_only && !["committed", "compensated", "failed"].includes(detail.status)) {
+    const row = (view.sections.transfers || []).find((r) => r.transfer_id === transferId) || {};
+    const kill = el("button", { type: "button", id: "kill-worker", class: "danger", disabled: !row.worker },
+      row.worker ? `SIGKILL ${row.worker}, which runs this transfer` : "no live worker runs it now");
+    kill.addEventListener("click", () => act(kill, () => post("/api/workers/kill", { transfer_id: transferId })));
+    const pid = ((view.sections.workers || { workers: [] }).workers.find((w) => w.name === row.worker) || {}).pid;
+    children.push(el("div", { class: "action" }, kill, el("p", { class: "equiv" }, "same as ", el("code", { text: `kill -9 ${pid ?? "PID"}` }))));
+  }
+  node.replaceChildren(...children);
+}
+
+// -- the actions' command-line equivalents ----------------------------------------------
+
+function updateEquivalents() {
+  const id = $("tid").value.trim();
+  $("start-cli").textContent = `crossbank transfer --from ${$("from").value.trim()} --to ${$("to").value.trim()} --amount ${$("amount").value.trim()}${id ? ` --id ${id}` : ""}`;
+  const banks = view.sections.banks || {};
+  const target = (banks.target && banks.target.url) || "$TARGET_BANK_URL";
+  $("hold-cli").textContent = `curl -X PUT ${target}/admin/faults -d '{"faults": [{"action": "hold_before", "kind": "credit", "times": 1}]}'`;
+  $("release-cli").textContent = `curl -X DELETE ${target}/admin/faults`;
+  $("worker-cli").textContent = "crossbank worker  (with the demo's export line)";
+  $("acct-cli").textContent = `crossbank accounts close|open ${$("acct-id").value.trim()} --bank ${$("acct-bank").value}`;
+}
+
+function wireActions() {
+  for (const id of ["from", "to", "amount", "tid", "acct-id", "acct-bank"]) $(id).addEventListener("input", updateEquivalents);
+  $("start-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = event.target.querySelector("button[type=submit]");
+    const answer = await act(button, () => post("/api/transfers", {
+      from: $("from").value.trim(), to: $("to").value.trim(), amount: $("amount").value.trim(), id: $("tid").value.trim() || null,
+    }));
+    if (answer) select(answer.transfer_id);
+  });
+  $("hold-credit").addEventListener("click", (e) => act(e.currentTarget, () => post("/api/faults/hold-credit")));
+  $("release").addEventListener("click", (e) => act(e.currentTarget, () => post("/api/faults/release")));
+  $("start-worker").addEventListener("click", (e) => act(e.currentTarget, () => post("/api/workers/start")));
+  for (const action of ["open", "close"]) {
+    $(`acct-${action}`).addEventListener("click", (e) => act(e.currentTarget, () => post("/api/accounts", {
+      bank: $("acct-bank").value, account: $("acct-id").value.trim(), action,
+    })));
+  }
+  for (const button of document.querySelectorAll("[data-filter]")) {
+    button.addEventListener("click", () => {
+      view.filter = button.dataset.filter;
+      for (const other of document.querySelectorAll("[data-filter]")) other.setAttribute("aria-pressed", String(other === button));
+      renderTransfers();
+    });
+  }
+  $("login").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await post("/api/login", { token: $("token").value });
+      $("token").value = "";
+      $("login-error").textContent = "";
+      boot();
+    } catch (error) {
+      $("login-error").textContent = error.message;
+    }
+  });
+  updateEquivalents();
+}
+
+async function boot() {
+  try {
+    view.session = await getJSON("/api/session");
+  } catch (error) {
+    setConn(`the console does not answer: ${error.message}; retrying in 5 s`, "down");
+    setTimeout(boot, 5000);
+    return;
+  }
+  const locked = view.session.needs_token && !view.session.authorized;
+  $("login").hidden = !locked;
+  $("main").hidden = locked;
+  if (locked) {
+    setConn("needs its token", "down");
+    $("token").focus();
+    return;
+  }
+  if (!view.source) connect();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  wireActions();
+  boot();
+});

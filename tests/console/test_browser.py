@@ -1,0 +1,207 @@
+"""The console in a real browser (Debian's headless Chromium): what a person sees and does on the page.
+
+One local system and one browser for the module. The page starts a transfer
+and sees it commit; holds a credit, SIGKILLs the worker running the transfer
+and starts a new one, all from the page, and sees the transfer finish with
+each op applied once and the totals equal; shows a bank that is down as down.
+``CONSOLE_SCREENSHOT=docs/console.png`` makes the crash test save the page as
+it ends (the README's screenshot).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium.webdriver import Chrome
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
+
+from orchestrator.console.browser import DESKTOP, PHONE, chromium, wait_for
+from orchestrator.local.system import TARGET
+from tests.console.conftest import LocalConsole, local_console
+
+
+@pytest.fixture(scope="module")
+def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalConsole]:
+    with local_console(tmp_path_factory.mktemp("console")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(played: LocalConsole) -> Iterator[Chrome]:
+    with chromium(DESKTOP) as driver:
+        driver.get(played.address)
+        wait_for(
+            lambda: driver.find_element(By.CSS_SELECTOR, "body[data-loaded]"),
+            what="the first state",
+        )
+        yield driver
+
+
+def text(browser: Chrome, css: str) -> str:
+    return str(browser.find_element(By.CSS_SELECTOR, css).text)
+
+
+def row_status(browser: Chrome, transfer_id: str) -> str | None:
+    rows = browser.find_elements(By.CSS_SELECTOR, f'tr[data-transfer="{transfer_id}"]')
+    return rows[0].get_attribute("data-status") if rows else None
+
+
+def start_from_page(
+    browser: Chrome, source: str, target: str, amount: str, transfer_id: str
+) -> None:
+    for field, value in (
+        ("from", source),
+        ("to", target),
+        ("amount", amount),
+        ("tid", transfer_id),
+    ):
+        box = browser.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(value)
+    assert text(browser, "#start-cli") == (
+        f"crossbank transfer --from {source} --to {target} --amount {amount} --id {transfer_id}"
+    )
+    browser.find_element(By.CSS_SELECTOR, "#start-form button[type=submit]").send_keys(Keys.ENTER)
+
+
+def balance(browser: Chrome, bank: str, account: str) -> str:
+    return text(browser, f'#bank-{bank} tr[data-account="{account}"] td.num')
+
+
+def enabled(browser: Chrome, element_id: str) -> WebElement | None:
+    element = browser.find_element(By.ID, element_id)
+    return element if element.is_enabled() else None
+
+
+def click(browser: Chrome, element_id: str) -> WebElement:
+    element = wait_for(lambda: enabled(browser, element_id), what=f"#{element_id} enabled")
+    element.click()
+    return element
+
+
+def test_the_page_starts_a_transfer_and_sees_it_commit(
+    played: LocalConsole, browser: Chrome
+) -> None:
+    assert text(browser, "#total") == "1,310.00"
+    assert text(browser, "#opening-total") == "1,310.00"
+    assert balance(browser, "source", "alice") == "1,000.00"
+
+    start_from_page(browser, "alice", "carol", "12.50", "page-commit-1")
+
+    wait_for(
+        lambda: row_status(browser, "page-commit-1") == "committed", what="the transfer committing"
+    )
+    wait_for(lambda: balance(browser, "source", "alice") == "987.50", what="alice's new balance")
+    assert balance(browser, "target", "carol") == "12.50"
+    assert text(browser, "#total") == "1,310.00"
+    # Its timeline opened by itself, as `crossbank status` has it.
+    wait_for(lambda: "done: committed" in text(browser, "#detail"), what="the timeline")
+    assert "page-commit-1:1 debit: applied" in text(browser, "#detail")
+    assert "crossbank status page-commit-1" in text(browser, "#detail")
+
+
+def test_a_refused_transfer_says_why_as_the_cli_does(played: LocalConsole, browser: Chrome) -> None:
+    start_from_page(browser, "alice", "carol", "1e3", "page-refused-1")
+    wait_for(lambda: "exponents are not accepted" in text(browser, "#message"), what="the refusal")
+    assert "error" in (browser.find_element(By.ID, "message").get_attribute("class") or "")
+    start_from_page(browser, "alice", "zed", "1.00", "page-refused-2")
+    wait_for(
+        lambda: "account 'zed' does not exist on the target bank" in text(browser, "#message"),
+        what="the refusal",
+    )
+    assert row_status(browser, "page-refused-2") is None
+
+
+def test_kill_the_worker_from_the_page_and_the_transfer_still_finishes(
+    played: LocalConsole, browser: Chrome
+) -> None:
+    transfer_id = "page-crash-1"
+    click(browser, "hold-credit")
+    wait_for(lambda: "hold the next credit" in text(browser, "#message"), what="the hold set")
+
+    start_from_page(browser, "alice", "dave", "75.00", transfer_id)
+    # The worker says it runs the transfer, and the target bank holds its credit.
+    wait_for(
+        lambda: f"holding {transfer_id}-credit" in text(browser, "#bank-target"),
+        what="the credit held",
+    )
+    victim = wait_for(
+        lambda: enabled(browser, "kill-worker"), what="the kill button naming the worker"
+    )
+    assert "SIGKILL worker-" in victim.text
+    assert text(browser, "#detail").count("kill -9 ") == 1
+    # Half done: money left alice and has not reached dave.
+    assert balance(browser, "target", "dave") == "50.00"
+    victim.click()
+    wait_for(lambda: "SIGKILL worker-" in text(browser, "#message"), what="the kill")
+    wait_for(
+        lambda: "not running" in text(browser, "#worker-list"), what="the killed worker shown dead"
+    )
+    assert not any(w.running() for w in played.system.workers)
+
+    click(browser, "release")
+    click(browser, "start-worker")
+    wait_for(lambda: "is up (pid" in text(browser, "#message"), what="the new worker")
+
+    wait_for(
+        lambda: row_status(browser, transfer_id) == "committed", within=40, what="the takeover"
+    )
+    wait_for(lambda: balance(browser, "target", "dave") == "125.00", what="dave credited")
+    assert text(browser, "#total") == text(browser, "#opening-total") == "1,310.00"
+    assert played.op_counts(transfer_id) == {
+        f"{transfer_id}-debit": 1,
+        f"{transfer_id}-credit": 1,
+        f"{transfer_id}-reversal": 0,
+    }
+    wait_for(lambda: "done: committed" in text(browser, "#detail"), what="the timeline")
+    screenshot = os.environ.get("CONSOLE_SCREENSHOT")
+    if screenshot:
+        Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+        browser.execute_script("window.scrollTo(0, 0)")
+        browser.get_screenshot_as_file(screenshot)
+
+
+def test_a_bank_that_is_down_shows_as_down_not_as_zero(
+    played: LocalConsole, browser: Chrome
+) -> None:
+    played.system.kill(TARGET)
+    try:
+        wait_for(lambda: "target bank DOWN" in text(browser, "#bank-target"), what="the outage")
+        assert not browser.find_elements(By.CSS_SELECTOR, "#bank-target td.num")
+        assert "total unknown" in text(browser, "#totals")
+        assert "the target bank is down" in text(browser, "#totals")
+        assert balance(browser, "source", "alice") != ""
+    finally:
+        played.system.restart(TARGET)
+    wait_for(lambda: balance(browser, "target", "dave") == "125.00", what="the bank back")
+
+
+def test_filters_by_status_from_the_keyboard(played: LocalConsole, browser: Chrome) -> None:
+    committed = browser.find_element(By.CSS_SELECTOR, '[data-filter="committed"]')
+    committed.send_keys(Keys.ENTER)
+    assert committed.get_attribute("aria-pressed") == "true"
+    statuses = {
+        r.get_attribute("data-status")
+        for r in browser.find_elements(By.CSS_SELECTOR, "tr[data-transfer]")
+    }
+    assert statuses == {"committed"}
+    browser.find_element(By.CSS_SELECTOR, '[data-filter="failed"]').send_keys(Keys.ENTER)
+    assert not browser.find_elements(By.CSS_SELECTOR, "tr[data-transfer]")
+    browser.find_element(By.CSS_SELECTOR, '[data-filter="all"]').send_keys(Keys.ENTER)
+
+
+def test_fits_a_phone_screen(played: LocalConsole) -> None:
+    with chromium(PHONE) as phone:
+        phone.get(played.address)
+        wait_for(lambda: phone.find_element(By.CSS_SELECTOR, "body[data-loaded]"), what="loading")
+        overflow = phone.execute_script(
+            "return document.documentElement.scrollWidth - window.innerWidth"
+        )
+        assert overflow <= 1, f"the page is {overflow}px wider than a phone"
+        assert phone.find_element(By.ID, "total").is_displayed()
+        assert phone.find_element(By.ID, "from").is_displayed()
