@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from orchestrator.cli import commands
 from orchestrator.console.config import ConsoleSettings
 from orchestrator.console.local import LocalControl
@@ -24,6 +26,13 @@ from orchestrator.console.running import ConsoleThread
 from orchestrator.local.stage import demo_settings
 from orchestrator.local.supervisor import free_port
 from orchestrator.local.system import STORE_BACKEND, LocalSystem
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (marked ``pytest.mark.anyio``) run on asyncio, the SDK's loop."""
+    return "asyncio"
+
 
 #: Short leases: a killed worker's transfer moves to a new worker two seconds later.
 LEASE_TTL = 2.0

@@ -1,0 +1,222 @@
+"""The console's HTTP side, without a browser: tokens, read-only, refusals, limits, both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from orchestrator.cli import commands
+from orchestrator.console.config import ConsoleSettings
+from orchestrator.console.running import ConsoleThread
+from orchestrator.local.supervisor import free_port
+from orchestrator.local.system import BACKENDS, POSTGRES_BACKEND
+from tests.console.conftest import LocalConsole, call, local_console
+from tests.postgres_available import require_postgres
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def played(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalConsole]:
+    """The same tests on crossbank's promise store and on Resonate on Postgres."""
+    if request.param == POSTGRES_BACKEND:
+        require_postgres()
+    with local_console(tmp_path_factory.mktemp("console"), backend=request.param) as running:
+        yield running
+
+
+def wait_for_row(
+    played: LocalConsole, transfer_id: str, status: str, within: float = 30.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    row = None
+    while time.monotonic() < deadline:
+        rows = {r["transfer_id"]: r for r in played.state()["transfers"]}
+        row = rows.get(transfer_id)
+        if row is not None and row["status"] == status:
+            found: dict[str, Any] = row
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{transfer_id} not {status} within {within}s: {row}")
+
+
+def test_a_transfer_started_by_the_console_is_listed_and_timed(played: LocalConsole) -> None:
+    status, started = played.post(
+        "/api/transfers", {"from": "bob", "to": "frank", "amount": "5.00", "id": "http-1"}
+    )
+    assert status == 200, started
+    assert (
+        started["cli"]
+        == "crossbank transfer --from bob --to frank --amount 5.00 --id http-1 --no-wait"
+    )
+    row = wait_for_row(played, "http-1", "committed")
+    assert row["amount_text"] == "5.00"
+    assert row["ops"] == ["debit", "credit"]
+    status, detail = played.get("/api/transfers/http-1")
+    assert status == 200
+    assert [r["step"] for r in detail["timeline"]] == [
+        "started",
+        "debit: applied",
+        "credit: applied",
+        "done: committed",
+    ]
+    kept_in = (
+        "Resonate on Postgres" if played.system.backend == POSTGRES_BACKEND else "promise store"
+    )
+    assert detail["kept_in"] == kept_in
+    assert detail["text"].startswith("transfer http-1: committed")
+
+
+def test_a_transfer_started_elsewhere_is_found_from_the_ledgers(played: LocalConsole) -> None:
+    reply = asyncio.run(
+        commands.transfer_command(
+            played.system.settings,
+            source="bob",
+            target="dave",
+            amount="1.00",
+            transfer_id="cli-1",
+            wait=True,
+        )
+    )
+    assert reply.data["status"] == "committed"
+    wait_for_row(played, "cli-1", "committed")
+
+
+def test_a_refusal_is_the_clis_and_changes_nothing(played: LocalConsole) -> None:
+    before = played.state()["totals"]
+    for body, message in (
+        ({"from": "bob", "to": "frank", "amount": "0.001"}, "at most two decimal places"),
+        ({"from": "bob", "to": "bob", "amount": "1"}, "source and target are the same account"),
+        (
+            {"from": "bob", "to": "nobody", "amount": "1"},
+            "'nobody' does not exist on the target bank",
+        ),
+        ({"from": "bob", "to": "frank", "amount": "1", "id": "bad id"}, "transfer id 'bad id'"),
+    ):
+        status, answer = played.post("/api/transfers", body)
+        assert status == 400, answer
+        assert message in answer["error"]["message"]
+    status, answer = played.post("/api/transfers", {"from": "bob"})
+    assert status == 400
+    assert "to is required" in answer["error"]["message"]
+    assert played.state()["totals"] == before
+
+
+def test_actions_take_json_only(played: LocalConsole) -> None:
+    parts = urlsplit(played.address)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    connection.request(
+        "POST",
+        "/api/transfers",
+        body="from=bob&to=frank&amount=1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    response = connection.getresponse()
+    assert response.status == 415
+    connection.close()
+
+
+def test_the_workers_say_what_they_run(played: LocalConsole) -> None:
+    workers = played.state()["workers"]
+    assert [w["alive"] for w in workers["workers"]] == [True]
+
+
+@pytest.fixture(scope="module")
+def guarded(played: LocalConsole) -> Iterator[str]:
+    """A second console on the same system, with a token."""
+    settings = ConsoleSettings(port=free_port(), token="s3cret-console")
+    with ConsoleThread(played.system.settings, settings) as console:
+        assert console.address is not None
+        yield console.address
+
+
+def page_status(address: str) -> int:
+    parts = urlsplit(address)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    connection.request("GET", "/")
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+def test_with_a_token_nothing_is_read_or_done_without_it(guarded: str) -> None:
+    assert call(guarded + "/health")[0] == 200
+    assert page_status(guarded) == 200  # the page itself is open: it asks for the token
+    _, session = call(guarded + "/api/session")
+    assert session == {"needs_token": True, "authorized": False, "read_only": False, "local": False}
+    assert call(guarded + "/api/state")[0] == 401
+    assert call(guarded + "/api/transfers/http-1")[0] == 401
+    status, _ = call(guarded + "/api/transfers", body={"from": "bob", "to": "frank", "amount": "1"})
+    assert status == 401
+    assert call(guarded + "/api/login", body={"token": "guess"})[0] == 401
+    bearer = {"Authorization": "Bearer s3cret-console"}
+    assert call(guarded + "/api/state", headers=bearer)[0] == 200
+
+
+def test_login_gives_a_session_cookie(guarded: str) -> None:
+    parts = urlsplit(guarded)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    connection.request(
+        "POST",
+        "/api/login",
+        body='{"token": "s3cret-console"}',
+        headers={"Content-Type": "application/json"},
+    )
+    response = connection.getresponse()
+    response.read()
+    cookie = response.getheader("Set-Cookie") or ""
+    assert response.status == 200
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert "s3cret-console" not in cookie
+    connection.request("GET", "/api/state", headers={"Cookie": cookie.split(";")[0]})
+    assert connection.getresponse().status == 200
+    connection.close()
+
+
+def test_local_actions_need_the_local_demo(guarded: str) -> None:
+    bearer = {"Authorization": "Bearer s3cret-console"}
+    status, answer = call(guarded + "/api/workers/start", body={}, headers=bearer)
+    assert status == 403
+    assert "local demo" in answer["error"]["message"]
+
+
+def test_read_only_refuses_every_action(played: LocalConsole) -> None:
+    settings = ConsoleSettings(port=free_port(), read_only=True)
+    with ConsoleThread(played.system.settings, settings) as console:
+        status, answer = call(
+            f"{console.address}/api/transfers", body={"from": "bob", "to": "frank", "amount": "1"}
+        )
+        assert status == 403
+        assert "read-only" in answer["error"]["message"]
+        assert call(f"{console.address}/api/session")[1]["read_only"] is True
+
+
+def test_at_most_max_clients_listen(played: LocalConsole) -> None:
+    settings = ConsoleSettings(port=free_port(), max_clients=1)
+    with ConsoleThread(played.system.settings, settings) as console:
+        parts = urlsplit(console.address or "")
+        first = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+        first.request("GET", "/api/events")
+        stream = first.getresponse()
+        assert stream.status == 200
+        assert stream.getheader("Content-Type", "").startswith("text/event-stream")
+        status, answer = call(f"{console.address}/api/events")
+        assert status == 503
+        assert "CONSOLE_MAX_CLIENTS" in answer["error"]["message"]
+        first.close()
+
+
+def test_the_embedded_store_is_refused(tmp_path: Path) -> None:
+    from orchestrator.cli.commands import CliError
+    from orchestrator.settings import Settings
+
+    with pytest.raises(CliError, match="needs a served promise store"):
+        ConsoleThread(Settings(store_path=tmp_path / "p.db"), ConsoleSettings(port=0)).start()
