@@ -8,6 +8,8 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ from orchestrator.local.supervisor import free_port
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
 POSTGRES_OVERRIDE = ROOT / "compose.postgres.yaml"
-SERVICES_UP = ("promise-store", "source-bank", "target-bank", "worker")
+SERVICES_UP = ("promise-store", "source-bank", "target-bank", "worker", "console")
 #: compose.yaml refuses to run without these (a guessable token lets anyone mint money).
 TOKENS = {"BANK_TOKEN": "compose-test-bank-token", "RESONATE_TOKEN": "compose-test-store-token"}
 BOTH_FILES = ("-f", str(COMPOSE_FILE), "-f", str(POSTGRES_OVERRIDE))
@@ -93,7 +95,7 @@ def test_postgres_override_puts_the_orchestrator_on_postgres_and_starts_nothing_
     merged = config()
     assert "image: crossbank-postgres:" in merged
     dsn = "RESONATE_PG_DSN: postgresql://crossbank:compose-test-db-password@promise-store:8001/"
-    assert merged.count(dsn) == 2, "the worker and the CLI are on Postgres"
+    assert merged.count(dsn) == 3, "the worker, the CLI and the console are on Postgres"
     assert "RESONATE_URL: http" not in merged, "one backend at a time"
 
 
@@ -163,6 +165,7 @@ class ComposeProject:
             "SOURCE_BANK_PORT": str(free_port()),
             "TARGET_BANK_PORT": str(free_port()),
             "PROMISE_STORE_PORT": str(free_port()),
+            "CONSOLE_PORT": str(free_port()),
             **TOKENS,
             "LEASE_TTL": "2",
         }
@@ -241,3 +244,43 @@ def test_compose_up_serves_transfers_and_keeps_data_across_down_and_up(
     assert status["result"]["status"] == "committed", status
     audit = project.cli("audit")
     assert audit["clean"] is True, audit
+
+
+def console_call(project: ComposeProject, path: str, token: str | None) -> tuple[int, Any]:
+    """One GET to the console service on its published port; the status and the JSON answer."""
+    request = urllib.request.Request(f"http://127.0.0.1:{project.env['CONSOLE_PORT']}{path}")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@pytest.mark.containers
+def test_the_console_service_answers_with_the_bank_token_only(project: ComposeProject) -> None:
+    project.run("up", "-d")
+    project.wait_healthy()
+    project.cli("accounts", "seed")
+    result = project.cli(
+        "transfer", "--from", "alice", "--to", "carol", "--amount", "3.00", "--id", "console-1"
+    )
+    assert result["status"] == "committed"
+
+    assert console_call(project, "/health", None)[0] == 200
+    assert console_call(project, "/api/state", None)[0] == 401
+    token = TOKENS["BANK_TOKEN"]  # no CONSOLE_TOKEN set: the bank's token stands in
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = console_call(project, "/api/state", token)
+        sections = body.get("sections") if status == 200 else None
+        rows = {row["transfer_id"]: row for row in (sections or {}).get("transfers", [])}
+        if "console-1" in rows and rows["console-1"]["status"] == "committed":
+            break
+        assert time.monotonic() < deadline, (status, body)
+        time.sleep(0.5)
+    assert sections is not None
+    assert sections["banks"]["source"]["up"] is True
+    assert sections["totals"]["equal"] is True
+    assert sections["workers"] is None, "only the local demo's console acts on processes"
