@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 TERMINAL = frozenset({"committed", "compensated", "failed"})
 #: A transfer's op kinds in the order the saga writes them.
 OP_ORDER = ("debit", "credit", "reversal")
+#: A promise id no transfer has (transfer ids start with a letter or digit): its
+#: read tells whether the store answers.
+PROBE_ID = "-console-probe"
 #: Entries read per page while following a ledger.
 PAGE_SIZE = 500
 
@@ -171,20 +174,40 @@ class Reader:
     async def _transfers(self) -> list[dict[str, Any]]:
         rows = []
         self.store_error = None
+        unfinished = [
+            t for t in self.tracked.values() if t.row is None or t.row["status"] not in TERMINAL
+        ]
+        for tracked in unfinished:
+            row = await self._store_read(self._row(tracked))
+            if row is None:
+                break  # the store is not answering: the rest keep their last known rows
+            tracked.row = row
+        if not unfinished:
+            await self._store_read(self._probe())  # nothing to read: still say if it is down
         for tracked in list(self.tracked.values()):
-            if tracked.row is None or tracked.row["status"] not in TERMINAL:
-                try:
-                    tracked.row = await asyncio.wait_for(
-                        self._row(tracked), timeout=self.console.read_timeout
-                    )
-                except (TimeoutError, OSError, BankError) as exc:
-                    self.store_error = f"the {self._kept_in()} did not answer: {exc or 'timeout'}"
-                except Exception as exc:
-                    self.store_error = f"the {self._kept_in()} answered an error: {exc}"
             if tracked.row is not None:
                 rows.append({**tracked.row, "ops": _in_order(tracked.ops)})
         rows.sort(key=lambda row: row.get("started_at") or 0, reverse=True)
         return rows
+
+    async def _store_read[T](self, read: Awaitable[T]) -> T | None:
+        """``await read`` within ``CONSOLE_READ_TIMEOUT``; None, with the store marked down, if not."""
+        try:
+            return await asyncio.wait_for(read, timeout=self.console.read_timeout)
+        except TimeoutError:
+            self.store_error = (
+                f"the {self._kept_in()} did not answer within {self.console.read_timeout:g}s"
+            )
+        except Exception as exc:
+            self.store_error = f"the {self._kept_in()} answered an error: {exc}"
+        return None
+
+    async def _probe(self) -> bool:
+        """One promise read that both backends answer (404 for an id nobody uses)."""
+        from orchestrator import transfers
+
+        await transfers.transfer_record(self.resonate, PROBE_ID)
+        return True
 
     def _kept_in(self) -> str:
         return commands.kept_in(self.settings)

@@ -21,7 +21,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 
 from orchestrator.console.browser import DESKTOP, PHONE, chromium, wait_for
-from orchestrator.local.system import TARGET
+from orchestrator.local.system import STORE, TARGET
 from tests.console.conftest import LocalConsole, local_console
 
 
@@ -179,6 +179,20 @@ def test_a_bank_that_is_down_shows_as_down_not_as_zero(
     finally:
         played.system.restart(TARGET)
     wait_for(lambda: balance(browser, "target", "dave") == "125.00", what="the bank back")
+
+
+def test_a_store_that_is_down_is_named(played: LocalConsole, browser: Chrome) -> None:
+    played.system.kill(STORE)
+    try:
+        wait_for(
+            lambda: "the promise store did not answer" in text(browser, "#system"),
+            within=30,
+            what="the store outage",
+        )
+        assert row_status(browser, "page-commit-1") == "committed"  # its last known state
+    finally:
+        played.system.restart(STORE)
+    wait_for(lambda: "did not answer" not in text(browser, "#system"), what="the store back")
 
 
 def test_filters_by_status_from_the_keyboard(played: LocalConsole, browser: Chrome) -> None:
