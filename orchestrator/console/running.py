@@ -8,6 +8,8 @@ starting) never stalls the page, and the page never stalls a scene.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import threading
 from collections.abc import Callable
 
@@ -21,11 +23,14 @@ START_TIMEOUT = 30.0
 
 
 def serve(settings: Settings, console: ConsoleSettings, *, announce: Callable[[str], None]) -> None:
-    """Serve until Ctrl-C (or SIGTERM, which the caller turns into KeyboardInterrupt)."""
+    """Serve until SIGTERM (``docker stop``) or Ctrl-C."""
     server = Console(settings, console)
 
     async def main() -> None:
-        await server.run(asyncio.Event(), ready=announce)
+        stop = asyncio.Event()
+        with contextlib.suppress(NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await server.run(stop, ready=announce)
 
     asyncio.run(main())
 

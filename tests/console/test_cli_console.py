@@ -68,6 +68,25 @@ def test_console_serves_the_system_the_environment_names(tmp_path: Path) -> None
         assert console.returncode == 0
 
 
+def test_console_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    with LocalSystem(tmp_path / "system", workers=0) as system:
+        console = subprocess.Popen(
+            [CROSSBANK, "console", "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **system.child_env},
+        )
+        try:
+            read_until(console, r"^console: ")
+            console.terminate()
+            assert console.wait(timeout=30) == 0
+        finally:
+            if console.poll() is None:
+                console.kill()
+                console.wait()
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
