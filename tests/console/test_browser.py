@@ -117,6 +117,35 @@ def test_a_refused_transfer_says_why_as_the_cli_does(played: LocalConsole, brows
     assert row_status(browser, "page-refused-2") is None
 
 
+def test_a_failed_and_a_compensated_transfer_show_as_such(
+    played: LocalConsole, browser: Chrome
+) -> None:
+    start_from_page(browser, "erin", "dave", "50.00", "page-failed-1")
+    wait_for(lambda: row_status(browser, "page-failed-1") == "failed", what="the failure")
+    assert "insufficient_funds" in text(browser, 'tr[data-transfer="page-failed-1"]')
+    assert played.op_counts("page-failed-1") == dict.fromkeys(
+        (f"page-failed-1-{kind}" for kind in ("debit", "credit", "reversal")), 0
+    )
+
+    # The crash demo's compensation: frank closes while the credit to him is held.
+    click(browser, "hold-credit")
+    start_from_page(browser, "bob", "frank", "40.00", "page-comp-1")
+    wait_for(lambda: "holding page-comp-1-credit" in text(browser, "#bank-target"), what="the hold")
+    account = browser.find_element(By.ID, "acct-id")
+    account.clear()
+    account.send_keys("frank")
+    assert text(browser, "#acct-cli") == "crossbank accounts close|open frank --bank target"
+    click(browser, "acct-close")
+    wait_for(lambda: "account frank is closed" in text(browser, "#message"), what="frank closed")
+    click(browser, "release")
+    wait_for(lambda: row_status(browser, "page-comp-1") == "compensated", what="the compensation")
+    wait_for(lambda: "reversal: applied" in text(browser, "#detail"), what="the reversal")
+    click(browser, "acct-open")
+    wait_for(lambda: "account frank is open" in text(browser, "#message"), what="frank reopened")
+    assert balance(browser, "source", "bob") == "250.00"
+    assert text(browser, "#total") == text(browser, "#opening-total")
+
+
 def test_kill_the_worker_from_the_page_and_the_transfer_still_finishes(
     played: LocalConsole, browser: Chrome
 ) -> None:
@@ -205,6 +234,11 @@ def test_filters_by_status_from_the_keyboard(played: LocalConsole, browser: Chro
     }
     assert statuses == {"committed"}
     browser.find_element(By.CSS_SELECTOR, '[data-filter="failed"]').send_keys(Keys.ENTER)
+    assert [
+        r.get_attribute("data-transfer")
+        for r in browser.find_elements(By.CSS_SELECTOR, "tr[data-transfer]")
+    ] == ["page-failed-1"]
+    browser.find_element(By.CSS_SELECTOR, '[data-filter="attention"]').send_keys(Keys.ENTER)
     assert not browser.find_elements(By.CSS_SELECTOR, "tr[data-transfer]")
     browser.find_element(By.CSS_SELECTOR, '[data-filter="all"]').send_keys(Keys.ENTER)
 

@@ -217,13 +217,13 @@ function renderTransfers() {
   }
   body.replaceChildren(...rows.map((row) => {
     const status = row.needs_attention ? `${row.status} · NEEDS ATTENTION` : row.status;
-    const reason = row.reason ? ` (${row.reason})` : "";
     return el("tr", { "data-transfer": row.transfer_id, "data-status": row.status, class: row.transfer_id === view.selected ? "selected" : "" },
       el("td", {}, el("button", { type: "button", class: "link", "aria-label": `timeline of ${row.transfer_id}`, onclick: () => select(row.transfer_id), text: row.transfer_id })),
-      el("td", {}, el("span", { class: `badge ${row.needs_attention ? "bad" : STATUS_CLASS[row.status] || ""}`, text: status + reason })),
+      el("td", {}, el("span", { class: `badge ${row.needs_attention ? "bad" : STATUS_CLASS[row.status] || ""}`, text: status }),
+        row.reason ? el("div", { class: "reason", text: row.reason }) : null),
       el("td", { class: "num", text: row.amount_text || "" }),
       el("td", { text: row.source_account ? `${row.source_account} → ${row.target_account}` : "" }),
-      el("td", { text: (row.ops || []).join(", ") || "none" }),
+      el("td", { text: (row.ops || []).join(" · ") || "none" }),
       el("td", { text: row.worker || "" }),
       el("td", { text: row.started_text || "" }));
   }));
