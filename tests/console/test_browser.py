@@ -21,6 +21,9 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 
 from orchestrator.console.browser import DESKTOP, PHONE, chromium, wait_for
+from orchestrator.console.config import ConsoleSettings
+from orchestrator.console.running import ConsoleThread
+from orchestrator.local.supervisor import free_port
 from orchestrator.local.system import STORE, TARGET
 from tests.console.conftest import LocalConsole, local_console
 
@@ -71,6 +74,11 @@ def start_from_page(
 
 def balance(browser: Chrome, bank: str, account: str) -> str:
     return text(browser, f'#bank-{bank} tr[data-account="{account}"] td.num')
+
+
+def shown(browser: Chrome, element_id: str) -> WebElement | None:
+    element = browser.find_element(By.ID, element_id)
+    return element if element.is_displayed() else None
 
 
 def enabled(browser: Chrome, element_id: str) -> WebElement | None:
@@ -253,3 +261,24 @@ def test_fits_a_phone_screen(played: LocalConsole) -> None:
         assert overflow <= 1, f"the page is {overflow}px wider than a phone"
         assert phone.find_element(By.ID, "total").is_displayed()
         assert phone.find_element(By.ID, "from").is_displayed()
+
+
+def test_with_a_token_the_page_asks_for_it_first(played: LocalConsole) -> None:
+    settings = ConsoleSettings(port=free_port(), token="page-token")
+    with (
+        ConsoleThread(played.system.settings, settings) as console,
+        chromium(DESKTOP) as page,
+    ):
+        page.get(console.address or "")
+        token = wait_for(lambda: shown(page, "token"), what="the token form")
+        assert not page.find_element(By.ID, "main").is_displayed()
+        token.send_keys("not-it", Keys.ENTER)
+        wait_for(
+            lambda: "not this console's token" in text(page, "#login-error"), what="the refusal"
+        )
+        assert not page.find_element(By.ID, "main").is_displayed()
+        token.clear()
+        token.send_keys("page-token", Keys.ENTER)
+        wait_for(lambda: page.find_element(By.CSS_SELECTOR, "body[data-loaded]"), what="the page")
+        assert text(page, "#total") == "1,310.00"
+        assert "Only a console started by crossbank demo" in text(page, "#worker-list")
