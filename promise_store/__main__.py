@@ -21,7 +21,11 @@ def main() -> int:
     )
     try:
         settings = Settings.from_env()
-        store = JournaledState(settings.store_path, snapshot_every=settings.snapshot_every)
+        store = JournaledState(
+            settings.store_path,
+            snapshot_every=settings.snapshot_every,
+            commit_in_thread=settings.commit_in_thread,
+        )
     except (ConfigError, StoreError) as exc:
         logger.error("%s", exc)
         return 2

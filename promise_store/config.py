@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envsettings import SettingsError, integer, number
+from envsettings import SettingsError, boolean, integer, number
 from promise_store.delivery import DEFAULT_MAX_WATCHED, DEFAULT_REOFFER_AFTER
 from promise_store.http import Limits
 from promise_store.limits import DEFAULT_MAX_JSON_DEPTH
@@ -25,6 +25,8 @@ class Settings:
     store_path: Path = Path("data/promises.db")
     token: str | None = None
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY
+    #: Commit journal entries on a worker thread instead of the event loop.
+    commit_in_thread: bool = False
     tick_interval: float = 1.0
     #: Seconds an ``execute`` dealt to one listener of a group may stay unacquired
     #: before other listeners are offered it, and how many offers are watched.
@@ -38,7 +40,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """``HOST``, ``PORT``, ``STORE_PATH``, ``RESONATE_TOKEN``, ``SNAPSHOT_EVERY``,
-        ``TICK_INTERVAL`` and ``REOFFER_AFTER`` (seconds), ``MAX_WATCHED_OFFERS``,
+        ``COMMIT_IN_THREAD``, ``TICK_INTERVAL`` and ``REOFFER_AFTER`` (seconds), ``MAX_WATCHED_OFFERS``,
         ``MAX_JSON_DEPTH`` and the HTTP limits (:func:`limits_from_env`); unset
         means the default."""
         e = os.environ if env is None else env
@@ -49,6 +51,7 @@ class Settings:
             store_path=Path(e.get("STORE_PATH") or d.store_path),
             token=e.get("RESONATE_TOKEN") or None,
             snapshot_every=integer(e, "SNAPSHOT_EVERY", d.snapshot_every, low=1, high=10**9),
+            commit_in_thread=boolean(e, "COMMIT_IN_THREAD", d.commit_in_thread),
             tick_interval=number(e, "TICK_INTERVAL", d.tick_interval, low=0.01, high=60.0),
             reoffer_after=number(e, "REOFFER_AFTER", d.reoffer_after, low=0.05, high=3600.0),
             max_watched_offers=integer(
