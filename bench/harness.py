@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bench import recovery, report
 from bench.banks import BankUrls, check_conservation, running_banks
-from bench.driver import drive, machine_busy_seconds
+from bench.driver import drive, machine_busy_seconds, own_cpu_seconds
 from bench.peers import SYSTEMS, SystemEntry, Unavailable
 from bench.stats import summarize
 from bench.workload import plan_transfers
@@ -85,9 +85,9 @@ async def run_system(
                 await drive(run, warm, min(8, args.warmup))
             for concurrency in args.concurrency:
                 specs = plan_transfers(f"{slug}-c{concurrency}-{run_tag}", args.count)
-                busy_before = machine_busy_seconds()
+                busy_before, own_before = machine_busy_seconds(), own_cpu_seconds()
                 samples, wall = await drive(run, specs, concurrency)
-                busy_after = machine_busy_seconds()
+                busy_after, own_after = machine_busy_seconds(), own_cpu_seconds()
                 stats = summarize(
                     entry.name,
                     concurrency,
@@ -97,6 +97,9 @@ async def run_system(
                     cpu_s=None
                     if busy_before is None or busy_after is None
                     else busy_after - busy_before,
+                    own_cpu_s=None
+                    if own_before is None or own_after is None
+                    else own_after - own_before,
                 )
                 result.results.append(stats)
                 print(report.print_row(stats, result.baseline(concurrency)), flush=True)

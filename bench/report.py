@@ -47,6 +47,10 @@ def _cpu(stats: RunStats) -> str:
     return "n/a" if stats.cpu_ms is None else f"{stats.cpu_ms:.1f}"
 
 
+def _own_cpu(stats: RunStats) -> str:
+    return "n/a" if stats.own_cpu_ms is None else f"{stats.own_cpu_ms:.1f}"
+
+
 def _outcomes(stats: RunStats) -> str:
     parts = [f"{n} {status}" for status, n in sorted(stats.statuses.items())]
     if stats.wrong:
@@ -64,15 +68,15 @@ def markdown(report: RunReport) -> str:
         f"Command: `{report.command}`",
         "",
         "| system | concurrency | transfers/s | p50 ms | p99 ms | vs. baseline "
-        "| CPU ms per transfer | outcomes |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| CPU ms per transfer | of which its processes | outcomes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for stats in report.results:
         lines.append(
             f"| {stats.system} | {stats.concurrency} | {stats.throughput:.1f} | "
             f"{stats.p50_ms:.1f} | {stats.p99_ms:.1f} | "
             f"{_ratio(stats, report.baseline(stats.concurrency))} | {_cpu(stats)} | "
-            f"{_outcomes(stats)} |"
+            f"{_own_cpu(stats)} | {_outcomes(stats)} |"
         )
     if report.skipped:
         lines += ["", "Did not run:", ""]
@@ -137,7 +141,8 @@ def print_row(stats: RunStats, base: RunStats | None) -> str:
     return (
         f"{stats.system:<30} c={stats.concurrency:<3} {stats.throughput:8.1f}/s "
         f"p50 {stats.p50_ms:8.1f} ms  p99 {stats.p99_ms:8.1f} ms  "
-        f"vs baseline {_ratio(stats, base):>5}  cpu {_cpu(stats):>5} ms  {_outcomes(stats)}"
+        f"vs baseline {_ratio(stats, base):>5}  cpu {_cpu(stats):>5} ms "
+        f"(own {_own_cpu(stats):>5})  {_outcomes(stats)}"
     )
 
 

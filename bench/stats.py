@@ -33,6 +33,8 @@ class RunStats:
     """Transfers whose terminal status differed from the planned one (must be 0)."""
     cpu_ms: float | None = None
     """Busy CPU time of the whole machine per transfer, every process counted (None: unknown)."""
+    own_cpu_ms: float | None = None
+    """CPU time per transfer of the harness and the processes it started (None: unknown)."""
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -53,6 +55,7 @@ def summarize(
     wall_s: float,
     expected: dict[str, str],
     cpu_s: float | None = None,
+    own_cpu_s: float | None = None,
 ) -> RunStats:
     """Throughput counts only transfers that reached the status the plan says they must."""
     if wall_s <= 0:
@@ -70,4 +73,5 @@ def summarize(
         statuses=dict(Counter(s.status for s in samples)),
         wrong=wrong,
         cpu_ms=None if cpu_s is None or not samples else cpu_s * 1000.0 / len(samples),
+        own_cpu_ms=None if own_cpu_s is None or not samples else own_cpu_s * 1000.0 / len(samples),
     )
