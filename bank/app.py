@@ -3,6 +3,9 @@
 Views are thin: parse with :mod:`bank.validation`, run fault rules with
 :mod:`bank.faults`, write with :mod:`bank.ledger`, answer JSON. Every error,
 including unknown routes and methods, is a JSON ``{"error": {code, message}}``.
+A write the ledger's storage refused (disk full, I/O error) answers 503
+``storage_unavailable`` and turns ``/health`` to 503 until the bank can write
+again (:mod:`bank.storage_health`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from bank.config import BankConfig
 from bank.connection import drop_client_connection
 from bank.faults import FaultInjector, Outcome, Target, parse_rules
 from bank.ledger import Conflict, Ledger, LedgerError, Rejected
+from bank.storage_health import StorageHealth, is_storage_error
 from bank.validation import (
     MAX_BODY_BYTES,
     InvalidRequest,
@@ -43,6 +47,7 @@ class BankState:
     config: BankConfig
     ledger: Ledger
     faults: FaultInjector | None
+    storage: StorageHealth
 
 
 def create_app(config: BankConfig, ledger: Ledger | None = None) -> Flask:
@@ -52,9 +57,12 @@ def create_app(config: BankConfig, ledger: Ledger | None = None) -> Flask:
     # No redirects (they would answer HTML): "/entries//x" is simply not a route.
     app.url_map.merge_slashes = False
     faults = FaultInjector(config.initial_faults) if config.faults_enabled else None
-    app.extensions["bank"] = BankState(config, ledger or Ledger(config.ledger_path), faults)
+    app.extensions["bank"] = BankState(
+        config, ledger or Ledger(config.ledger_path), faults, StorageHealth(config.ledger_path)
+    )
 
     app.before_request(_require_token)
+    app.after_request(_note_write)
     app.register_error_handler(InvalidRequest, _invalid_request)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
@@ -84,8 +92,12 @@ def bank_state(app: Flask | None = None) -> BankState:
 # -- views ----------------------------------------------------------------------
 
 
-def health() -> Response:
-    return jsonify(status="ok", bank=bank_state().config.name)
+def health() -> tuple[Response, int]:
+    state = bank_state()
+    failure = state.storage.failure()
+    if failure is not None:
+        return jsonify(status="failing", bank=state.config.name, reason=failure), 503
+    return jsonify(status="ok", bank=state.config.name), 200
 
 
 def list_accounts() -> Response:
@@ -263,6 +275,23 @@ def _http_error(exc: HTTPException) -> tuple[Response, int]:
     return response, status
 
 
+#: The requests that write the ledger: a success among them shows the storage works.
+_WRITES = frozenset({"PUT", "POST"})
+
+
+def _note_write(response: Response) -> Response:
+    if request.method in _WRITES and 200 <= response.status_code < 300:
+        bank_state().storage.wrote()
+    return response
+
+
 def _unexpected_error(exc: Exception) -> tuple[Response, int]:
+    if is_storage_error(exc):
+        # The transaction was rolled back: nothing was written, nothing is acknowledged.
+        bank_state().storage.failed(exc)
+        log.error("ledger storage refused a write: %s", exc)
+        return _error(
+            503, "storage_unavailable", f"the ledger cannot be written now: {exc}", retryable=True
+        )
     log.exception("unexpected error")
     return _error(500, "internal_error", f"{type(exc).__name__}; see the bank's log")

@@ -41,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="after the faults, give up once no transfer started or finished for this long",
     )
     parser.add_argument(
+        "--rate",
+        type=float,
+        default=defaults.rate,
+        help="transfers started per second at most (default 0: no limit); for long runs",
+    )
+    parser.add_argument(
+        "--quiet-period",
+        type=float,
+        default=defaults.quiet_period,
+        help="alternate windows of this many seconds with and without faults (default 0: off)",
+    )
+    parser.add_argument(
         "--backend",
         choices=BACKENDS,
         default=STORE_BACKEND,
@@ -79,6 +91,8 @@ def params_from(args: argparse.Namespace) -> CampaignParams:
         quiesce_timeout=args.quiesce_timeout,
         kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()) if args.kinds else (),
         backend=args.backend,
+        rate=args.rate,
+        quiet_period=args.quiet_period,
     )
 
 

@@ -9,21 +9,59 @@ Processes are named as the fault schedule names them (:mod:`chaos.schedule`).
 
 On Resonate on Postgres the promise store's place is taken by the system's
 private Postgres, which a fault kills and restarts on its own data.
+
+Every network link a fault can cut goes through its own proxy
+(:mod:`chaos.proxy`): each worker is given its own URLs for the store (or its
+own DSN for Postgres) and for each bank, and the campaign's client its own
+store URL, so one worker can be cut from one part alone. The banks' ledgers
+and the store's journal sit on small filesystems of their own
+(:mod:`chaos.disks`, when run as root), and the store and ``worker-0`` run
+under libfaketime (:mod:`chaos.clock`, when installed), so the injector can
+fill their disks and step their clocks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from chaos.schedule import POSTGRES, SOURCE_BANK, STORE, TARGET_BANK, worker_name
+from chaos.clock import SteppedClock, libfaketime
+from chaos.disks import SmallDisk, why_no_disks
+from chaos.proxy import ProxySet
+from chaos.schedule import (
+    CLIENT,
+    CLOCK_WORKER,
+    POSTGRES,
+    SOURCE_BANK,
+    STORE,
+    TARGET_BANK,
+    worker_name,
+)
+from envsettings import integer
 from orchestrator.local.postgres import PrivatePostgres
-from orchestrator.local.system import SOURCE, STORE_BACKEND, TARGET, LocalSystem
+from orchestrator.local.supervisor import local_url, worker_process
+from orchestrator.local.system import (
+    SOURCE,
+    STORE_BACKEND,
+    TARGET,
+    LocalSystem,
+)
 from orchestrator.local.system import STORE as STORE_PART
 from orchestrator.settings import Settings
+
+#: Size of each small filesystem (a bank's ledger, the store's journal), in MB:
+#: room for a large campaign's files, small enough to fill in a moment.
+DISK_MB_SETTING = "CHAOS_DISK_MB"
+DEFAULT_DISK_MB = 64
+#: The data file each disk holds, by part.
+_DISK_FILES = {SOURCE_BANK: "source.db", TARGET_BANK: "target.db", STORE: "promises.db"}
+_PATH_SETTING = {SOURCE_BANK: "LEDGER_PATH", TARGET_BANK: "LEDGER_PATH", STORE: "STORE_PATH"}
+_SYSTEM_PART = {SOURCE_BANK: SOURCE, TARGET_BANK: TARGET, STORE: STORE_PART}
 
 
 class Part(Protocol):
@@ -68,6 +106,14 @@ class ClusterConfig:
     step_backoff: int = 1
     step_backoff_max: int = 2
     backend: str = STORE_BACKEND
+    #: Put ledgers and the store's journal on small filesystems (skipped, with a
+    #: reason in :attr:`Cluster.no_disks`, when this process cannot mount).
+    small_disks: bool = True
+    #: Run the store and worker-0 under libfaketime, so their clocks can be stepped.
+    stepped_clocks: bool = True
+    disk_mb: int = field(
+        default_factory=lambda: integer(os.environ, DISK_MB_SETTING, DEFAULT_DISK_MB, low=1)
+    )
     bank_token: str = field(default_factory=lambda: secrets.token_hex(16))
     group: str = field(default_factory=lambda: f"chaos-{secrets.token_hex(4)}")
 
@@ -85,24 +131,60 @@ class ClusterConfig:
 
 
 class Cluster:
-    """The processes of one campaign, by the schedule's names."""
+    """The processes of one campaign, by the schedule's names, with their links, disks, clocks."""
 
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
+        workdir = config.workdir
+        #: Why the disk faults cannot be carried out here (None: they can).
+        self.no_disks = why_no_disks() if config.small_disks else "small disks are off"
+        self.disks: dict[str, SmallDisk] = {}
+        if self.no_disks is None:
+            parts = (SOURCE_BANK, TARGET_BANK) + (
+                (STORE,) if config.backend == STORE_BACKEND else ()
+            )
+            self.disks = {
+                part: SmallDisk(workdir / "disks" / part, config.disk_mb) for part in parts
+            }
+        library = libfaketime() if config.stepped_clocks else None
+        #: Why the clock faults cannot be carried out here (None: they can).
+        self.no_clocks = None if library else "libfaketime is not installed (Debian: faketime)"
+        self.clocks: dict[str, SteppedClock] = {}
+        if library is not None:
+            names = (CLOCK_WORKER, STORE) if config.backend == STORE_BACKEND else (CLOCK_WORKER,)
+            self.clocks = {
+                name: SteppedClock(workdir / "clocks" / f"{name}.offset", library) for name in names
+            }
+        env: dict[str, dict[str, str]] = {}
+        for part, disk in self.disks.items():
+            env.setdefault(_SYSTEM_PART[part], {})[_PATH_SETTING[part]] = str(
+                disk.path / _DISK_FILES[part]
+            )
+        if STORE in self.clocks:
+            env.setdefault(STORE_PART, {}).update(self.clocks[STORE].env())
         # Workers are not waited for until they reach the store: the campaign
         # restarts them while the store may be down, and they find it when it is back.
         self.system = LocalSystem(
-            config.workdir,
+            workdir,
             config.settings(),
-            workers=config.workers,
+            workers=0,
             faults=True,
-            log_dir=config.workdir / "logs",
+            log_dir=workdir / "logs",
             worker_name=worker_name,
             wait_for_workers=False,
             backend=config.backend,
+            env=env,
         )
         self.source_url = self.system.settings.source_bank_url
         self.target_url = self.system.settings.target_bank_url
+        self.proxies = ProxySet()
+        try:
+            self._client_settings = self._proxied(CLIENT, self.system.settings)
+            for index in range(config.workers):
+                self._add_worker(worker_name(index))
+        except BaseException:
+            self.proxies.close()
+            raise
         services = self.system.services
         postgres = self.system.postgres
         self.processes: dict[str, Part] = {
@@ -113,14 +195,61 @@ class Cluster:
             **{worker.name: worker for worker in self.system.workers},
         }
 
+    def _far_ports(self) -> dict[str, int]:
+        """The real port of every part a link leads to."""
+        ports = self.system.ports
+        far = {SOURCE_BANK: ports[SOURCE], TARGET_BANK: ports[TARGET]}
+        if STORE_PART in ports:
+            far[STORE] = ports[STORE_PART]
+        if self.system.postgres is not None:
+            far[POSTGRES] = self.system.postgres.port
+        return far
+
+    def _proxied(self, near: str, settings: Settings) -> Settings:
+        """``settings`` with every part ``near`` talks to reached through a proxy of its own."""
+        far = self._far_ports()
+        port = {part: self.proxies.add(link_name(near, part), p).port for part, p in far.items()}
+        if near == CLIENT:  # the client only talks to the store (the audit reads banks directly)
+            for bank in (SOURCE_BANK, TARGET_BANK):
+                del port[bank]
+        settings = replace(
+            settings,
+            source_bank_url=local_url(port[SOURCE_BANK])
+            if SOURCE_BANK in port
+            else settings.source_bank_url,
+            target_bank_url=local_url(port[TARGET_BANK])
+            if TARGET_BANK in port
+            else settings.target_bank_url,
+        )
+        if STORE in port:
+            return replace(settings, resonate_url=local_url(port[STORE]))
+        dsn = settings.resonate_pg_dsn
+        if POSTGRES in port and dsn is not None:
+            dsn = dsn.replace(f"127.0.0.1:{far[POSTGRES]}/", f"127.0.0.1:{port[POSTGRES]}/")
+            return replace(settings, resonate_pg_dsn=dsn)
+        return settings
+
+    def _add_worker(self, name: str) -> None:
+        settings = self._proxied(name, self.system.settings)
+        env = settings.to_env()
+        if name in self.clocks:
+            env.update(self.clocks[name].env())
+        worker = worker_process(
+            env, log_path=self.system.log_dir / f"{name}.log", name=name, wait_ready=False
+        )
+        self.system.workers.append(worker)
+
     def settings(self) -> Settings:
-        return self.system.settings
+        """The campaign client's settings: the store (or Postgres) through the client's proxy."""
+        return self._client_settings
 
     def workers(self) -> list[str]:
         return [worker_name(i) for i in range(self.config.workers)]
 
     def start(self) -> None:
-        """Store and banks first (waiting for health), then the workers."""
+        """Disks mounted, then store and banks (waiting for health), then the workers."""
+        for disk in self.disks.values():
+            disk.mount()
         self.system.start()
 
     def ensure_running(self) -> None:
@@ -131,5 +260,29 @@ class Cluster:
         self.system.ensure_running()
 
     def stop(self) -> None:
-        """Workers first (they talk to the rest), then everything else; never leaves a child."""
-        self.system.stop()
+        """Workers first (they talk to the rest), then everything else; never leaves a child.
+
+        Then the proxies close and the small filesystems are removed (their
+        files copied to the work dir first, so a failed campaign keeps them).
+        """
+        try:
+            self.system.stop()
+        finally:
+            self.proxies.close()
+            for part, disk in self.disks.items():
+                disk.free()
+                with contextlib.suppress(OSError):
+                    _copy_files(disk.path, self.config.workdir / f"{part}-disk")
+                disk.unmount()
+
+
+def link_name(near: str, far: str) -> str:
+    """A proxy's name: ``worker-0/store``, ``client/store``, ``worker-1/target_bank``."""
+    return f"{near}/{far}"
+
+
+def _copy_files(source: Path, destination: Path) -> None:
+    destination.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file():
+            (destination / path.name).write_bytes(path.read_bytes())

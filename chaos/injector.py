@@ -6,6 +6,11 @@ keeps the process-level faults on one process in order: a pause and a kill of
 the same process never interleave, and a bank rule or an account closure
 waits until its bank is back from a kill or a pause. A fault that still could
 not be carried out is recorded as skipped, not counted as injected.
+
+Link faults set a proxy's mode for their duration (one fault per link at a
+time), disk faults fill a part's small filesystem and free it, clock faults
+step a process's clock and step it back; each is undone when it ends, and
+:meth:`Injector.recover` undoes whatever is left.
 """
 
 from __future__ import annotations
@@ -20,25 +25,32 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from chaos.cluster import Cluster
+from chaos.cluster import Cluster, link_name
+from chaos.proxy import PASS
 from chaos.schedule import (
     BANK_RULE_KINDS,
+    CLOCK_KINDS,
     CLOSE_ACCOUNT,
+    DISK_KINDS,
     KILL_POSTGRES,
     KILL_SOURCE_BANK,
     KILL_STORE,
     KILL_TARGET_BANK,
     KILL_WORKER,
+    LINK_KINDS,
     PAUSE,
     SOURCE_BANK,
     TARGET_BANK,
     Fault,
 )
 from orchestrator.bank_client import BankClient, BankError
+from orchestrator.local.supervisor import is_healthy
 
 _KILLS = frozenset({KILL_WORKER, KILL_SOURCE_BANK, KILL_TARGET_BANK, KILL_STORE, KILL_POSTGRES})
 #: How long an admin call keeps trying a bank that is down or paused.
 _ADMIN_PATIENCE_S = 4.0
+#: How long a part whose disk was full may take to serve again by itself once freed.
+_RECOVERY_GRACE_S = 3.0
 
 
 @dataclass
@@ -47,6 +59,8 @@ class FaultRecord:
     injected: bool = False
     started_at: float | None = None
     error: str | None = None
+    #: A disk fault whose part did not serve again by itself once space returned.
+    restarted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +68,7 @@ class FaultRecord:
             "injected": self.injected,
             "started_at": self.started_at,
             "error": self.error,
+            "restarted": self.restarted,
         }
 
 
@@ -64,6 +79,10 @@ class Injector:
         self.cluster = cluster
         self.records: list[FaultRecord] = []
         self._locks = {name: asyncio.Lock() for name in cluster.processes}
+        # One fault at a time per link, per disk and per clock.
+        self._locks.update({f"link:{name}": asyncio.Lock() for name in cluster.proxies.proxies})
+        self._locks.update({f"disk:{name}": asyncio.Lock() for name in cluster.disks})
+        self._locks.update({f"clock:{name}": asyncio.Lock() for name in cluster.clocks})
         self._rules: dict[str, dict[int, dict[str, Any]]] = {SOURCE_BANK: {}, TARGET_BANK: {}}
         self._closed: set[str] = set()
         self._admin = {
@@ -108,6 +127,12 @@ class Injector:
                 await self._bank_rule(record)
             elif fault.kind == CLOSE_ACCOUNT:
                 await self._close_account(record)
+            elif fault.kind in LINK_KINDS:
+                await self._cut_link(record)
+            elif fault.kind in DISK_KINDS:
+                await self._fill_disk(record)
+            elif fault.kind in CLOCK_KINDS:
+                await self._step_clock(record)
             else:
                 raise ValueError(f"unknown fault kind {fault.kind!r}")
         except Exception as exc:
@@ -188,8 +213,82 @@ class Injector:
             return  # still closed: recover() reopens it
         self._closed.discard(fault.target)
 
+    async def _cut_link(self, record: FaultRecord) -> None:
+        fault = record.fault
+        link = link_name(fault.target, LINK_KINDS[fault.kind].far)
+        proxies = self.cluster.proxies
+        async with self._locks[f"link:{link}"]:
+            await asyncio.wrap_future(proxies.set_mode_soon(link, LINK_KINDS[fault.kind].mode))
+            self._injected(record)
+            try:
+                await asyncio.sleep(fault.duration)
+            finally:
+                await asyncio.wrap_future(proxies.set_mode_soon(link, PASS))
+
+    async def _fill_disk(self, record: FaultRecord) -> None:
+        fault = record.fault
+        disk = self.cluster.disks.get(fault.target)
+        if disk is None:
+            record.error = self.cluster.no_disks or f"no small disk for {fault.target}"
+            return
+        async with self._locks[f"disk:{fault.target}"]:
+            try:
+                await asyncio.to_thread(disk.fill)
+                self._injected(record)
+                await asyncio.sleep(fault.duration)
+            finally:
+                await asyncio.to_thread(disk.free)
+        await self._unless_it_recovers(record)
+
+    async def _unless_it_recovers(self, record: FaultRecord) -> None:
+        """Give a part whose disk was full a while to serve again; else restart it.
+
+        That is what a supervisor watching ``/health`` does with a part that
+        stops for good after a failed write (the promise store does: its state
+        in memory is ahead of its journal). The record says so.
+        """
+        target = record.fault.target
+        process = self.cluster.processes[target]
+        url = getattr(process, "health_url", None)
+        if url is None:
+            return
+        deadline = time.monotonic() + _RECOVERY_GRACE_S
+        while time.monotonic() < deadline:
+            if not process.running() or await asyncio.to_thread(is_healthy, url):
+                return
+            await asyncio.sleep(0.1)
+        async with self._locks[target]:
+            if not process.running() or await asyncio.to_thread(is_healthy, url):
+                return
+            record.restarted = True
+            record.error = (
+                f"{target} still unhealthy {_RECOVERY_GRACE_S:g}s after space returned: restarted"
+            )
+            await asyncio.to_thread(process.kill)
+            await asyncio.to_thread(process.start)
+
+    async def _step_clock(self, record: FaultRecord) -> None:
+        fault = record.fault
+        clock = self.cluster.clocks.get(fault.target)
+        if clock is None:
+            record.error = self.cluster.no_clocks or f"no stepped clock for {fault.target}"
+            return
+        async with self._locks[f"clock:{fault.target}"]:
+            clock.step(fault.clock_step)
+            self._injected(record)
+            try:
+                await asyncio.sleep(fault.duration)
+            finally:
+                clock.reset()
+
     async def recover(self) -> None:
-        """The faults are over: every process runs, no rule, no closed account."""
+        """The faults are over: links heal, disks have room, clocks are right, every process
+        runs, no rule, no closed account."""
+        await asyncio.to_thread(self.cluster.proxies.heal_all)
+        for disk in self.cluster.disks.values():
+            await asyncio.to_thread(disk.free)
+        for clock in self.cluster.clocks.values():
+            clock.reset()
         await asyncio.to_thread(self.cluster.ensure_running)
         for bank, client in self._admin.items():
             self._rules[bank].clear()

@@ -38,6 +38,12 @@ class Outcome:
             sorted(Counter(r.fault.kind for r in self.fault_records if not r.injected).items())
         )
 
+    def restarted_after_disk_full(self) -> dict[str, int]:
+        """Parts that did not recover by themselves from a full disk and were restarted."""
+        return dict(
+            sorted(Counter(r.fault.target for r in self.fault_records if r.restarted).items())
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "seed": self.campaign.params.seed,
@@ -49,6 +55,7 @@ class Outcome:
                 "transfers_by_outcome": self.by_outcome(),
                 "faults_injected_by_kind": self.injected_by_kind(),
                 "faults_skipped_by_kind": self.skipped_by_kind(),
+                "restarted_after_disk_full": self.restarted_after_disk_full(),
                 "workload_seconds": self.workload_seconds,
                 "quiesce_seconds": self.quiesce_seconds,
                 "total_seconds": self.total_seconds,
@@ -75,6 +82,11 @@ class Outcome:
         ]
         if self.skipped_by_kind():
             lines.append("faults skipped (target unavailable): " + _counts(self.skipped_by_kind()))
+        if self.restarted_after_disk_full():
+            lines.append(
+                "restarted after a full disk (did not serve again by itself): "
+                + _counts(self.restarted_after_disk_full())
+            )
         lines.append(
             f"workload {_seconds(self.workload_seconds)}, time to quiesce after the faults "
             f"{_seconds(self.quiesce_seconds)}, total {self.total_seconds:.1f}s"

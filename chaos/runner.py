@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from resonate.resonate import Resonate
+
 from chaos.checks import check_seen_entries, check_transfers
 from chaos.cluster import Cluster, ClusterConfig
 from chaos.injector import Injector
@@ -84,7 +86,12 @@ async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) 
         token=cluster.config.bank_token,
     )
     workload = Workload(
-        resonate, settings, campaign.transfers, concurrency=params.concurrency, log=log
+        resonate,
+        settings,
+        campaign.transfers,
+        concurrency=params.concurrency,
+        rate=params.rate,
+        log=log,
     )
     notes: list[str] = []
     tasks: list[asyncio.Task[None]] = []
@@ -144,9 +151,20 @@ async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) 
     finally:
         for task in tasks:
             await _cancel(task)
-        await close_resonate(resonate)
+        await close_quickly(resonate)
         await injector.aclose()
         await watcher.aclose()
+
+
+#: How long stopping the campaign's client may take. A request caught in a blackhole
+#: waits out the store link's request timeout (minutes), and stopping joins it.
+CLOSE_PATIENCE_S = 15.0
+
+
+async def close_quickly(resonate: Resonate) -> None:
+    """Stop the client, but not for longer than :data:`CLOSE_PATIENCE_S`."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(close_resonate(resonate), CLOSE_PATIENCE_S)
 
 
 def _overlap_note(workload: Workload, recovered: float) -> str:

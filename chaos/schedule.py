@@ -28,6 +28,57 @@ FAIL_BEFORE = "fail_before"
 FAIL_AFTER = "fail_after"
 DROP_AFTER = "drop_after"
 CLOSE_ACCOUNT = "close_account"
+DISK_FULL_SOURCE_BANK = "disk_full_source_bank"
+DISK_FULL_TARGET_BANK = "disk_full_target_bank"
+DISK_FULL_STORE = "disk_full_store"
+CLOCK_STEP_STORE = "clock_step_store"
+CLOCK_STEP_WORKER = "clock_step_worker"
+
+SOURCE_BANK = "source_bank"
+TARGET_BANK = "target_bank"
+STORE = "store"
+POSTGRES = "postgres"
+#: The campaign's own send-only client, as the end of a network link.
+CLIENT = "client"
+#: The worker whose clock the clock steps move (it runs under libfaketime).
+CLOCK_WORKER = "worker-0"
+
+#: How a link fails (see :mod:`chaos.proxy`): cut both ways, answers lost, new
+#: connections hang, every connection reset.
+LINK_MODES: tuple[str, ...] = ("partition", "oneway", "blackhole", "reset")
+#: Network links a fault can cut: (name in the kind, the near end, the far part).
+#: Worker links are cut for one worker at a time; the far end is what it talks to.
+LINKS: tuple[tuple[str, str, str], ...] = (
+    ("worker_store", "worker", STORE),
+    ("client_store", CLIENT, STORE),
+    ("worker_postgres", "worker", POSTGRES),
+    ("client_postgres", CLIENT, POSTGRES),
+    ("worker_source_bank", "worker", SOURCE_BANK),
+    ("worker_target_bank", "worker", TARGET_BANK),
+)
+
+
+@dataclass(frozen=True)
+class LinkFault:
+    """What a link kind does: ``mode`` on the link from ``near`` to ``far``."""
+
+    mode: str
+    near: str
+    far: str
+
+
+#: ``oneway_worker_target_bank`` -> LinkFault("oneway", "worker", "target_bank"), ...
+LINK_KINDS: dict[str, LinkFault] = {
+    f"{mode}_{name}": LinkFault(mode, near, far) for mode in LINK_MODES for name, near, far in LINKS
+}
+#: The part whose disk each disk kind fills.
+DISK_KINDS: dict[str, str] = {
+    DISK_FULL_SOURCE_BANK: SOURCE_BANK,
+    DISK_FULL_TARGET_BANK: TARGET_BANK,
+    DISK_FULL_STORE: STORE,
+}
+#: The process whose clock each clock kind steps.
+CLOCK_KINDS: dict[str, str] = {CLOCK_STEP_STORE: STORE, CLOCK_STEP_WORKER: CLOCK_WORKER}
 
 FAULT_KINDS: tuple[str, ...] = (
     KILL_WORKER,
@@ -41,10 +92,23 @@ FAULT_KINDS: tuple[str, ...] = (
     FAIL_AFTER,
     DROP_AFTER,
     CLOSE_ACCOUNT,
+    *LINK_KINDS,
+    *DISK_KINDS,
+    *CLOCK_KINDS,
 )
 
 #: The kinds that need a part only one backend has: the promise store, or Postgres.
-_ONLY_ON: dict[str, str] = {KILL_STORE: STORE_BACKEND, KILL_POSTGRES: POSTGRES_BACKEND}
+_ONLY_ON: dict[str, str] = {
+    KILL_STORE: STORE_BACKEND,
+    KILL_POSTGRES: POSTGRES_BACKEND,
+    DISK_FULL_STORE: STORE_BACKEND,
+    CLOCK_STEP_STORE: STORE_BACKEND,
+    **{
+        kind: POSTGRES_BACKEND if link.far == POSTGRES else STORE_BACKEND
+        for kind, link in LINK_KINDS.items()
+        if link.far in (STORE, POSTGRES)
+    },
+}
 
 
 def kinds_for(backend: str) -> tuple[str, ...]:
@@ -69,15 +133,14 @@ _KIND_WEIGHTS: dict[str, float] = {
     FAIL_AFTER: 2,
     DROP_AFTER: 2,
     CLOSE_ACCOUNT: 2,
+    # Sixteen link kinds: each alone is drawn less, together they are a third of the faults.
+    **dict.fromkeys(LINK_KINDS, 0.75),
+    **dict.fromkeys(DISK_KINDS, 1),
+    **dict.fromkeys(CLOCK_KINDS, 1),
 }
 
 #: Faults that become a fault-injection rule on a bank (its admin API).
 BANK_RULE_KINDS: frozenset[str] = frozenset({LATENCY, FAIL_BEFORE, FAIL_AFTER, DROP_AFTER})
-
-SOURCE_BANK = "source_bank"
-TARGET_BANK = "target_bank"
-STORE = "store"
-POSTGRES = "postgres"
 
 #: Which ledger operations each bank sees: the source is debited and
 #: reversed, the target is credited.
@@ -113,6 +176,13 @@ class CampaignParams:
     kinds: tuple[str, ...] = ()
     #: Where transfers are kept: crossbank's promise store or Resonate on Postgres.
     backend: str = STORE_BACKEND
+    #: Transfers started per second at most (0: as fast as concurrency allows), so a
+    #: long campaign keeps traffic flowing for its whole duration.
+    rate: float = 0.0
+    #: With a positive value, the run alternates windows of this many seconds: faults
+    #: start only in the odd ones; in the even ones (quiet) no fault starts, so timers,
+    #: leases and push channels live past their natural lifetimes.
+    quiet_period: float = 0.0
 
     def __post_init__(self) -> None:
         available = kinds_for(self.backend)
@@ -134,6 +204,10 @@ class CampaignParams:
             )
         if self.duration <= 0:
             raise ValueError(f"duration must be positive, got {self.duration}")
+        if self.rate < 0:
+            raise ValueError(f"rate must not be negative, got {self.rate}")
+        if self.quiet_period < 0:
+            raise ValueError(f"quiet_period must not be negative, got {self.quiet_period}")
         if self.quiesce_timeout <= 0:
             raise ValueError(f"quiesce_timeout must be positive, got {self.quiesce_timeout}")
 
@@ -184,6 +258,8 @@ class Fault:
     op_kind: str | None = None
     times: int | None = None
     latency_ms: int = 0
+    #: A clock fault's step in seconds (forward when positive), undone after ``duration``.
+    clock_step: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -210,6 +286,8 @@ class Fault:
             extra = f" op={self.op_kind or 'any'} times={self.times}"
             if self.kind == LATENCY:
                 extra += f" latency={self.latency_ms}ms"
+        if self.kind in CLOCK_KINDS:
+            extra = f" step={self.clock_step:+g}s"
         return f"t+{self.at:6.2f}s {self.kind} {self.target} for {self.duration:.2f}s{extra}"
 
 
@@ -239,6 +317,7 @@ def plan(params: CampaignParams) -> Campaign:
         target_accounts,
         kinds=params.fault_kinds,
         backend=params.backend,
+        quiet_period=params.quiet_period,
     )
     return Campaign(params, accounts, transfers, faults)
 
@@ -290,18 +369,36 @@ def plan_faults(
     *,
     kinds: tuple[str, ...] = FAULT_KINDS,
     backend: str = STORE_BACKEND,
+    quiet_period: float = 0.0,
 ) -> tuple[Fault, ...]:
-    """``count`` faults of ``kinds`` spread over ``duration``; each kind appears when count allows."""
+    """``count`` faults of ``kinds`` spread over ``duration``; each kind appears when count allows.
+
+    With ``quiet_period``, the faults start only in every other window of that
+    length (the first window has faults, the second is quiet, and so on).
+    """
     chosen = [kind for kind in FAULT_KINDS if kind in kinds]
     planned = chosen[: min(count, len(chosen))]
     weights = [_KIND_WEIGHTS[kind] for kind in chosen]
     planned += rng.choices(chosen, weights, k=count - len(planned))
     rng.shuffle(planned)
-    times = sorted(round(rng.uniform(0.02, 0.9) * duration, 3) for _ in range(count))
+    times = sorted(
+        round(_outside_quiet(rng.uniform(0.02, 0.9), duration, quiet_period), 3)
+        for _ in range(count)
+    )
     return tuple(
         _fault(rng, at, kind, workers, target_accounts, backend)
         for at, kind in zip(times, planned, strict=True)
     )
+
+
+def _outside_quiet(share: float, duration: float, quiet_period: float) -> float:
+    """The moment ``share`` of the way through the busy windows of ``duration``."""
+    if quiet_period <= 0 or quiet_period * 2 > duration:
+        return share * duration
+    busy_windows = int(duration // (2 * quiet_period)) + (duration % (2 * quiet_period) > 0)
+    busy = min(share * busy_windows * quiet_period, duration)
+    window, into = divmod(busy, quiet_period)
+    return min(window * 2 * quiet_period + into, duration)
 
 
 def _fault(
@@ -330,6 +427,15 @@ def _fault(
         return Fault(at, kind, rng.choice(processes), _seconds(rng, 0.3, 3.0))
     if kind == CLOSE_ACCOUNT:
         return Fault(at, kind, rng.choice(target_accounts), _seconds(rng, 1.0, 10.0))
+    if kind in LINK_KINDS:
+        near = LINK_KINDS[kind].near
+        target = CLIENT if near == CLIENT else worker_name(rng.randrange(workers))
+        return Fault(at, kind, target, _seconds(rng, 1.0, 8.0))
+    if kind in DISK_KINDS:
+        return Fault(at, kind, DISK_KINDS[kind], _seconds(rng, 0.5, 5.0))
+    if kind in CLOCK_KINDS:
+        step = _seconds(rng, 1.0, 30.0) * rng.choice((1, -1))
+        return Fault(at, kind, CLOCK_KINDS[kind], _seconds(rng, 1.0, 8.0), clock_step=step)
     if kind in BANK_RULE_KINDS:
         bank = rng.choice((SOURCE_BANK, TARGET_BANK))
         op_kind = rng.choice((*_BANK_OP_KINDS[bank], None))

@@ -53,12 +53,16 @@ class Workload:
         transfers: tuple[PlannedTransfer, ...],
         *,
         concurrency: int,
+        rate: float = 0.0,
         log: Callable[[str], None] = lambda message: None,
     ) -> None:
         self.resonate = resonate
         self.settings = settings
         self.runs = {t.transfer_id: TransferRun(t) for t in transfers}
         self.concurrency = concurrency
+        #: At most this many starts per second (0: no limit), so a long run keeps traffic up.
+        self.rate = rate
+        self._next_start = 0.0
         self._log = log
         self.clock_zero = time.monotonic()
         #: Monotonic times of the latest start and of the latest start or finish.
@@ -76,7 +80,17 @@ class Workload:
         for run in queue:
             await self._drive(run)
 
+    async def _pace(self) -> None:
+        """Wait for this start's slot when a rate is set (slots are 1/rate apart)."""
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next_start)
+        self._next_start = slot + 1.0 / self.rate
+        await asyncio.sleep(slot - now)
+
     async def _drive(self, run: TransferRun) -> None:
+        await self._pace()
         planned = run.planned
         request = TransferRequest(
             planned.transfer_id, planned.source_account, planned.target_account, planned.amount

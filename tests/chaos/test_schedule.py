@@ -8,9 +8,12 @@ from typing import Any
 import pytest
 
 from chaos.schedule import (
+    CLOCK_KINDS,
+    DISK_KINDS,
     FAULT_KINDS,
     KILL_POSTGRES,
     KILL_STORE,
+    LINK_KINDS,
     POSTGRES,
     SOURCE_BANK,
     STORE,
@@ -52,8 +55,15 @@ def test_every_fault_kind_of_the_backend_is_planned_when_there_is_room(backend: 
 def test_postgres_is_killed_only_on_postgres_and_the_store_only_on_the_store() -> None:
     on_store = plan(CampaignParams(seed=5, faults=200))
     on_postgres = plan(CampaignParams(seed=5, faults=200, backend="postgres"))
-    assert {f.kind for f in on_store.faults} == set(FAULT_KINDS) - {KILL_POSTGRES}
-    assert {f.kind for f in on_postgres.faults} == set(FAULT_KINDS) - {KILL_STORE}
+    assert {f.kind for f in on_store.faults} == set(kinds_for("store"))
+    assert {f.kind for f in on_postgres.faults} == set(kinds_for("postgres"))
+    assert set(kinds_for("store")) | set(kinds_for("postgres")) == set(FAULT_KINDS)
+    assert KILL_POSTGRES not in kinds_for("store")
+    assert KILL_STORE not in kinds_for("postgres")
+    for kind in kinds_for("postgres"):
+        assert "store" not in kind.split("_")  # no link, disk or clock of a store that is not there
+    for kind in kinds_for("store"):
+        assert "postgres" not in kind
     assert STORE not in {f.target for f in on_postgres.faults}  # nor paused
     assert {f.target for f in on_postgres.faults if f.kind == KILL_POSTGRES} == {POSTGRES}
     assert on_store.transfers == on_postgres.transfers
@@ -135,3 +145,47 @@ def test_a_campaign_can_be_focused_on_some_kinds() -> None:
 def test_unknown_kinds_are_refused() -> None:
     with pytest.raises(ValueError, match="kinds"):
         CampaignParams(seed=1, kinds=("meteor",))
+
+
+def test_every_link_of_every_worker_can_be_cut_each_way() -> None:
+    assert set(LINK_KINDS) >= {
+        f"{mode}_{link}"
+        for mode in ("partition", "oneway", "blackhole", "reset")
+        for link in ("worker_store", "client_store", "worker_source_bank", "worker_target_bank")
+    }
+    faults = plan(CampaignParams(seed=6, faults=400, workers=3, duration=100)).faults
+    for fault in faults:
+        if fault.kind in LINK_KINDS:
+            near = LINK_KINDS[fault.kind].near
+            expected = {"client"} if near == "client" else {"worker-0", "worker-1", "worker-2"}
+            assert fault.target in expected, fault
+    targets = {f.target for f in faults if f.kind.endswith("_worker_store")}
+    assert targets == {"worker-0", "worker-1", "worker-2"}
+
+
+def test_clocks_are_stepped_both_ways_and_disks_filled_on_their_part() -> None:
+    faults = plan(CampaignParams(seed=8, faults=300, duration=100)).faults
+    steps = [f.clock_step for f in faults if f.kind in CLOCK_KINDS]
+    assert min(steps) < 0 < max(steps)
+    assert all(f.clock_step == 0 for f in faults if f.kind not in CLOCK_KINDS)
+    for fault in faults:
+        if fault.kind in DISK_KINDS:
+            assert fault.target == DISK_KINDS[fault.kind]
+
+
+def test_no_fault_starts_in_a_quiet_window() -> None:
+    params = CampaignParams(seed=12, faults=200, duration=1000, quiet_period=100)
+    faults = plan(params).faults
+    assert len(faults) == 200
+    assert all(int(f.at // 100) % 2 == 0 for f in faults), [f.at for f in faults]
+    busy_windows = {int(f.at // 100) for f in faults}
+    assert busy_windows == {0, 2, 4, 6, 8}
+    # Without quiet windows the plan is what it always was.
+    assert plan(CampaignParams(seed=12, faults=200, duration=1000)).faults != faults
+
+
+@pytest.mark.parametrize(("field", "value"), [("rate", -1.0), ("quiet_period", -5.0)])
+def test_bad_pacing_is_refused_with_the_name(field: str, value: float) -> None:
+    fields: dict[str, Any] = {field: value}
+    with pytest.raises(ValueError, match=field):
+        CampaignParams(seed=1, **fields)
