@@ -220,3 +220,39 @@ def test_the_embedded_store_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(CliError, match="needs a served promise store"):
         ConsoleThread(Settings(store_path=tmp_path / "p.db"), ConsoleSettings(port=0)).start()
+
+
+def test_the_crash_through_the_consoles_actions_on_each_backend(played: LocalConsole) -> None:
+    """Hold the credit, SIGKILL the worker running the transfer, start another: it finishes once."""
+    transfer_id = f"http-crash-{played.system.backend}"
+    assert played.post("/api/faults/hold-credit")[0] == 200
+    status, _ = played.post(
+        "/api/transfers", {"from": "alice", "to": "dave", "amount": "7.00", "id": transfer_id}
+    )
+    assert status == 200
+    deadline = time.monotonic() + 30
+    while True:
+        sections = played.state()
+        holds = [hold["op_id"] for hold in sections["banks"]["target"]["holds"]]
+        row = {r["transfer_id"]: r for r in sections["transfers"]}.get(transfer_id) or {}
+        if f"{transfer_id}-credit" in holds and row.get("worker"):
+            break
+        assert time.monotonic() < deadline, sections
+        time.sleep(0.1)
+    status, killed = played.post("/api/workers/kill", {"transfer_id": transfer_id})
+    assert status == 200, killed
+    assert killed["worker"] == row["worker"]
+    assert killed["cli"] == f"kill -9 {killed['pid']}"
+    status, refused = played.post("/api/workers/kill", {"transfer_id": transfer_id})
+    assert status == 409
+    assert "no live worker is running" in refused["error"]["message"]
+    assert played.post("/api/faults/release")[0] == 200
+    assert played.post("/api/workers/start")[0] == 200
+
+    wait_for_row(played, transfer_id, "committed", within=40)
+    assert played.op_counts(transfer_id) == {
+        f"{transfer_id}-debit": 1,
+        f"{transfer_id}-credit": 1,
+        f"{transfer_id}-reversal": 0,
+    }
+    assert played.state()["totals"]["equal"] is True
