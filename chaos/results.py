@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.injector import FaultRecord
+from chaos.lifetimes import Lifetimes
 from chaos.schedule import Campaign, CampaignParams, campaign_to_dict
 from chaos.workload import TransferRun
 from orchestrator.audit import Violation
@@ -26,6 +27,9 @@ class Outcome:
     ledger_rounds: int = 0
     entries_seen: int = 0
     notes: list[str] = field(default_factory=list)
+    lifetimes: Lifetimes | None = None
+    #: Writes refused by a full disk, by part (from the parts' logs).
+    disk_refusals: dict[str, int] = field(default_factory=dict)
 
     def by_outcome(self) -> dict[str, int]:
         return dict(sorted(Counter(run.status for run in self.runs.values()).items()))
@@ -62,6 +66,8 @@ class Outcome:
                 "ledger_rounds": self.ledger_rounds,
                 "entries_seen_during_run": self.entries_seen,
                 "notes": self.notes,
+                "lifetimes": self.lifetimes.to_dict() if self.lifetimes else None,
+                "writes_refused_by_full_disks": self.disk_refusals,
             },
             "violations": [v.to_json() for v in self.violations],
         }
@@ -95,6 +101,10 @@ class Outcome:
             f"ledger entries seen during the run: {self.entries_seen} "
             f"({self.ledger_rounds} listing rounds)"
         )
+        if self.disk_refusals:
+            lines.append("writes refused by full disks: " + _counts(self.disk_refusals))
+        if self.lifetimes is not None:
+            lines.append(self.lifetimes.describe())
         lines += [f"note: {note}" for note in self.notes]
         if not self.violations:
             lines.append("violations: none")

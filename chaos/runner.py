@@ -17,6 +17,7 @@ from pathlib import Path
 
 from resonate.resonate import Resonate
 
+from chaos import lifetimes
 from chaos.checks import check_seen_entries, check_transfers
 from chaos.cluster import Cluster, ClusterConfig
 from chaos.injector import Injector
@@ -43,10 +44,31 @@ async def run_campaign(params: CampaignParams, *, workdir: Path, log: Log) -> Ou
         log(f"starting banks, {keeper} and {params.workers} workers in {workdir}")
         await asyncio.to_thread(cluster.start)
         await seed_accounts(cluster, campaign)
-        return await _run_on(cluster, campaign, began, log)
+        outcome = await _run_on(cluster, campaign, began, log)
     finally:
         log("stopping every process")
         await asyncio.to_thread(cluster.stop)
+    outcome.lifetimes = lifetimes.measure(workdir / "logs")
+    outcome.disk_refusals = count_refusals(workdir / "logs")
+    return outcome
+
+
+#: What a part's log says when its disk refused a write (a bank; the promise store).
+_REFUSAL_LOGS = {
+    "source": "ledger storage refused a write",
+    "target": "ledger storage refused a write",
+    "store": "journal write failed, refusing further work",
+}
+
+
+def count_refusals(log_dir: Path) -> dict[str, int]:
+    """How many writes each part's full disk refused, by its log (the faults' real effect)."""
+    counts = {}
+    for part, text in _REFUSAL_LOGS.items():
+        path = log_dir / f"{part}.log"
+        if path.exists():
+            counts[part] = path.read_text(errors="replace").count(text)
+    return counts
 
 
 async def _wait_while_progressing(
