@@ -5,8 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-from envsettings import SettingsError, boolean, integer, number, optional_string, string
+from envsettings import (
+    SettingsError,
+    boolean,
+    integer,
+    number,
+    optional_path,
+    optional_string,
+    string,
+)
 
 DEFAULT_PORT = 8090
 
@@ -19,7 +28,9 @@ class ConsoleSettings:
     (``CONSOLE_TOKEN``; unset, the bank token stands in, then the store's
     token: whoever may use the system's tokens may use its console; none of
     them set, the console is open, like the parts themselves). ``read_only``
-    turns every action off.
+    turns every action off. ``worker_status_dir`` is a directory where workers
+    keep their ``WORKER_STATUS_FILE``: the console shows them from there (the
+    local demo's console knows its workers without it).
     """
 
     host: str = "127.0.0.1"
@@ -33,6 +44,7 @@ class ConsoleSettings:
     max_transfers: int = 100
     max_entries: int = 10_000
     read_timeout: float = 3.0
+    worker_status_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> ConsoleSettings:
@@ -57,4 +69,5 @@ class ConsoleSettings:
             max_transfers=integer(env, "CONSOLE_MAX_TRANSFERS", 100, low=1, high=10_000),
             max_entries=integer(env, "CONSOLE_MAX_ENTRIES", 10_000, low=100, high=10_000_000),
             read_timeout=number(env, "CONSOLE_READ_TIMEOUT", 3.0, low=0.1, high=120.0),
+            worker_status_dir=optional_path(env, "CONSOLE_WORKER_STATUS_DIR"),
         )

@@ -70,12 +70,14 @@ class Reader:
         target: BankClient,
         *,
         workers: WorkersProbe | None = None,
+        local: bool = False,
     ) -> None:
         self.settings = settings
         self.console = console
         self.resonate = resonate
         self.banks = {"source": source, "target": target}
         self.workers = workers
+        self.local = local
         self.cursors = {"source": BankCursor(), "target": BankCursor()}
         self.tracked: OrderedDict[str, Tracked] = OrderedDict()
         self.store_error: str | None = None
@@ -122,7 +124,7 @@ class Reader:
             "store": {**store, "up": self.store_error is None, "error": self.store_error},
             "group": settings.group,
             "read_only": self.console.read_only,
-            "local": self.workers is not None,
+            "local": self.local,
             "attention_after": settings.attention_after,
             "poll_interval": self.console.poll_interval,
         }
@@ -138,7 +140,7 @@ class Reader:
             with commands.reaching(client):
                 accounts = sorted(await client.list_accounts(), key=lambda a: str(a["account_id"]))
                 await self._follow(name, client)
-                holds = await _holds(client) if self.workers is not None else []
+                holds = await _holds(client) if self.local else []
         except commands.CliError as exc:
             return {**shown, "up": False, "error": str(exc), "accounts": None, "holds": []}
         rows = [{**a, "balance_text": money.format_cents(a["balance"])} for a in accounts]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 from orchestrator.local.system import TARGET, LocalSystem
@@ -39,12 +41,7 @@ class LocalControl:
         return {"workers": shown, "source": "each worker's WORKER_STATUS_FILE"}
 
     def _running(self, name: str) -> list[str]:
-        try:
-            status = json.loads(self.system.status_file(name).read_text())
-        except (OSError, ValueError):
-            return []
-        running = status.get("running") if isinstance(status, dict) else None
-        return [str(tid) for tid in running] if isinstance(running, list) else []
+        return running_in(read_status(self.system.status_file(name)))
 
     async def kill_worker_running(self, transfer_id: str) -> dict[str, Any]:
         """SIGKILL the live worker that runs ``transfer_id`` now."""
@@ -71,3 +68,48 @@ class LocalControl:
         async with self.system.bank(TARGET) as target:
             await target.clear_faults()
         return {"faults": []}
+
+
+#: A status file older than this says its worker is gone (workers rewrite theirs every 5 s).
+STATUS_STALE_SECONDS = 15.0
+#: Status files a console reads from one directory, at most.
+MAX_STATUS_FILES = 100
+#: The local systems' status files end so (``worker-1.status.json``).
+STATUS_SUFFIX = ".status.json"
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """A worker's status file (``orchestrator.worker``), or {} when absent or unreadable."""
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def running_in(status: dict[str, Any]) -> list[str]:
+    running = status.get("running")
+    return [str(tid) for tid in running] if isinstance(running, list) else []
+
+
+def status_directory_workers(directory: Path) -> dict[str, Any]:
+    """The workers whose status files are in ``directory``: alive while their file is fresh."""
+    now = time.time()
+    shown = []
+    for path in sorted(directory.glob("*.json"))[:MAX_STATUS_FILES]:
+        status = read_status(path)
+        at = status.get("at")
+        alive = isinstance(at, (int, float)) and now - at <= STATUS_STALE_SECONDS
+        name = path.name.removesuffix(STATUS_SUFFIX).removesuffix(".json")
+        shown.append(
+            {
+                "name": name,
+                "pid": status.get("pid"),
+                "alive": alive,
+                "running": running_in(status) if alive else [],
+            }
+        )
+    return {
+        "workers": shown,
+        "source": f"the workers' WORKER_STATUS_FILE in {directory} (CONSOLE_WORKER_STATUS_DIR)",
+    }

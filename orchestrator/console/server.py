@@ -48,8 +48,8 @@ from orchestrator.bank_client import bank_clients
 from orchestrator.cli import commands
 from orchestrator.console.config import ConsoleSettings
 from orchestrator.console.feed import Feed, TooManyClients
-from orchestrator.console.gather import Reader
-from orchestrator.console.local import ActionRefused, LocalControl
+from orchestrator.console.gather import Reader, WorkersProbe
+from orchestrator.console.local import ActionRefused, LocalControl, status_directory_workers
 from orchestrator.money import AmountError
 from orchestrator.runtime import resonate_session
 from orchestrator.settings import Settings
@@ -110,7 +110,8 @@ class Console:
                 resonate,
                 source,
                 target,
-                workers=self.local.workers if self.local is not None else None,
+                workers=self._workers_probe(),
+                local=self.local is not None,
             )
             runner = web.AppRunner(self.app(), shutdown_timeout=1.0, access_log=None)
             await runner.setup()
@@ -129,6 +130,19 @@ class Console:
                     subscriber.dropped = True
                     subscriber.offer("")
                 await runner.cleanup()
+
+    def _workers_probe(self) -> WorkersProbe | None:
+        """The local demo's processes; else the status files in CONSOLE_WORKER_STATUS_DIR."""
+        if self.local is not None:
+            return self.local.workers
+        directory = self.console.worker_status_dir
+        if directory is None:
+            return None
+
+        async def from_directory() -> dict[str, Any]:
+            return await asyncio.to_thread(status_directory_workers, directory)
+
+        return from_directory
 
     async def _poll(self) -> None:
         """Read every section, publish what changed, sleep; sooner after an action."""

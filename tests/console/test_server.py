@@ -256,3 +256,35 @@ def test_the_crash_through_the_consoles_actions_on_each_backend(played: LocalCon
         f"{transfer_id}-reversal": 0,
     }
     assert played.state()["totals"]["equal"] is True
+
+
+def test_workers_from_a_status_directory_outside_the_demo(played: LocalConsole) -> None:
+    """A console the demo did not start reads the workers' status files from a directory."""
+    settings = ConsoleSettings(port=free_port(), worker_status_dir=played.system.log_dir)
+    with ConsoleThread(played.system.settings, settings) as console:
+        deadline = time.monotonic() + 20
+        while not (sections := call(f"{console.address}/api/state")[1]["sections"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        workers = {w["name"]: w for w in sections["workers"]["workers"]}
+        live = [w for w in played.system.workers if w.running()]
+        assert [workers[w.name]["pid"] for w in live] == [w.pid for w in live]
+        assert all(workers[w.name]["alive"] for w in live)
+        assert sections["system"]["local"] is False  # it reads files; it acts on nothing
+
+
+def test_a_stale_status_file_is_a_dead_worker(tmp_path: Path) -> None:
+    import json
+
+    from orchestrator.console.local import STATUS_STALE_SECONDS, status_directory_workers
+
+    now = time.time()
+    (tmp_path / "w1.status.json").write_text(json.dumps({"pid": 1, "running": ["t1"], "at": now}))
+    old = now - STATUS_STALE_SECONDS - 1
+    (tmp_path / "w2.json").write_text(json.dumps({"pid": 2, "running": ["t2"], "at": old}))
+    (tmp_path / "w3.json").write_text("{half")
+    shown = {w["name"]: w for w in status_directory_workers(tmp_path)["workers"]}
+    assert shown["w1"] == {"name": "w1", "pid": 1, "alive": True, "running": ["t1"]}
+    assert shown["w2"]["alive"] is False
+    assert shown["w2"]["running"] == []
+    assert shown["w3"]["alive"] is False
