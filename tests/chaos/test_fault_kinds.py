@@ -60,7 +60,7 @@ RATE = 4.0
 #: be mistaken for real ones.
 CLOCK_STEP_S = -30.0
 #: How long the client may take to hear every outcome once the fault is undone.
-CLIENT_PATIENCE_S = 20.0
+CLIENT_PATIENCE_S = 10.0
 
 
 def _running(workdir: Path) -> Iterator[Cluster]:
@@ -183,7 +183,8 @@ async def _strike(cluster: Cluster, kind: str) -> tuple[FaultRecord, Evidence, l
             # A request or a push stream caught in a blackhole waits out the SDK's request
             # timeout (minutes); read the outcomes through a new client instead.
             sending.cancel()
-            results.update(await _read_unfinished(settings, workload.unfinished()))
+            unfinished = tuple(run.planned for run in workload.runs.values() if run.result is None)
+            results.update(await _finish_with_a_new_client(settings, unfinished))
         ledgers = await audit.collect(settings)
         problems += [f"{v.invariant}: {v.detail}" for v in audit.check(ledgers)]
         problems += [
@@ -195,13 +196,17 @@ async def _strike(cluster: Cluster, kind: str) -> tuple[FaultRecord, Evidence, l
     return injector.records[0], evidence, problems
 
 
-async def _read_unfinished(settings: Settings, transfer_ids: list[str]) -> dict[str, Any]:
+async def _finish_with_a_new_client(
+    settings: Settings, planned: tuple[PlannedTransfer, ...]
+) -> dict[str, Any]:
+    """Start (or attach to: the id makes it safe) and wait for ``planned`` on a new client."""
     resonate = open_resonate(settings, role="client")
     try:
-        reader = Workload(resonate, settings, (), concurrency=1)
-        return {tid: await asyncio.wait_for(reader.poll_result(tid), 60) for tid in transfer_ids}
+        again = Workload(resonate, settings, planned, concurrency=4)
+        await asyncio.wait_for(again.run(), 60)
+        return {tid: run.result for tid, run in again.runs.items()}
     finally:
-        await close_resonate(resonate)
+        await close_quickly(resonate)
 
 
 def _log_since(evidence: Evidence) -> str:

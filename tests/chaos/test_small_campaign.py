@@ -35,6 +35,7 @@ SIZES = {
         faults=40,
         duration=60.0,
         quiesce_timeout=150.0,
+        rate=3.5,  # the transfers span the faults instead of finishing in the first 20 s
     ),
     POSTGRES_BACKEND: CampaignParams(
         seed=SEED,
