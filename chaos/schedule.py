@@ -395,10 +395,14 @@ def _outside_quiet(share: float, duration: float, quiet_period: float) -> float:
     """The moment ``share`` of the way through the busy windows of ``duration``."""
     if quiet_period <= 0 or quiet_period * 2 > duration:
         return share * duration
-    busy_windows = int(duration // (2 * quiet_period)) + (duration % (2 * quiet_period) > 0)
-    busy = min(share * busy_windows * quiet_period, duration)
-    window, into = divmod(busy, quiet_period)
-    return min(window * 2 * quiet_period + into, duration)
+    starts = [n * 2 * quiet_period for n in range(int(duration // (2 * quiet_period)) + 1)]
+    windows = [(start, min(quiet_period, duration - start)) for start in starts if start < duration]
+    left = share * sum(length for _, length in windows)
+    for start, length in windows:
+        if left <= length:
+            return start + left
+        left -= length
+    return duration
 
 
 def _fault(
