@@ -55,18 +55,18 @@ def restart_row(workdir: Path, entries: int) -> tuple[str, str]:
             leftover.unlink()
         expected = restart.build_journal(path, entries)
         replay_s, replayed = restart.timed_open(path, expected)
-        replay_healthy_s = restart.time_to_healthy(path)
+        replay_healthy_s, _ = restart.time_to_healthy(path)
         store = JournaledState(path, snapshot_every=10**9)
         store.snapshot_now()
         store.close_sync()
         snap_s, _ = restart.timed_open(path, expected)
-        snap_healthy_s = restart.time_to_healthy(path)
+        snap_healthy_s, snap_cpu_s = restart.time_to_healthy(path)
     except Exception as exc:
         return label, f"TODO: failed: {type(exc).__name__}: {exc}"
     return label, (
         f"replaying all {replayed:,}: open {replay_s:.2f} s, process healthy in "
         f"{replay_healthy_s:.2f} s; from a snapshot: open {snap_s:.2f} s, healthy in "
-        f"{snap_healthy_s:.2f} s"
+        f"{snap_healthy_s:.2f} s ({snap_cpu_s:.2f} s of CPU)"
     )
 
 
