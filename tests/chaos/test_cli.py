@@ -29,3 +29,26 @@ def test_a_kind_the_backend_has_not_is_refused_before_anything_starts(
         main(["--backend", "postgres", "--kinds", "kill_store", "--seed", "1"])
     assert exit_.value.code == 2
     assert "kill_store" in capsys.readouterr().err
+
+
+def test_a_long_run_is_paced_and_has_quiet_windows() -> None:
+    args = build_parser().parse_args(
+        ["--seed", "3", "--duration", "1800", "--rate", "5", "--quiet-period", "330"]
+    )
+    params = params_from(args)
+    assert (params.rate, params.quiet_period) == (5.0, 330.0)
+
+
+def test_the_new_kinds_are_drawn_by_default_and_can_be_picked() -> None:
+    everything = params_from(build_parser().parse_args(["--seed", "7"])).fault_kinds
+    assert {"partition_worker_store", "disk_full_store", "clock_step_worker"} <= set(everything)
+    picked = params_from(
+        build_parser().parse_args(["--seed", "7", "--kinds", "oneway_worker_target_bank"])
+    )
+    assert picked.fault_kinds == ("oneway_worker_target_bank",)
+
+
+def test_a_store_link_is_refused_on_postgres(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--backend", "postgres", "--kinds", "partition_worker_store", "--seed", "1"])
+    assert "partition_worker_store" in capsys.readouterr().err
