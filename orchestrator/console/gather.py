@@ -27,7 +27,7 @@ from orchestrator.settings import Settings, redact_dsn
 if TYPE_CHECKING:
     from resonate.resonate import Resonate
 
-#: Statuses after which a transfer's promises never change again.
+#: A transfer's final statuses.
 TERMINAL = frozenset({"committed", "compensated", "failed"})
 #: A transfer's op kinds in the order the saga writes them.
 OP_ORDER = ("debit", "credit", "reversal")
@@ -176,9 +176,7 @@ class Reader:
     async def _transfers(self) -> list[dict[str, Any]]:
         rows = []
         self.store_error = None
-        unfinished = [
-            t for t in self.tracked.values() if t.row is None or t.row["status"] not in TERMINAL
-        ]
+        unfinished = [t for t in self.tracked.values() if t.row is None or not t.row["settled"]]
         for tracked in unfinished:
             row = await self._store_read(self._row(tracked))
             if row is None:
@@ -228,6 +226,7 @@ class Reader:
                 "category": "unknown",
                 "needs_attention": False,
                 "started_at": None,
+                "settled": False,
                 "ops": _in_order(tracked.ops),
             }
         root = await self.resonate.promises.get(transfer_id)
@@ -247,6 +246,9 @@ class Reader:
             "started_at": root.created_at,
             "started_text": views.ms_clock(root.created_at),
             "settled_at": root.settled_at,
+            # Its promises never change again: not read again. (A pending root may
+            # already decide "failed" from its steps; its result is still to come.)
+            "settled": record["state"] != "pending",  # the read the result came with
             "ops": _in_order(tracked.ops),
         }
 

@@ -130,7 +130,11 @@ def test_a_failed_and_a_compensated_transfer_show_as_such(
 ) -> None:
     start_from_page(browser, "erin", "dave", "50.00", "page-failed-1")
     wait_for(lambda: row_status(browser, "page-failed-1") == "failed", what="the failure")
-    assert "insufficient_funds" in text(browser, 'tr[data-transfer="page-failed-1"]')
+    # The steps decide "failed" before the saga's result is in: its reason comes with the result.
+    wait_for(
+        lambda: "insufficient_funds" in text(browser, 'tr[data-transfer="page-failed-1"]'),
+        what="the reason",
+    )
     assert played.op_counts("page-failed-1") == dict.fromkeys(
         (f"page-failed-1-{kind}" for kind in ("debit", "credit", "reversal")), 0
     )
@@ -196,6 +200,12 @@ def test_kill_the_worker_from_the_page_and_the_transfer_still_finishes(
         f"{transfer_id}-reversal": 0,
     }
     wait_for(lambda: "done: committed" in text(browser, "#detail"), what="the timeline")
+    # The page's own account of what changed, newest first.
+    activity = text(browser, "#activity")
+    assert f"target bank holds {transfer_id}-credit" in activity
+    assert "is gone (pid" in activity
+    assert f"{transfer_id}: in progress → committed" in activity
+    assert activity.index("committed") < activity.index("is gone")
     screenshot = os.environ.get("CONSOLE_SCREENSHOT")
     if screenshot:
         Path(screenshot).parent.mkdir(parents=True, exist_ok=True)

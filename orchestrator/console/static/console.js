@@ -88,8 +88,9 @@ function connect() {
   view.source.addEventListener("open", () => setConn("live: updates are pushed as they happen", "live"));
   view.source.addEventListener("state", (event) => {
     const message = JSON.parse(event.data);
+    if (!message.whole) noteChanges(view.sections, message.sections);
     if (message.whole) view.sections = message.sections;
-    else Object.assign(view.sections, message.sections);
+    else view.sections = Object.assign({}, view.sections, message.sections);
     render(Object.keys(message.sections));
     window.crossbankConsole.renders.push({
       sequence: message.sequence,
@@ -123,6 +124,49 @@ function setConn(text, kind) {
 }
 
 // -- rendering --------------------------------------------------------------------------
+
+// -- what changed, in words ------------------------------------------------------------
+
+const MAX_ACTIVITY = 30;
+
+function noteChanges(before, after) {
+  if (!before.transfers && !before.banks) return; // the first state: nothing changed yet
+  const notes = [];
+  if (after.transfers) {
+    const old = new Map((before.transfers || []).map((row) => [row.transfer_id, row]));
+    for (const row of after.transfers) {
+      const was = old.get(row.transfer_id);
+      if (!was) notes.push(`${row.transfer_id}: ${row.status}`);
+      else if (was.status !== row.status) notes.push(`${row.transfer_id}: ${was.status} → ${row.status}`);
+      else if ((was.ops || []).length < (row.ops || []).length) notes.push(`${row.transfer_id}: ${row.ops[row.ops.length - 1]} entry on its bank`);
+      if (was && row.worker && was.worker !== row.worker) notes.push(`${row.transfer_id}: run by ${row.worker}`);
+    }
+  }
+  if (after.workers && before.workers) {
+    const old = new Map(before.workers.workers.map((w) => [w.name, w]));
+    for (const worker of after.workers.workers) {
+      const was = old.get(worker.name);
+      if (!was && worker.alive) notes.push(`${worker.name} started (pid ${worker.pid})`);
+      else if (was && was.alive && !worker.alive) notes.push(`${worker.name} is gone (pid ${worker.pid})`);
+    }
+  }
+  if (after.banks && before.banks) {
+    for (const name of ["source", "target"]) {
+      const was = before.banks[name], now = after.banks[name];
+      if (was.up && !now.up) notes.push(`${name} bank down`);
+      if (!was.up && now.up) notes.push(`${name} bank back`);
+      const held = new Set((was.holds || []).map((h) => h.op_id));
+      for (const hold of now.holds || []) if (!held.has(hold.op_id)) notes.push(`${name} bank holds ${hold.op_id}`);
+    }
+  }
+  if (after.system && before.system && before.system.store.up !== after.system.store.up) {
+    notes.push(after.system.store.up ? `${after.system.store.kind} back` : `${after.system.store.kind} not answering`);
+  }
+  const list = $("activity");
+  const clock = new Date().toISOString().slice(11, 23);
+  for (const note of notes) list.prepend(el("li", {}, el("span", { class: "at", text: clock }), ` ${note}`));
+  while (list.children.length > MAX_ACTIVITY) list.lastChild.remove();
+}
 
 function render(keys) {
   const sections = view.sections;
