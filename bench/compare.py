@@ -104,7 +104,7 @@ def run_once(
     env.update({name: value for lab, name, value in args.env if lab == label})
     subprocess.run(
         harness_command(args, out),
-        cwd=root,
+        cwd=shim,  # ``python -m`` puts the working directory first on the path
         env=env,
         check=True,
         stdout=None if args.verbose else subprocess.DEVNULL,
