@@ -36,6 +36,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from importlib import resources
@@ -57,6 +58,8 @@ from orchestrator.settings import Settings
 logger = logging.getLogger("orchestrator.console")
 
 COOKIE = "crossbank_console"
+#: How soon a page that went away frees its place among CONSOLE_MAX_CLIENTS, in seconds.
+GONE_CHECK_SECONDS = 1.0
 #: Largest request body an action takes.
 MAX_BODY = 16 * 1024
 #: The page's files, by name, and their types.
@@ -272,15 +275,19 @@ class Console:
         try:
             await response.prepare(request)
             await response.write(b"retry: 1000\n\n")
-            while True:
+            quiet_since = time.monotonic()
+            while not _gone(request):
                 try:
-                    event = await asyncio.wait_for(subscriber.queue.get(), self.console.keepalive)
+                    event = await asyncio.wait_for(subscriber.queue.get(), GONE_CHECK_SECONDS)
                 except TimeoutError:
-                    await response.write(b": keepalive\n\n")
+                    if time.monotonic() - quiet_since >= self.console.keepalive:
+                        await response.write(b": keepalive\n\n")
+                        quiet_since = time.monotonic()
                     continue
                 if subscriber.dropped or not event:
                     break
                 await response.write(event.encode())
+                quiet_since = time.monotonic()
         except (ConnectionResetError, RuntimeError):
             pass  # the page went away
         finally:
@@ -406,6 +413,12 @@ class Console:
         if self.local is None:
             raise web.HTTPForbidden(reason="only a console started by the local demo can do this")
         return self.local
+
+
+def _gone(request: web.Request) -> bool:
+    """The page closed its connection (a reload, a closed tab): its slot is free again."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:

@@ -292,3 +292,20 @@ def test_with_a_token_the_page_asks_for_it_first(played: LocalConsole) -> None:
         wait_for(lambda: page.find_element(By.CSS_SELECTOR, "body[data-loaded]"), what="the page")
         assert text(page, "#total") == "1,310.00"
         assert "Only a console started by crossbank demo" in text(page, "#worker-list")
+
+
+def test_a_page_that_went_away_frees_its_place(played: LocalConsole) -> None:
+    """With room for one page, a reload is served within seconds: the page it replaced let go."""
+    settings = ConsoleSettings(port=free_port(), max_clients=1)
+    with (
+        ConsoleThread(played.system.settings, settings) as console,
+        chromium(DESKTOP) as page,
+    ):
+        for _ in range(2):
+            page.get("about:blank")
+            page.get(console.address or "")
+            wait_for(
+                lambda: page.find_element(By.CSS_SELECTOR, "body[data-loaded]"),
+                within=8,
+                what="the page loading in its freed place",
+            )

@@ -11,6 +11,7 @@ const view = {
   session: null,
   source: null,
   firstRenderAt: null,
+  retryDelay: 1000,
 };
 
 // For the page's own measurements (orchestrator/console/measure.py).
@@ -105,12 +106,15 @@ function connect() {
       document.body.dataset.loaded = "true";
     }
   });
+  view.source.addEventListener("open", () => { view.retryDelay = 1000; });
   view.source.addEventListener("error", () => {
     if (view.source.readyState === EventSource.CLOSED) {
-      // Refused (a token, too many pages): ask again, a few seconds from now.
-      setConn("not connected: retrying in 5 s", "down");
+      // Refused (a token, too many pages): ask again soon, then less and less often.
+      const delay = view.retryDelay;
+      view.retryDelay = Math.min(delay * 2, 15000);
+      setConn(`not connected: retrying in ${Math.round(delay / 1000)} s`, "down");
       view.source = null;
-      setTimeout(boot, 5000);
+      setTimeout(boot, delay);
     } else {
       setConn("connection lost: reconnecting…", "down");
     }
