@@ -101,7 +101,10 @@ def _in_browser(
             answered = asyncio.run(_open_account(system, account))
             seen = _seen(browser, selector, f"{account} on screen")
             renders = browser.execute_script("return window.crossbankConsole.renders")
-            render = next(r for r in renders if r["renderedAt"] >= seen - 1)
+            # The render that showed it: the page notes it as it renders, the observer just after.
+            render = max(
+                (r for r in renders if r["renderedAt"] <= seen + 1), key=lambda r: r["renderedAt"]
+            )
             to_screen.append(float(seen) - answered)
             to_push.append(float(render["sentAt"]) - answered)
             push_to_screen.append(float(seen) - float(render["sentAt"]))
