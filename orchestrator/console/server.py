@@ -45,7 +45,7 @@ from typing import Any
 from aiohttp import web
 
 from envsettings import SettingsError
-from orchestrator.bank_client import bank_clients
+from orchestrator.bank_client import BankError, bank_clients
 from orchestrator.cli import commands
 from orchestrator.console.config import ConsoleSettings
 from orchestrator.console.feed import Feed, TooManyClients
@@ -203,6 +203,11 @@ class Console:
             response = await handler(request)
         except web.HTTPException as exc:
             return _error(exc.status, "http_error", exc.reason)
+        except (commands.CliError, BankError) as exc:  # a bank or the store not answering an action
+            return _error(503, "unavailable", str(exc))
+        except Exception as exc:
+            logger.exception("console: %s %s failed", request.method, request.path)
+            return _error(500, "unexpected", f"unexpected error: {type(exc).__name__}: {exc}")
         if not response.prepared:
             response.headers.update(SECURITY_HEADERS)
         return response

@@ -299,3 +299,15 @@ def test_a_stale_status_file_is_a_dead_worker(tmp_path: Path) -> None:
     assert shown["w2"]["alive"] is False
     assert shown["w2"]["running"] == []
     assert shown["w3"]["alive"] is False
+
+
+def test_an_action_on_a_bank_that_is_down_says_so(played: LocalConsole) -> None:
+    from orchestrator.local.system import TARGET
+
+    played.system.kill(TARGET)
+    try:
+        status, answer = played.post("/api/faults/hold-credit")
+        assert status == 503
+        assert "target bank" in answer["error"]["message"]
+    finally:
+        played.system.restart(TARGET)
