@@ -63,6 +63,9 @@ def retry_delay(attempt: int) -> float:
 class _Connection(asyncio.Protocol):
     """One TCP connection carrying one request at a time (no pipelining)."""
 
+    #: The status of the last whole response.
+    status = 0
+
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
@@ -115,6 +118,7 @@ class _Connection(asyncio.Protocol):
         self._answer()
 
     def _answer(self) -> None:
+        self.status = self._parser.get_status_code()
         self._ends_with_connection = False
         body, self._body = b"".join(self._body), []
         if not self._parser.should_keep_alive():
@@ -126,7 +130,7 @@ class _Connection(asyncio.Protocol):
     # -- use ------------------------------------------------------------------------
 
     def request(self, head: bytes, body: bytes) -> asyncio.Future[bytes]:
-        """Send one request; the future gets the response body (any status)."""
+        """Send one request; the future gets the response body (any status, in :attr:`status`)."""
         assert self._transport is not None
         assert self._waiter is None
         if self.closed or self._transport.is_closing():
@@ -168,7 +172,7 @@ class StoreNetwork:
             f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{auth}"
             "Content-Type: application/json\r\nContent-Length: "
         ).encode()
-        self._idle: list[_Connection] = []
+        self._pool = ConnectionPool(self._host, self._port)
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -176,9 +180,7 @@ class StoreNetwork:
 
     async def stop(self) -> None:
         self._stopped.set()
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._pool.close()
 
     async def send(self, req: str, headers: dict[str, str] | None = None) -> str:
         """POST ``req``; return the response body. Retries until answered or stopped."""
@@ -188,7 +190,7 @@ class StoreNetwork:
         while True:
             if self._stopped.is_set():
                 raise ConnectorError(RuntimeError("the store connection has been stopped"))
-            reused = bool(self._idle)
+            reused = self._pool.has_idle
             try:
                 return (await self._exchange(head, body)).decode()
             except (OSError, TimeoutError) as exc:
@@ -209,25 +211,55 @@ class StoreNetwork:
                 attempt += 1
 
     async def _exchange(self, head: bytes, body: bytes) -> bytes:
-        conn = None
-        while self._idle and conn is None:
+        conn = await self._pool.take()
+        async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
+            _, response = await self._pool.exchange(conn, head, body)
+        return response
+
+
+class ConnectionPool:
+    """Keep-alive HTTP/1.1 connections to one ``host:port``, one request at a time each.
+
+    Shared by the store link and the bank client (both small JSON requests on
+    a hot path). :meth:`take` gives an idle connection or opens one (an
+    ``OSError`` then means none could be made); :meth:`exchange` sends one
+    request on it and puts it back for reuse. Nothing is retried here: the
+    caller decides what a failure means.
+    """
+
+    def __init__(self, host: str, port: int, *, max_idle: int = MAX_IDLE_CONNECTIONS) -> None:
+        self.host = host
+        self.port = port
+        self._max_idle = max_idle
+        self._idle: list[_Connection] = []
+
+    @property
+    def has_idle(self) -> bool:
+        return bool(self._idle)
+
+    async def take(self) -> _Connection:
+        while self._idle:
             conn = self._idle.pop()
-            if conn.closed:  # closed by the store while idle
-                conn = None
-        if conn is None:
-            conn = await self._connect()
+            if not conn.closed:  # else closed by the server while idle
+                return conn
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(_Connection, self.host, self.port)
+        return conn
+
+    async def exchange(self, conn: _Connection, head: bytes, body: bytes) -> tuple[int, bytes]:
+        """``(status, body)`` of one request on ``conn``; ``conn`` is closed if it fails."""
         try:
-            response = await asyncio.wait_for(conn.request(head, body), REQUEST_TIMEOUT_SECONDS)
+            response = await conn.request(head, body)
         except BaseException:
             conn.close()
             raise
-        if not conn.closed and len(self._idle) < MAX_IDLE_CONNECTIONS:
+        if not conn.closed and len(self._idle) < self._max_idle:
             self._idle.append(conn)
         else:
             conn.close()
-        return response
+        return conn.status, response
 
-    async def _connect(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(_Connection, self._host, self._port)
-        return conn
+    def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
