@@ -57,7 +57,7 @@ from orchestrator.settings import Settings
 #: Size of each small filesystem (a bank's ledger, the store's journal), in MB:
 #: room for a large campaign's files, small enough to fill in a moment.
 DISK_MB_SETTING = "CHAOS_DISK_MB"
-DEFAULT_DISK_MB = 64
+DEFAULT_DISK_MB = 256
 #: The data file each disk holds, by part.
 _DISK_FILES = {SOURCE_BANK: "source.db", TARGET_BANK: "target.db", STORE: "promises.db"}
 _PATH_SETTING = {SOURCE_BANK: "LEDGER_PATH", TARGET_BANK: "LEDGER_PATH", STORE: "STORE_PATH"}

@@ -129,7 +129,7 @@ async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) 
         await injector.run(campaign.faults)
         await asyncio.sleep(max(0.0, params.duration - (time.monotonic() - zero)))
         log("faults over: clearing rules, resuming and restarting processes, reopening accounts")
-        await injector.recover()
+        notes += await _recover(injector)
         recovered = time.monotonic()
         await _wait_while_progressing(workload, workload_task, recovered, params.quiesce_timeout)
         quiesce_seconds: float | None = None
@@ -187,6 +187,18 @@ async def close_quickly(resonate: Resonate) -> None:
     """Stop the client, but not for longer than :data:`CLOSE_PATIENCE_S`."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(close_resonate(resonate), CLOSE_PATIENCE_S)
+
+
+async def _recover(injector: Injector) -> list[str]:
+    """Undo every fault; a part that cannot be brought back is a note, and the audit goes on.
+
+    The transfers it holds then count as not terminal, and the work dir keeps its files.
+    """
+    try:
+        await injector.recover()
+    except Exception as exc:
+        return [f"could not bring every part back after the faults: {type(exc).__name__}: {exc}"]
+    return []
 
 
 def _overlap_note(workload: Workload, recovered: float) -> str:
