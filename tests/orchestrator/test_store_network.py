@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from resonate_base.error import ConnectorError
 
+from orchestrator import store_network
 from orchestrator.settings import Settings
 from orchestrator.store_network import StoreNetwork
 from tests.promise_store.conftest import StoreServer
@@ -179,3 +180,34 @@ def test_an_https_store_url_is_refused_by_the_settings() -> None:
     assert Settings.from_env({"SOURCE_BANK_URL": "https://bank:5001"}).source_bank_url == (
         "https://bank:5001"
     )
+
+
+async def test_a_request_the_store_never_answers_is_sent_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After ``REQUEST_TIMEOUT_SECONDS`` without an answer the request counts as lost and is resent."""
+    monkeypatch.setattr(store_network, "REQUEST_TIMEOUT_SECONDS", 0.3)
+    received: list[bytes] = []
+
+    async def first_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        received.append(await reader.readexactly(length))
+        if len(received) == 1:
+            await asyncio.sleep(5)  # never answers the first
+            return
+        body = b'{"answered": true}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+
+    server = await asyncio.start_server(first_silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        net = StoreNetwork(f"http://127.0.0.1:{port}")
+        await net.start()
+        try:
+            answer = await asyncio.wait_for(net.send('{"kind": "x"}'), 5)
+        finally:
+            await net.stop()
+    assert json.loads(answer) == {"answered": True}
+    assert received == [b'{"kind": "x"}', b'{"kind": "x"}']
