@@ -30,7 +30,6 @@ the oldest is forgotten, which leaves its task to the 30 s retry.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import deque
@@ -61,18 +60,8 @@ class Address:
     pid: str | None
 
 
-#: Distinct addresses remembered by :func:`parse_address` (a worker has one or two).
-ADDRESS_CACHE = 4096
-
-
-@functools.lru_cache(maxsize=ADDRESS_CACHE)
 def parse_address(address: str) -> Address | None:
-    """Read a ``poll://`` address; ``None`` for anything this store cannot deliver to.
-
-    Every message routed reads its address, and the same few addresses come
-    back again and again: the answer is remembered (it depends on the string
-    alone, and an ``Address`` cannot change), which saves 2% of a loaded store.
-    """
+    """Read a ``poll://`` address; ``None`` for anything this store cannot deliver to."""
     try:
         parts = urlsplit(address)
     except ValueError:
