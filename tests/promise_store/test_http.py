@@ -16,10 +16,9 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-import httptools
 import pytest
 
-from promise_store.http import Request, Response, Server, Stream, request_path
+from promise_store.http import Request, Response, Server, Stream
 from tests.promise_store.conftest import StoreServer
 from tests.promise_store.test_served import envelope
 
@@ -188,10 +187,6 @@ def test_head_answers_carry_no_body_so_the_next_answer_is_intact(server: StoreSe
         ("GET", "/nowhere", 404),
         ("GET", "/poll/only-a-group", 404),
         ("HEAD", "/health", 200),
-        ("GET", "/health?probe=1", 200),
-        ("GET", "/health#top", 200),
-        ("GET", "http://store.example/health", 200),
-        ("GET", "/health/", 404),
     ],
 )
 def test_routes_and_methods(server: StoreServer, method: str, path: str, status: int) -> None:
@@ -282,28 +277,3 @@ def test_a_request_being_handled_finishes_after_its_client_leaves() -> None:
 
 def test_an_event_stream_ends_when_its_client_leaves() -> None:
     assert asyncio.run(_serve_until_client_leaves(streaming=True)) == (False, True)
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        b"/",
-        b"/poll/group-1/pid_2",
-        b"//x",
-        b"/a?b=1",
-        b"/a#f",
-        b"/%41;x=1:@",
-        b"http://host:80/x?y",
-        b"*",
-        b"/caf\xc3\xa9",
-    ],
-)
-def test_a_request_path_reads_as_the_url_parser_reads_it(url: bytes) -> None:
-    def parsed(read: Callable[[bytes], str]) -> str | type[Exception]:
-        try:
-            return read(url)
-        except httptools.HttpParserInvalidURLError as exc:
-            return type(exc)
-
-    expected = parsed(lambda u: httptools.parse_url(u).path.decode("latin-1"))
-    assert parsed(request_path) == expected
