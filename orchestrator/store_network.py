@@ -144,11 +144,6 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def expire(self, seconds: float) -> None:
-        """Give up on the request in flight: it fails with ``TimeoutError`` and the connection closes."""
-        self._fail(TimeoutError(f"no answer from the store in {seconds:g}s"))
-        self.close()
-
     def _fail(self, exc: Exception) -> None:
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
@@ -217,15 +212,8 @@ class StoreNetwork:
 
     async def _exchange(self, head: bytes, body: bytes) -> bytes:
         conn = await self._pool.take()
-        # A timer on the loop, not ``asyncio.timeout``: the context manager's
-        # bookkeeping was 4% of a worker's CPU, for a limit that almost never fires.
-        expiry = asyncio.get_running_loop().call_later(
-            REQUEST_TIMEOUT_SECONDS, conn.expire, REQUEST_TIMEOUT_SECONDS
-        )
-        try:
+        async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
             _, response = await self._pool.exchange(conn, head, body)
-        finally:
-            expiry.cancel()
         return response
 
 
