@@ -179,8 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for what, figure in result.recovery:
                 print(f"{what}: {figure}", flush=True)
     result.notes.append(
-        "The peers' bank client is aiohttp (bench/peers/bank_steps.py); "
-        "crossbank uses its own, on aiohttp too (orchestrator/bank_client.py)."
+        "Every system calls the banks over the same HTTP client: keep-alive connections "
+        "parsed by llhttp (orchestrator/store_network.py's ConnectionPool, used by "
+        "bench/peers/bank_steps.py and orchestrator/bank_client.py)."
     )
     result.notes.extend(args.note)
     for path in report.write(result, args.out):

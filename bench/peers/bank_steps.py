@@ -6,18 +6,23 @@ unknown (connection error, timeout, 5xx), raised so the durable runtime
 retries it. Every peer uses this same function, so differences in the
 figures come from the runtimes, not from the bank client.
 
-The HTTP client is aiohttp, the library crossbank's own bank client
-(``orchestrator/bank_client.py``) uses. On this kind of machine the client's
-CPU cost per request differs about fivefold between HTTP libraries, so the
-peers must use the same one as crossbank for the comparison to be about the
-runtimes.
+The HTTP client is the one crossbank's own bank client
+(``orchestrator/bank_client.py``) uses: keep-alive connections parsed by llhttp
+(``orchestrator.store_network.ConnectionPool``). On this kind of machine the
+client's CPU cost per request differs several times over between HTTP
+libraries, so the peers must use the same one as crossbank for the comparison
+to be about the runtimes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypedDict
+from urllib.parse import urlsplit
 
-import aiohttp
+import msgspec
+
+from orchestrator.store_network import ConnectionPool
 
 TIMEOUT_SECONDS = 10.0
 
@@ -36,37 +41,45 @@ class OutcomeUnknown(RuntimeError):
 
 
 class BankHttp:
-    """A pooled aiohttp session; created lazily so it binds to the running loop.
+    """Pooled keep-alive connections per bank, opened on first use.
 
     ``post_json`` answers (status, parsed body or None); a transport error or a
-    timeout raises :class:`OutcomeUnknown`.
+    timeout raises :class:`OutcomeUnknown`. At most ``pool`` requests at once.
     """
 
     def __init__(self, headers: dict[str, str], pool: int) -> None:
-        self._headers = headers
-        self._pool = pool
-        self._session: aiohttp.ClientSession | None = None
+        self._head_lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self._size = pool
+        self._pools: dict[str, ConnectionPool] = {}
+        self._slots: asyncio.Semaphore | None = None
 
     async def post_json(self, url: str, body: dict[str, Any]) -> tuple[int, Any]:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
-                connector=aiohttp.TCPConnector(limit=self._pool),
-            )
+        parts = urlsplit(url)
+        pool = self._pools.get(parts.netloc)
+        if pool is None:
+            pool = ConnectionPool(parts.hostname or "", parts.port or 80, max_idle=self._size)
+            self._pools[parts.netloc] = pool
+        payload = msgspec.json.encode(body)
+        head = (
+            f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n{self._head_lines}"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode("latin-1")
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._size)
         try:
-            async with self._session.post(url, json=body) as response:
-                try:
-                    return int(response.status), await response.json(content_type=None)
-                except ValueError:
-                    return int(response.status), None
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            async with self._slots, asyncio.timeout(TIMEOUT_SECONDS):
+                status, content = await pool.exchange(await pool.take(), head, payload)
+        except OSError as exc:  # a refused or broken connection, a timeout
             raise OutcomeUnknown(f"{url}: {type(exc).__name__}: {exc}") from exc
+        try:
+            return status, msgspec.json.decode(content)
+        except msgspec.DecodeError:
+            return status, None
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.close()
 
     async def __aenter__(self) -> BankHttp:
         return self
