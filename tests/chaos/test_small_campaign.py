@@ -26,7 +26,7 @@ from orchestrator.local.system import POSTGRES_BACKEND, STORE_BACKEND
 from tests.postgres_available import require_postgres
 
 SEED = 20261125
-#: A Postgres connection that goes silent holds its client for good (chaos/README.md,
+#: A Postgres connection that goes silent holds its client (chaos/README.md,
 #: "Findings"): these two kinds stall the whole Postgres workload, so this campaign,
 #: which must end, leaves them out until that is fixed.
 SILENT_POSTGRES_LINKS = ("blackhole_client_postgres", "blackhole_worker_postgres")
