@@ -25,6 +25,7 @@ def main() -> int:
             settings.store_path,
             snapshot_every=settings.snapshot_every,
             commit_in_thread=settings.commit_in_thread,
+            write_retry_interval=settings.write_retry_interval,
         )
     except (ConfigError, StoreError) as exc:
         logger.error("%s", exc)

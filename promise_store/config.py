@@ -11,7 +11,7 @@ from envsettings import SettingsError, boolean, integer, number
 from promise_store.delivery import DEFAULT_MAX_WATCHED, DEFAULT_REOFFER_AFTER
 from promise_store.http import Limits
 from promise_store.limits import DEFAULT_MAX_JSON_DEPTH
-from promise_store.state import DEFAULT_SNAPSHOT_EVERY
+from promise_store.state import DEFAULT_SNAPSHOT_EVERY, DEFAULT_WRITE_RETRY_INTERVAL
 
 #: The one error type for a bad setting in every part (:mod:`envsettings`).
 ConfigError = SettingsError
@@ -28,6 +28,8 @@ class Settings:
     #: Commit journal entries on a worker thread instead of the event loop.
     commit_in_thread: bool = False
     tick_interval: float = 1.0
+    #: Seconds after a failed journal write (a full disk) before it is tried again.
+    write_retry_interval: float = DEFAULT_WRITE_RETRY_INTERVAL
     #: Seconds an ``execute`` dealt to one listener of a group may stay unacquired
     #: before other listeners are offered it, and how many offers are watched.
     reoffer_after: float = DEFAULT_REOFFER_AFTER
@@ -40,7 +42,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """``HOST``, ``PORT``, ``STORE_PATH``, ``RESONATE_TOKEN``, ``SNAPSHOT_EVERY``,
-        ``COMMIT_IN_THREAD``, ``TICK_INTERVAL`` and ``REOFFER_AFTER`` (seconds), ``MAX_WATCHED_OFFERS``,
+        ``COMMIT_IN_THREAD``, ``TICK_INTERVAL``, ``WRITE_RETRY_INTERVAL`` and ``REOFFER_AFTER``
+        (seconds), ``MAX_WATCHED_OFFERS``,
         ``MAX_JSON_DEPTH`` and the HTTP limits (:func:`limits_from_env`); unset
         means the default."""
         e = os.environ if env is None else env
@@ -53,6 +56,9 @@ class Settings:
             snapshot_every=integer(e, "SNAPSHOT_EVERY", d.snapshot_every, low=1, high=10**9),
             commit_in_thread=boolean(e, "COMMIT_IN_THREAD", d.commit_in_thread),
             tick_interval=number(e, "TICK_INTERVAL", d.tick_interval, low=0.01, high=60.0),
+            write_retry_interval=number(
+                e, "WRITE_RETRY_INTERVAL", d.write_retry_interval, low=0.01, high=3600.0
+            ),
             reoffer_after=number(e, "REOFFER_AFTER", d.reoffer_after, low=0.05, high=3600.0),
             max_watched_offers=integer(
                 e, "MAX_WATCHED_OFFERS", d.max_watched_offers, low=0, high=1_000_000

@@ -33,5 +33,6 @@ class StoreFailed(StoreError):
     """A journal write failed; the in-memory state can no longer be trusted.
 
     The store refuses every further request rather than answer from state that
-    is not on disk. Restarting the process recovers from the journal.
+    is not on disk, until a probe write is synced again and the state is rebuilt
+    from the journal (a restart recovers the same way).
     """

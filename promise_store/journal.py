@@ -9,6 +9,8 @@ Layout (one file, WAL mode, ``synchronous=FULL``):
 * ``snapshot(id=1, seq, body, crc)`` -- the state after entry ``seq``; every
   journal row up to ``seq`` is deleted in the same transaction.
 * ``quarantine`` -- rows that failed verification at start, kept for a human.
+* ``probe`` -- always empty: a write that fills and empties it tells whether
+  the disk takes writes again after one failed (:meth:`Journal.probe`).
 
 This module only moves bytes; what the rows mean lives in ``promise_store.state``.
 """
@@ -27,6 +29,9 @@ logger = logging.getLogger(__name__)
 REQUEST = "req"
 TICK = "tick"
 
+#: What :meth:`Journal.probe` writes: more than a typical batch of entries.
+PROBE_BYTES = 64 * 1024
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
     seq  INTEGER PRIMARY KEY,
@@ -40,6 +45,9 @@ CREATE TABLE IF NOT EXISTS snapshot (
     seq  INTEGER NOT NULL,
     body BLOB    NOT NULL,
     crc  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS probe (
+    body BLOB
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     seq  INTEGER,
@@ -182,6 +190,19 @@ class Journal:
                 logger.warning(
                     "%s: compacting after snapshot %d failed: %s", self.path, snapshot.seq, exc
                 )
+
+    def probe(self, size: int = PROBE_BYTES) -> None:
+        """Commit ``size`` bytes in and out of the probe table, synced; raises while writes fail.
+
+        It leaves the file as it was, so it can run any time; it makes SQLite
+        write (and sync) a real batch's worth of pages, so a disk with room
+        for less than that still counts as full.
+        """
+        if self._db.in_transaction:  # left open by the write that failed
+            self._db.execute("ROLLBACK")
+        with self._transaction():
+            self._db.execute("INSERT INTO probe (body) VALUES (zeroblob(?))", (size,))
+            self._db.execute("DELETE FROM probe")
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

@@ -20,8 +20,12 @@ inside the state machine fails that request alone: its half-done effects are
 undone by rebuilding the state from the journal (which never saw it), so what
 is live is what a restart would rebuild. A snapshot that cannot be encoded is
 skipped and reported (``snapshot_failure``); the journal keeps every entry, so
-nothing is lost. A journal write that fails stops all work (``write_failure``),
-since the state in memory is then ahead of the disk.
+nothing is lost. A journal write that fails (a full disk, an I/O error) stops
+all work (``write_failure``), since the state in memory is then ahead of the
+disk; every ``write_retry_interval`` (longer after each try that fails) the
+store writes a probe, and once that is synced it rebuilds the state from the
+journal, which never held the failed entries (nobody was told they were
+written), and takes work again by itself.
 
 All methods run on one asyncio event loop. A commit of journal entries runs on
 the loop itself (about 0.2 ms here; handing it to a thread and back cost more
@@ -66,6 +70,15 @@ from promise_store.snapshot import decode_state, encode_state
 logger = logging.getLogger(__name__)
 
 DEFAULT_SNAPSHOT_EVERY = 10_000
+
+#: SQLite's codes for a file that is sound but cannot be written now (no space,
+#: an I/O error): said as such at start, not called a damaged store.
+_CANNOT_WRITE = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
+
+#: Seconds after a failed journal write before the disk is tried again; each
+#: try that fails doubles the wait, up to ``MAX_WRITE_RETRY_BACKOFF`` times it.
+DEFAULT_WRITE_RETRY_INTERVAL = 1.0
+MAX_WRITE_RETRY_BACKOFF = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +148,7 @@ class JournaledState:
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         clock: Callable[[], int] = now_ms,
         commit_in_thread: bool = False,
+        write_retry_interval: float = DEFAULT_WRITE_RETRY_INTERVAL,
     ) -> None:
         if snapshot_every < 1:
             msg = f"snapshot_every must be at least 1, got {snapshot_every}"
@@ -143,12 +157,18 @@ class JournaledState:
         self._clock = clock
         self._snapshot_every = snapshot_every
         self._commit_in_thread = commit_in_thread
+        self._write_retry_interval = write_retry_interval
+        self._failed_write_retries = 0
+        self._next_write_retry = 0.0
         self._lock = FileLock(self.path).acquire()
         try:
             self._journal = Journal(self.path)
             self.state, self._seq, self.recovery = self._recover()
         except sqlite3.DatabaseError as exc:
             self._lock.release()
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _CANNOT_WRITE:
+                msg = f"{self.path} cannot be written ({exc}); free space on its disk, then start"
+                raise StoreFailed(msg) from exc
             msg = f"{self.path} is not a readable promise store ({exc}); refusing to start"
             raise CorruptStore(msg) from exc
         except BaseException:
@@ -238,6 +258,8 @@ class JournaledState:
         the state as the journal has it.
         """
         await self._while_rebuilding()
+        if self._failure is not None:
+            await self._retry_failed_writes()
         self._check_usable()
         kind = req.get("kind")
         if kind not in KNOWN_KINDS:
@@ -270,6 +292,8 @@ class JournaledState:
     async def tick(self) -> list[OutgoingMessage]:
         """Advance the clock; journal and return what fired (nothing is journaled if nothing did)."""
         await self._while_rebuilding()
+        if self._failure is not None:
+            await self._retry_failed_writes()
         self._check_usable()
         now = self._clock()
         if not tick_changes_state(self.state, now):
@@ -337,6 +361,54 @@ class JournaledState:
             self._rebuilt.set_result(None)
             self._rebuilt = None
 
+    # -- taking work again after a failed write -------------------------------------
+
+    async def _retry_failed_writes(self) -> None:
+        """Once the disk takes a synced probe, rebuild from the journal and take work again.
+
+        The entries whose write failed were never acknowledged (their callers
+        got a 503), so the journal is the truth: rebuilding from it drops them
+        and everything applied on top of them. Tried at most once per wait
+        (``write_retry_interval``, doubled after each try that fails), from the
+        next request or clock tick. A corrupt or closed store stays down.
+        """
+        failure = self._failure
+        if failure is None or isinstance(failure, CorruptStore) or self._closed:
+            return
+        if self._rebuilt is not None or time.monotonic() < self._next_write_retry:
+            return
+        self._rebuilt = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.to_thread(self._journal.probe)
+            state, seq, recovery = await asyncio.to_thread(self._recover)
+            self.state, self._seq, self._durable_seq = state, seq, seq
+            self._pending, self._pending_snapshot = [], None
+            self._since_snapshot = recovery.replayed
+            self._failure = None
+            logger.warning(
+                "%s: the journal takes writes again; state rebuilt at entry %d, taking work",
+                self.path,
+                seq,
+            )
+        except Exception as exc:
+            self._failed_write_retries += 1
+            wait = self._schedule_write_retry()
+            logger.warning(
+                "%s: the journal still cannot be written (%s); next try in %.1fs",
+                self.path,
+                exc,
+                wait,
+            )
+        finally:
+            self._rebuilt.set_result(None)
+            self._rebuilt = None
+
+    def _schedule_write_retry(self) -> float:
+        backoff = min(1 << min(self._failed_write_retries, 16), MAX_WRITE_RETRY_BACKOFF)
+        wait = self._write_retry_interval * backoff
+        self._next_write_retry = time.monotonic() + wait
+        return wait
+
     # -- group commit -----------------------------------------------------------
 
     def _append(self, now: int, kind: str, body: bytes) -> None:
@@ -382,10 +454,12 @@ class JournaledState:
                     "%s: journal write failed, refusing further work: %s", self.path, exc
                 )
                 self._failure = exc
+                self._next_write_retry = time.monotonic() + self._write_retry_interval
                 self._wake(error=exc)
                 return
             if batch:
                 self._durable_seq = batch[-1].seq
+                self._failed_write_retries = 0
             self._wake()
 
     def _write(self, batch: list[Entry], snap: Snapshot | None) -> None:

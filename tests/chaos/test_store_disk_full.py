@@ -1,12 +1,10 @@
 """The promise store on a real, small, full disk: it refuses, never acknowledges, says so.
 
-Run as root (it mounts a tmpfs). The store is fail-stop by design
-(promise_store/README.md: "A journal write that fails ... stops all work"):
-it refuses every request and answers /health 503 until it is restarted, and a
-restart recovers every acknowledged write. The issue asks more of a part whose
-disk filled: that it recovers *by itself* when space returns. The last test
-pins that down; it is expected to fail until the store can rebuild its state
-from the journal without a restart.
+Run as root (it mounts a tmpfs). While its journal cannot be written the store
+refuses every request and answers /health 503 with the reason; a restart
+recovers every acknowledged write; and once space returns it serves again by
+itself: it writes a probe, rebuilds its state from the journal and takes work
+(promise_store/README.md, "Durability").
 """
 
 from __future__ import annotations
@@ -96,10 +94,6 @@ def test_a_full_journal_refuses_writes_reports_it_and_loses_nothing(store_on_sma
     assert found == {"before-full": True, "while-full": False}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the promise store is fail-stop: after a failed journal write it needs a restart",
-)
 @pytest.mark.timeout(120)
 def test_the_store_serves_again_by_itself_once_space_returns(store_on_small_disk) -> None:
     disk, _, settings = store_on_small_disk
@@ -110,3 +104,14 @@ def test_the_store_serves_again_by_itself_once_space_returns(store_on_small_disk
     while not is_healthy(health) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert is_healthy(health)
+    asyncio.run(_create_one(settings, "after-full"))
+    found = asyncio.run(_ids(settings, "before-full", "while-full", "after-full"))
+    assert found == {"before-full": True, "while-full": False, "after-full": True}
+
+
+async def _create_one(settings: Settings, promise_id: str) -> None:
+    resonate = open_resonate(settings, role="client")
+    try:
+        await _create(resonate, promise_id)
+    finally:
+        await close_resonate(resonate)
