@@ -148,7 +148,7 @@ def _served(
         health=health,
     )
     return Resonate(
-        network=StoreNetwork(url, token=token),
+        network=StoreNetwork(url, token=token, request_timeout=settings.store_request_timeout),
         sources=[push],
         pid=pid,
         group=group,

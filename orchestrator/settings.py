@@ -24,6 +24,7 @@ from envsettings import (
     string,
     url,
 )
+from orchestrator.store_network import DEFAULT_REQUEST_TIMEOUT_SECONDS
 
 DEFAULT_STORE_PATH = "./data/promises.db"
 DEFAULT_SOURCE_BANK_URL = "http://127.0.0.1:5001"
@@ -46,6 +47,8 @@ class Settings:
     ``push_idle_timeout`` and ``push_max_lifetime`` bound the push channel (see
     :mod:`orchestrator.push`); ``worker_health_file``, when set, is where a worker
     says whether it can receive work (see :mod:`orchestrator.health_file`).
+    ``store_request_timeout`` is how long a request to the served store may go
+    unanswered before it is sent again (see :mod:`orchestrator.store_network`).
     ``pg_warn_every`` is how often a repeated warning of the Postgres connector
     is shown while the database is down (see :mod:`orchestrator.repeated_warnings`).
     """
@@ -68,6 +71,7 @@ class Settings:
     push_max_lifetime: float = 3600.0
     worker_health_file: Path | None = None
     pg_warn_every: float = 10.0
+    store_request_timeout: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
 
     @property
     def served(self) -> bool:
@@ -110,6 +114,9 @@ class Settings:
             push_max_lifetime=number(env, "PUSH_MAX_LIFETIME", 3600.0, low=1.0),
             worker_health_file=optional_path(env, "WORKER_HEALTH_FILE"),
             pg_warn_every=number(env, "PG_WARN_EVERY", 10.0, low=0.1),
+            store_request_timeout=number(
+                env, "STORE_REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT_SECONDS, low=0.1, high=3600.0
+            ),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -138,6 +145,7 @@ class Settings:
             "PUSH_MAX_LIFETIME": repr(self.push_max_lifetime),
             "WORKER_HEALTH_FILE": str(self.worker_health_file or ""),
             "PG_WARN_EVERY": repr(self.pg_warn_every),
+            "STORE_REQUEST_TIMEOUT": repr(self.store_request_timeout),
         }
 
 

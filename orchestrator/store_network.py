@@ -41,9 +41,11 @@ logger = logging.getLogger(__name__)
 RETRY_INITIAL_SECONDS = 0.05
 #: ...doubling up to this cap, retrying for as long as the connection runs.
 RETRY_MAX_SECONDS = 1.0
-#: A request unanswered this long is treated as lost (and sent again), like
-#: aiohttp's default total timeout the SDK's own connection runs with.
-REQUEST_TIMEOUT_SECONDS = 300.0
+#: A request unanswered this long is treated as lost (and sent again); the default of
+#: ``STORE_REQUEST_TIMEOUT``. The store answers once its commit is synced, well under
+#: a second; a connection that hangs (a blackholed link) must not hold the SDK's
+#: refresh loop, which checks its handles one request at a time, for minutes.
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 30.0
 #: A request the store does not answer is logged as a warning on its first resend and
 #: every this many resends after (about every 10 s at the 1 s cap), at debug otherwise.
 WARN_EVERY_ATTEMPTS = 10
@@ -153,13 +155,20 @@ class _Connection(asyncio.Protocol):
 class StoreNetwork:
     """``Network`` for a Resonate HTTP server at ``url``: ``POST /`` over pooled connections.
 
-    ``token`` adds ``Authorization: Bearer <token>`` to every request. The
+    ``token`` adds ``Authorization: Bearer <token>`` to every request; a request
+    unanswered after ``request_timeout`` seconds is sent again. The
     ``headers`` the SDK passes to :meth:`send` (the request's routing origin)
     are for connectors that shard by it; the store reads the origin from the
     envelope itself, so they are not sent.
     """
 
-    def __init__(self, url: str, *, token: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"the promise store URL must be http://host[:port], got {url!r}")
@@ -173,6 +182,7 @@ class StoreNetwork:
             "Content-Type: application/json\r\nContent-Length: "
         ).encode()
         self._pool = ConnectionPool(self._host, self._port)
+        self._request_timeout = request_timeout
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -212,7 +222,7 @@ class StoreNetwork:
 
     async def _exchange(self, head: bytes, body: bytes) -> bytes:
         conn = await self._pool.take()
-        async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
+        async with asyncio.timeout(self._request_timeout):
             _, response = await self._pool.exchange(conn, head, body)
         return response
 

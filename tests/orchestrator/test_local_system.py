@@ -48,6 +48,7 @@ EVERY_FIELD_CHANGED = Settings(
     push_max_lifetime=99.5,
     worker_health_file=Path("/somewhere/worker.health"),
     pg_warn_every=2.5,
+    store_request_timeout=7.5,
 )
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from resonate_base.error import ConnectorError
 
-from orchestrator import store_network
 from orchestrator.settings import Settings
 from orchestrator.store_network import StoreNetwork
 from tests.promise_store.conftest import StoreServer
@@ -182,11 +181,8 @@ def test_an_https_store_url_is_refused_by_the_settings() -> None:
     )
 
 
-async def test_a_request_the_store_never_answers_is_sent_again(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """After ``REQUEST_TIMEOUT_SECONDS`` without an answer the request counts as lost and is resent."""
-    monkeypatch.setattr(store_network, "REQUEST_TIMEOUT_SECONDS", 0.3)
+async def test_a_request_the_store_never_answers_is_sent_again() -> None:
+    """After ``STORE_REQUEST_TIMEOUT`` without an answer the request counts as lost and is resent."""
     received: list[bytes] = []
 
     async def first_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -203,7 +199,8 @@ async def test_a_request_the_store_never_answers_is_sent_again(
     server = await asyncio.start_server(first_silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
-        net = StoreNetwork(f"http://127.0.0.1:{port}")
+        timeout = Settings.from_env({"STORE_REQUEST_TIMEOUT": "0.3"}).store_request_timeout
+        net = StoreNetwork(f"http://127.0.0.1:{port}", request_timeout=timeout)
         await net.start()
         try:
             answer = await asyncio.wait_for(net.send('{"kind": "x"}'), 5)
