@@ -244,8 +244,9 @@ class Injector:
         """Give a part whose disk was full a while to serve again; else restart it.
 
         That is what a supervisor watching ``/health`` does with a part that
-        stops for good after a failed write (the promise store does: its state
-        in memory is ahead of its journal). The record says so.
+        does not come back by itself. Every part should (the banks probe their
+        disk, the store retries its journal every ``WRITE_RETRY_INTERVAL``), so
+        a restart here is a finding, and the record says so.
         """
         target = record.fault.target
         process = self.cluster.processes[target]
