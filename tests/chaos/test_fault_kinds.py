@@ -61,10 +61,13 @@ RATE = 4.0
 CLOCK_STEP_S = -30.0
 #: How long the client may take to hear every outcome once the fault is undone.
 CLIENT_PATIENCE_S = 10.0
+#: The small disks' size here: filling the campaign's default (256 MB) can take
+#: longer, on a busy machine, than the transfers sent around the fault.
+FULL_DISK_MB = 16
 
 
-def _running(workdir: Path) -> Iterator[Cluster]:
-    running = Cluster(ClusterConfig(workdir=workdir, workers=2))
+def _running(workdir: Path, **config: Any) -> Iterator[Cluster]:
+    running = Cluster(ClusterConfig(workdir=workdir, workers=2, **config))
     try:
         running.start()
         asyncio.run(_open_accounts(running))
@@ -89,7 +92,7 @@ def cluster(kind: str, shared_cluster: Cluster, tmp_path: Path) -> Iterator[Clus
     need new blocks at once.
     """
     if kind in DISK_KINDS:
-        yield from _running(tmp_path)
+        yield from _running(tmp_path, disk_mb=FULL_DISK_MB)
     else:
         yield shared_cluster
 
