@@ -43,7 +43,7 @@ class ProcessCpu:
         return self.user_s + self.system_s
 
 
-def _read_stat(pid: int) -> tuple[int, float, float] | None:
+def read_stat(pid: int) -> tuple[int, float, float] | None:
     """(parent pid, user seconds, system seconds) of ``pid``, or None if it is gone."""
     try:
         raw = (PROC / str(pid) / "stat").read_text()
@@ -70,7 +70,7 @@ def sample(root: int, seen: dict[int, ProcessCpu]) -> None:
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
             continue
-        stat = _read_stat(int(entry.name))
+        stat = read_stat(int(entry.name))
         if stat is not None:
             parents[int(entry.name)] = stat[0]
             times[int(entry.name)] = (stat[1], stat[2])
