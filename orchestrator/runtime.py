@@ -68,7 +68,9 @@ def open_resonate(settings: Settings, *, role: Role) -> Resonate:
     if settings.resonate_pg_dsn is not None:
         group = settings.group if role == "worker" else client_group(settings)
         limit_repeated_warnings(settings.pg_warn_every)
-        resonate = _on_postgres(settings.resonate_pg_dsn, group, ttl)
+        resonate = _on_postgres(
+            settings.resonate_pg_dsn, group, ttl, settings.store_request_timeout
+        )
         if role == "client":
             return resonate
     elif settings.resonate_url is None:
@@ -158,12 +160,17 @@ def _served(
     )
 
 
-def _on_postgres(dsn: str, group: str, ttl: timedelta) -> Resonate:
-    """A Resonate whose server is the database at ``dsn`` (``resonate.sql`` applied)."""
-    from orchestrator.postgres_connection import TimerKeepingConnection
+def _on_postgres(dsn: str, group: str, ttl: timedelta, query_timeout: float) -> Resonate:
+    """A Resonate whose server is the database at ``dsn`` (``resonate.sql`` applied).
+
+    Every query gives up after ``query_timeout`` seconds (``STORE_REQUEST_TIMEOUT``,
+    the same bound as a request to the served store).
+    """
+    from orchestrator.postgres_connection import BoundedSessions, TimerKeepingConnection
 
     pid = uuid.uuid4().hex
-    connection = TimerKeepingConnection(dsn, pid=pid, group=group)
+    sessions = BoundedSessions(dsn, query_timeout=query_timeout)
+    connection = TimerKeepingConnection(sessions=sessions, pid=pid, group=group)
     return Resonate(network=connection, sources=[connection], pid=pid, group=group, ttl=ttl)
 
 
