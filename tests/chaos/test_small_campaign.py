@@ -21,7 +21,7 @@ from chaos.clock import libfaketime
 from chaos.disks import why_no_disks
 from chaos.results import load_params
 from chaos.runner import run_campaign
-from chaos.schedule import CLOCK_KINDS, DISK_KINDS, CampaignParams, kinds_for
+from chaos.schedule import CLOCK_KINDS, DISK_KINDS, CampaignParams
 from orchestrator.local.system import POSTGRES_BACKEND, STORE_BACKEND
 from tests.postgres_available import require_postgres
 
