@@ -9,6 +9,7 @@ derive from it (:func:`orchestrator.saga.op_id`).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -170,7 +171,13 @@ async def start_transfer(
         handle = resonate.options(timeout=TRANSFER_TIMEOUT).run(
             request.transfer_id, transfer, params
         )
-    await handle.id()  # the root promise exists (created now, or earlier by someone)
+    # The root promise exists once this returns (created now, or earlier by
+    # someone). Shielded: the SDK's handle awaits its creation future bare, so
+    # a caller that gives up on the start (``wait_for``) cancelled that future,
+    # and the SDK's create, finishing later, died on it ("invalid state")
+    # before registering for the result, which then came only from the
+    # client's refresh loop (chaos/README.md, "Findings").
+    await asyncio.shield(handle.id())
     return TransferHandle(request, handle, resonate)
 
 
