@@ -10,7 +10,11 @@ leases (``LEASE_TTL``) expire.
 With ``WORKER_STATUS_FILE`` set, the worker also keeps that file saying which
 transfers it is running now (``{"pid", "running": [transfer ids], "at"}``,
 rewritten within ``WORKER_STATUS_EVERY`` seconds of a change), so the console
-can name the worker that runs a transfer, on either backend.
+can name the worker that runs a transfer, on either backend. With
+``WORKER_STATUS_DIR`` instead, the file is ``<hostname>-<pid>.json`` in that
+directory: one name per worker however many share it (compose's workers and
+its console share one volume; the console reads it as
+``CONSOLE_WORKER_STATUS_DIR``).
 
 SIGTERM or SIGINT stops it gracefully: no new work is taken, running steps
 get up to ``lease_ttl`` seconds to finish, and anything still unfinished is
@@ -24,6 +28,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -47,11 +52,21 @@ STATUS_REFRESH_SECONDS = 5.0
 
 
 def status_settings(env: Mapping[str, str] = os.environ) -> tuple[Path | None, float]:
-    """``WORKER_STATUS_FILE`` (unset: none kept) and ``WORKER_STATUS_EVERY`` (seconds)."""
-    return (
+    """The status file (``WORKER_STATUS_FILE``, or a name of its own in
+    ``WORKER_STATUS_DIR``; neither: none kept) and ``WORKER_STATUS_EVERY`` (seconds)."""
+    every = number(env, "WORKER_STATUS_EVERY", DEFAULT_STATUS_EVERY, low=0.05, high=60.0)
+    file, directory = (
         optional_path(env, "WORKER_STATUS_FILE"),
-        number(env, "WORKER_STATUS_EVERY", DEFAULT_STATUS_EVERY, low=0.05, high=60.0),
+        optional_path(env, "WORKER_STATUS_DIR"),
     )
+    if file is not None and directory is not None:
+        raise SettingsError(
+            "WORKER_STATUS_DIR",
+            "is set with WORKER_STATUS_FILE: set WORKER_STATUS_FILE or WORKER_STATUS_DIR, not both",
+        )
+    if directory is not None:
+        file = directory / f"{socket.gethostname()}-{os.getpid()}.json"
+    return file, every
 
 
 def running_transfers(resonate: Resonate) -> list[str]:
@@ -108,6 +123,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     logger.info("worker %d stopping", os.getpid())
     if keeper is not None:
         keeper.cancel()
+        # Gone on purpose: no file left to show it as a dead worker. A killed
+        # worker's file stays, and goes stale (the console shows it dead).
+        assert status_file is not None
+        with contextlib.suppress(OSError):
+            status_file.unlink()
     try:
         await asyncio.wait_for(close_resonate(resonate), timeout=settings.lease_ttl)
     except TimeoutError:
