@@ -113,7 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quiet:
         # The SDK logs each retry of a store that is down; expected here, noise in a summary.
         logging.getLogger("resonate").setLevel(logging.ERROR)
-    outcome = asyncio.run(run_campaign(params, workdir=workdir, log=log))
+    try:
+        outcome = asyncio.run(run_campaign(params, workdir=workdir, log=log))
+    except KeyboardInterrupt:
+        # asyncio.run cancelled the campaign, whose clean-up stopped every process.
+        print(f"interrupted: every process stopped, nothing audited; work dir: {workdir}")
+        return 130
     print(outcome.summary())
     if args.out is not None:
         outcome.write(args.out)

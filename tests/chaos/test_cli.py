@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from chaos.cli import build_parser, main, params_from
@@ -52,3 +57,37 @@ def test_a_store_link_is_refused_on_postgres(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         main(["--backend", "postgres", "--kinds", "partition_worker_store", "--seed", "1"])
     assert "partition_worker_store" in capsys.readouterr().err
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux's /proc)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in map(int, task.read_text().split()):
+            found |= {child} | descendants(child)
+    return found
+
+
+def test_ctrl_c_stops_every_process_and_says_so(tmp_path: Path) -> None:
+    options = ["--seed", "7", "--transfers", "400", "--rate", "10", "--faults", "2"]
+    options += ["--duration", "60", "--workdir", str(tmp_path / "run")]
+    campaign = subprocess.Popen(
+        [sys.executable, "-m", "chaos", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert campaign.stderr is not None
+        for line in campaign.stderr:  # the parts are up once the transfers start
+            if "running 400 transfers" in line:
+                break
+        started = descendants(campaign.pid)
+        assert started, "the campaign started its banks, store and workers as children"
+        campaign.send_signal(signal.SIGINT)
+        out, _ = campaign.communicate(timeout=60)
+    finally:
+        campaign.kill()
+    assert campaign.returncode == 130
+    assert "interrupted: every process stopped" in out
+    assert not any(Path(f"/proc/{pid}").exists() for pid in started)
