@@ -16,7 +16,10 @@ worker's log says about its push channel.
 
 The defaults (20 minutes busy, 10 idle) keep a worker and a client connected
 well past the 300 s after which the SDK's own push channel used to die
-silently (issue 11). It exits 1 if anything failed. Not part of ``make test``:
+silently (issue 11). ``--backend postgres`` runs the same on Resonate on
+Postgres (a private one), where the worker hears of work on a LISTEN
+connection and the summary counts that connection's log lines instead. It
+exits 1 if anything failed. Not part of ``make test``:
 
     .venv/bin/python -m bench.soak                          # about 30 minutes
     .venv/bin/python -m bench.soak --busy 20 --idle 10      # a quick look that it works
@@ -36,7 +39,14 @@ from pathlib import Path
 
 from resonate.resonate import Resonate
 
-from orchestrator.local.system import WORKERS, LocalSystem, with_fresh_tokens
+from orchestrator.local.system import (
+    BACKENDS,
+    POSTGRES_BACKEND,
+    STORE_BACKEND,
+    WORKERS,
+    LocalSystem,
+    with_fresh_tokens,
+)
 from orchestrator.settings import Settings
 from orchestrator.transfers import TransferRequest, start_transfer
 
@@ -85,14 +95,26 @@ async def _soak(cluster: LocalSystem, args: argparse.Namespace) -> tuple[list[Ou
     return busy, after_idle
 
 
-def _push_events(cluster: LocalSystem) -> Counter[str]:
-    """What the worker's log says about its push channel, by kind of line."""
-    kinds = {
+#: What a worker's log says about how it hears of work, by backend: its push
+#: channel to the promise store, or its LISTEN connection and drains on Postgres.
+CHANNEL_LINES = {
+    STORE_BACKEND: {
         "opened": "push channel open at",
         "lost": "push channel lost",
         "back": "push channel back at",
         "planned reconnect": "reconnecting on purpose",
-    }
+    },
+    POSTGRES_BACKEND: {
+        "listening": "postgres listening",
+        "listen failed": "postgres listen failed",
+        "drain failed": "postgres drain failed",
+    },
+}
+
+
+def _push_events(cluster: LocalSystem) -> Counter[str]:
+    """What the worker's log says about its push channel, by kind of line."""
+    kinds = CHANNEL_LINES[cluster.backend]
     found: Counter[str] = Counter()
     for worker in cluster.workers:
         assert worker.log_path is not None
@@ -120,7 +142,11 @@ async def _exactly_once(cluster: LocalSystem, outcomes: list[Outcome]) -> list[s
 def run(workdir: Path, args: argparse.Namespace) -> int:
     # The product's defaults (Settings()), nothing shortened; the worker logs its push channel.
     soak = LocalSystem(
-        workdir, with_fresh_tokens(Settings()), faults=True, env={WORKERS: {"LOG_LEVEL": "INFO"}}
+        workdir,
+        with_fresh_tokens(Settings()),
+        faults=True,
+        env={WORKERS: {"LOG_LEVEL": "INFO"}},
+        backend=args.backend,
     )
     with soak as cluster:
         started = time.monotonic()
@@ -146,7 +172,8 @@ def run(workdir: Path, args: argparse.Namespace) -> int:
     print(f"  after {args.idle:g}s idle: {after_idle.seconds * 1000:.1f} ms ({after_idle.status})")
     print(f"  every op exactly once, audit clean: {'yes' if not problems else 'NO'}")
     print(f"  worker still the one started: {'yes' if worker_alive else 'NO'}")
-    print("  worker push channel: " + ", ".join(f"{k} {events[k]}" for k in sorted(events)))
+    channel = "push channel" if args.backend == STORE_BACKEND else "Postgres connection"
+    print(f"  worker {channel}: " + ", ".join(f"{k} {events[k]}" for k in sorted(events)))
     for problem in [*(f"{o.transfer_id}: {o.status}" for o in failed), *problems][:20]:
         print(f"  PROBLEM {problem}")
     if slow_after_idle:
@@ -169,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         " 0 lines transfers up with the SDK's 10 s subscription refresh: see bench/README.md)",
     )
     parser.add_argument("--workdir", type=Path, help="keep logs and data here (default: temp)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=STORE_BACKEND,
+        help="the served promise store (default) or Resonate on Postgres (a private one)",
+    )
     args = parser.parse_args(argv)
     args.offset = args.every / 2 if args.offset is None else args.offset
     if min(args.busy, args.idle, args.within, args.offset) < 0 or args.every <= 0:
