@@ -177,8 +177,15 @@ async def start_transfer(
     # and the SDK's create, finishing later, died on it ("invalid state")
     # before registering for the result, which then came only from the
     # client's refresh loop (chaos/README.md, "Findings").
-    await asyncio.shield(handle.id())
+    created = asyncio.ensure_future(handle.id())
+    created.add_done_callback(_seen)  # a failure after the caller left is not "never retrieved"
+    await asyncio.shield(created)
     return TransferHandle(request, handle, resonate)
+
+
+def _seen(done: asyncio.Future[str]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 def check_same_transfer(request: TransferRequest, stored: dict[str, Any] | None) -> None:
