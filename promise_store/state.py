@@ -257,10 +257,7 @@ class JournaledState:
         unexpected exception inside the state machine answers 500 and leaves
         the state as the journal has it.
         """
-        await self._while_rebuilding()
-        if self._failure is not None:
-            await self._retry_failed_writes()
-        self._check_usable()
+        await self._until_usable()
         kind = req.get("kind")
         if kind not in KNOWN_KINDS:
             return Applied(None, ServerError(400, f"unknown request kind: {kind}"), [])
@@ -291,10 +288,7 @@ class JournaledState:
 
     async def tick(self) -> list[OutgoingMessage]:
         """Advance the clock; journal and return what fired (nothing is journaled if nothing did)."""
-        await self._while_rebuilding()
-        if self._failure is not None:
-            await self._retry_failed_writes()
-        self._check_usable()
+        await self._until_usable()
         now = self._clock()
         if not tick_changes_state(self.state, now):
             return []
@@ -331,9 +325,23 @@ class JournaledState:
 
     # -- undoing a request that failed half-way -----------------------------------
 
-    async def _while_rebuilding(self) -> None:
+    async def _until_usable(self) -> None:
+        """Wait out a rebuild, try a failed disk again when due; raise if the store still cannot work."""
         if self._rebuilt is not None:
             await asyncio.shield(self._rebuilt)
+        if self._failure is not None:
+            await self._retry_failed_writes()
+        self._check_usable()
+
+    @contextlib.contextmanager
+    def _inputs_held(self) -> Iterator[None]:
+        """Every other input waits (in ``_until_usable``) until the block ends."""
+        self._rebuilt = asyncio.get_running_loop().create_future()
+        try:
+            yield
+        finally:
+            self._rebuilt.set_result(None)
+            self._rebuilt = None
 
     async def _rebuild(self) -> None:
         """Replace the state with what the journal rebuilds, undoing an unjournaled failure.
@@ -341,25 +349,22 @@ class JournaledState:
         Every entry applied before the failure is flushed first; meanwhile,
         and until the new state is in place, every other input waits.
         """
-        self._rebuilt = asyncio.get_running_loop().create_future()
-        try:
-            await self.flush()
-            if self._failure is not None:
-                return
-            state, seq, _ = await asyncio.to_thread(self._recover)
-            if seq != self._seq:
-                self._failure = CorruptStore(
-                    f"rebuilding after a failed request found entry {seq}, not {self._seq}"
-                )
-                logger.critical("%s: %s; refusing further work", self.path, self._failure)
-                return
-            self.state = state
-        except Exception as exc:
-            self._failure = exc
-            logger.critical("%s: rebuilding the state failed, refusing further work", self.path)
-        finally:
-            self._rebuilt.set_result(None)
-            self._rebuilt = None
+        with self._inputs_held():
+            try:
+                await self.flush()
+                if self._failure is not None:
+                    return
+                state, seq, _ = await asyncio.to_thread(self._recover)
+                if seq != self._seq:
+                    self._failure = CorruptStore(
+                        f"rebuilding after a failed request found entry {seq}, not {self._seq}"
+                    )
+                    logger.critical("%s: %s; refusing further work", self.path, self._failure)
+                    return
+                self.state = state
+            except Exception as exc:
+                self._failure = exc
+                logger.critical("%s: rebuilding the state failed, refusing further work", self.path)
 
     # -- taking work again after a failed write -------------------------------------
 
@@ -377,10 +382,20 @@ class JournaledState:
             return
         if self._rebuilt is not None or time.monotonic() < self._next_write_retry:
             return
-        self._rebuilt = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.to_thread(self._journal.probe)
-            state, seq, recovery = await asyncio.to_thread(self._recover)
+        with self._inputs_held():
+            try:
+                await asyncio.to_thread(self._journal.probe)
+                state, seq, recovery = await asyncio.to_thread(self._recover)
+            except Exception as exc:
+                self._failed_write_retries += 1
+                wait = self._schedule_write_retry()
+                logger.warning(
+                    "%s: the journal still cannot be written (%s); next try in %.1fs",
+                    self.path,
+                    exc,
+                    wait,
+                )
+                return
             self.state, self._seq, self._durable_seq = state, seq, seq
             self._pending, self._pending_snapshot = [], None
             self._since_snapshot = recovery.replayed
@@ -390,18 +405,6 @@ class JournaledState:
                 self.path,
                 seq,
             )
-        except Exception as exc:
-            self._failed_write_retries += 1
-            wait = self._schedule_write_retry()
-            logger.warning(
-                "%s: the journal still cannot be written (%s); next try in %.1fs",
-                self.path,
-                exc,
-                wait,
-            )
-        finally:
-            self._rebuilt.set_result(None)
-            self._rebuilt = None
 
     def _schedule_write_retry(self) -> float:
         backoff = min(1 << min(self._failed_write_retries, 16), MAX_WRITE_RETRY_BACKOFF)
