@@ -123,9 +123,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     logger.info("worker %d stopping", os.getpid())
     if keeper is not None:
         keeper.cancel()
+    if status_file is not None:
         # Gone on purpose: no file left to show it as a dead worker. A killed
         # worker's file stays, and goes stale (the console shows it dead).
-        assert status_file is not None
         with contextlib.suppress(OSError):
             status_file.unlink()
     try:
