@@ -95,26 +95,32 @@ async def _soak(cluster: LocalSystem, args: argparse.Namespace) -> tuple[list[Ou
     return busy, after_idle
 
 
-#: What a worker's log says about how it hears of work, by backend: its push
-#: channel to the promise store, or its LISTEN connection and drains on Postgres.
-CHANNEL_LINES = {
-    STORE_BACKEND: {
-        "opened": "push channel open at",
-        "lost": "push channel lost",
-        "back": "push channel back at",
-        "planned reconnect": "reconnecting on purpose",
-    },
-    POSTGRES_BACKEND: {
-        "listening": "postgres listening",
-        "listen failed": "postgres listen failed",
-        "drain failed": "postgres drain failed",
-    },
+#: How a worker hears of work, by backend, and the lines its log says about it:
+#: its push channel to the promise store, or its LISTEN connection on Postgres.
+CHANNELS = {
+    STORE_BACKEND: (
+        "push channel",
+        {
+            "opened": "push channel open at",
+            "lost": "push channel lost",
+            "back": "push channel back at",
+            "planned reconnect": "reconnecting on purpose",
+        },
+    ),
+    POSTGRES_BACKEND: (
+        "Postgres connection",
+        {
+            "listening": "postgres listening",
+            "listen failed": "postgres listen failed",
+            "drain failed": "postgres drain failed",
+        },
+    ),
 }
 
 
-def _push_events(cluster: LocalSystem) -> Counter[str]:
-    """What the worker's log says about its push channel, by kind of line."""
-    kinds = CHANNEL_LINES[cluster.backend]
+def _channel_events(cluster: LocalSystem) -> Counter[str]:
+    """What the worker's log says about how it hears of work, by kind of line."""
+    _, kinds = CHANNELS[cluster.backend]
     found: Counter[str] = Counter()
     for worker in cluster.workers:
         assert worker.log_path is not None
@@ -155,7 +161,7 @@ def run(workdir: Path, args: argparse.Namespace) -> int:
         outcomes = [*busy, after_idle]
         problems = asyncio.run(_exactly_once(cluster, outcomes))
         worker_alive = all(worker.running() for worker in cluster.workers)
-        events = _push_events(cluster)
+        events = _channel_events(cluster)
 
     failed = [o for o in outcomes if o.status != "committed"]
     busy_ms = sorted(o.seconds * 1000 for o in busy)
@@ -172,7 +178,7 @@ def run(workdir: Path, args: argparse.Namespace) -> int:
     print(f"  after {args.idle:g}s idle: {after_idle.seconds * 1000:.1f} ms ({after_idle.status})")
     print(f"  every op exactly once, audit clean: {'yes' if not problems else 'NO'}")
     print(f"  worker still the one started: {'yes' if worker_alive else 'NO'}")
-    channel = "push channel" if args.backend == STORE_BACKEND else "Postgres connection"
+    channel, _ = CHANNELS[args.backend]
     print(f"  worker {channel}: " + ", ".join(f"{k} {events[k]}" for k in sorted(events)))
     for problem in [*(f"{o.transfer_id}: {o.status}" for o in failed), *problems][:20]:
         print(f"  PROBLEM {problem}")
