@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.process_cpu import ProcessCpu, sample
 from chaos.cli import build_parser, main, params_from
 from chaos.schedule import KILL_POSTGRES, KILL_STORE
 
@@ -60,12 +61,10 @@ def test_a_store_link_is_refused_on_postgres(capsys: pytest.CaptureFixture[str])
 
 
 def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (Linux's /proc)."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in map(int, task.read_text().split()):
-            found |= {child} | descendants(child)
-    return found
+    """Every live process below ``pid`` (``bench.process_cpu`` walks /proc for them)."""
+    seen: dict[int, ProcessCpu] = {}
+    sample(pid, seen)
+    return set(seen) - {pid}
 
 
 def test_ctrl_c_stops_every_process_and_says_so(tmp_path: Path) -> None:
