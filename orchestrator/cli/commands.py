@@ -36,6 +36,7 @@ from orchestrator.cli.views import (
     describe_status,
     status_word,
 )
+from orchestrator.records import op_id
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
@@ -275,7 +276,7 @@ async def transfer_view(
     ``timeline`` (when each promise began and settled), ``ledger`` (each op id
     as its bank has it) and ``status`` in words. Shared with the console.
     """
-    from orchestrator import saga, transfers
+    from orchestrator import transfers
 
     record = await transfers.transfer_record(resonate, transfer_id, attention_after=attention_after)
     if record is None:
@@ -289,7 +290,7 @@ async def transfer_view(
     )
     for kind, client in steps:
         with reaching(client):
-            ledger[kind] = await client.get_entry(saga.op_id(transfer_id, kind))
+            ledger[kind] = await client.get_entry(op_id(transfer_id, kind))
     return {**record, "ledger": ledger, "status": status_word(record)}
 
 

@@ -18,7 +18,7 @@ from orchestrator import money
 from orchestrator.cli import commands
 from orchestrator.local.stage import command, run_scenes, say, show, transfer
 from orchestrator.local.system import LocalSystem, wait_for_hold
-from orchestrator.saga import op_id
+from orchestrator.records import op_id
 
 SOURCE, TARGET, AMOUNT = "alice", "dave", "75.00"
 

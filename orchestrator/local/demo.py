@@ -18,7 +18,7 @@ from orchestrator.cli import commands
 from orchestrator.local import crash_demo
 from orchestrator.local.stage import command, run_scenes, say, show, transfer
 from orchestrator.local.system import TARGET, LocalSystem, wait_for_hold
-from orchestrator.saga import op_id
+from orchestrator.records import op_id
 from orchestrator.settings import Settings
 
 # -- the scenes ------------------------------------------------------------------------------

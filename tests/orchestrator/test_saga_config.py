@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.saga import bounded_policy, op_id, unbounded_policy
+from orchestrator.records import op_id
+from orchestrator.saga import bounded_policy, unbounded_policy
 from orchestrator.settings import Settings
 from orchestrator.transfers import TransferRequest, new_transfer_id
 

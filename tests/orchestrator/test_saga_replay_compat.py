@@ -107,3 +107,48 @@ async def test_old_transfers_resume_where_they_stopped(old_store: Path) -> None:
         assert record is not None
         assert record["status"] == results[transfer_id]["status"]
         assert record["result"] == results[transfer_id]
+
+
+# -- transfers recorded by the saga with typed records (the loop over decide()) --------
+
+TYPED_FIXTURE = Path(__file__).parent / "fixtures" / "typed_saga_store.db"
+
+TYPED_REQUESTS = {
+    "typed-done": TransferRequest("typed-done", "alice", "bob", 700),
+    "typed-mid": TransferRequest("typed-mid", "alice", "bob", 1250),
+    "typed-fenced-mid": TransferRequest("typed-fenced-mid", "alice", "bob", 300),
+    "typed-compensating": TransferRequest("typed-compensating", "alice", "bob", 450),
+}
+
+
+async def test_typed_transfers_resume_where_they_stopped(tmp_path: Path) -> None:
+    """``typed_saga_store.db`` (fixtures/README.md): cut after the debit, after a fenced
+    debit, and after compensation began; each finishes from its checkpoints."""
+    store = tmp_path / "promises.db"
+    shutil.copy(TYPED_FIXTURE, store)
+    source, target = ScriptedBank(), ScriptedBank()
+    async with saga_runtime(store, source, target, FAST_SETTINGS) as resonate:
+        before = {tid: await transfer_record(resonate, tid) for tid in TYPED_REQUESTS}
+        results = {}
+        for transfer_id, request in TYPED_REQUESTS.items():
+            handle = await start_transfer(resonate, FAST_SETTINGS, request)
+            results[transfer_id] = await asyncio.wait_for(handle.result(), 30)
+
+    assert {tid: r["status"] if r else None for tid, r in before.items()} == {
+        "typed-done": "compensated",
+        "typed-mid": "in_progress",
+        "typed-fenced-mid": "in_progress",
+        "typed-compensating": "compensating",
+    }
+    assert {tid: (r["status"], r["reason"]) for tid, r in results.items()} == {
+        "typed-done": ("compensated", "credit_voided_after_timeouts"),
+        "typed-mid": ("committed", None),
+        "typed-fenced-mid": ("committed", None),
+        "typed-compensating": ("compensated", "account_closed"),
+    }
+    # Each resumed from its last checkpoint: no debit twice, no credit after a refusal.
+    assert source.calls == ["post typed-compensating-reversal"]
+    assert target.calls == ["post typed-mid-credit", "post typed-fenced-mid-credit"]
+    compensating = results["typed-compensating"]["steps"]
+    assert compensating["credit"]["status"] == "rejected"
+    assert compensating["reversal"]["status"] == "applied"

@@ -19,6 +19,7 @@ from typing import Any, cast
 import pytest
 
 from orchestrator.bank_client import EntryKind
+from orchestrator.records import TransferResult, decide
 from orchestrator.saga import transfer
 from tests.orchestrator.scripted_bank import FAST_SETTINGS, Post, ScriptedBank, saga_runtime
 
@@ -204,6 +205,9 @@ async def test_saga_decides_from_its_steps(
         result = await run_saga(tmp_path / "promises.db", row.source, row.target)
 
     assert (result["status"], result["reason"]) == (row.status, row.reason)
+    # The body is its own rule; decide() is the readers' rule. They must agree.
+    decision = decide(TransferResult.from_json(result).steps)
+    assert (decision.status, decision.reason, decision.finished) == (row.status, row.reason, True)
     assert (result["amount"], result["source_account"], result["target_account"]) == (
         1250,
         "alice",
