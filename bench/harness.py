@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{what}: {figure}", flush=True)
     result.notes.append(
         "Every system calls the banks over the same HTTP client: keep-alive connections "
-        "parsed by llhttp (orchestrator/store_network.py's ConnectionPool, used by "
+        "parsed by llhttp (orchestrator/http_pool.py's ConnectionPool, used by "
         "bench/peers/bank_steps.py and orchestrator/bank_client.py)."
     )
     result.notes.extend(args.note)

@@ -1,7 +1,7 @@
-"""An async HTTP client for one bank, speaking DESIGN.md's Bank API.
+"""An async HTTP client for one bank, speaking the Bank API (bank/README.md).
 
 Every answer from a bank falls in one of three classes, and the saga's safety
-rests on telling them apart (DESIGN.md, "The saga"):
+rests on telling them apart (docs/design.md, "The saga"):
 
 - applied: the bank wrote (or had already written) the entry;
 - rejected: a definitive 4xx; nothing was written and retrying will not change
@@ -11,27 +11,28 @@ rests on telling them apart (DESIGN.md, "The saga"):
   retries (op ids make that safe) or settles it with :meth:`BankClient.void`.
 
 One client keeps a pool of keep-alive connections
-(:class:`orchestrator.store_network.ConnectionPool`, responses parsed by
-llhttp) so concurrent transfers share them and never block the event loop. Not
-aiohttp, nor httpx: a worker spends much of its CPU in its HTTP clients, and a
-profile of one put aiohttp's per-request machinery at a fifth of it for the
-two bank calls of a transfer; the pool costs about a third of that. A
-connection is opened on first use, so a client can be built outside a
-running event loop.
+(:class:`orchestrator.http_pool.ConnectionPool`: llhttp, and TLS for an
+``https://`` bank) so concurrent transfers share them and never block the
+event loop. Not aiohttp, nor httpx: a worker spends much of its CPU in its
+HTTP clients, and a profile of one put aiohttp's per-request machinery at a
+fifth of it for the two bank calls of a transfer; the pool costs about a
+third of that. A connection is opened on first use, so a client can be built
+outside a running event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal, Self
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import msgspec
 
+from orchestrator.http_pool import ConnectionPool, Endpoint
 from orchestrator.settings import Settings
-from orchestrator.store_network import ConnectionPool
 
 EntryKind = Literal["debit", "credit", "reversal"]
 
@@ -98,7 +99,11 @@ class VoidOutcome:
 
 
 class BankClient:
-    """One bank at ``base_url``; ``name`` (e.g. "source") appears in every error message."""
+    """One bank at ``base_url``; ``name`` (e.g. "source") appears in every error message.
+
+    ``tls`` is the client context for an ``https://`` bank (required there):
+    :meth:`orchestrator.settings.Settings.tls_for` gives the configured one.
+    """
 
     def __init__(
         self,
@@ -107,18 +112,17 @@ class BankClient:
         token: str | None = None,
         timeout: float = 5.0,
         name: str = "bank",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        endpoint = Endpoint.parse(base_url)
+        self.base_url = endpoint.url
         self.name = name
-        parts = urlsplit(self.base_url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"a bank URL must be http://host[:port], got {base_url!r}")
-        self._prefix = parts.path
+        self._prefix = endpoint.prefix
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
         #: What every request's head says after its request line.
-        self._common_head = f"Host: {parts.netloc}\r\n{auth}".encode("latin-1")
+        self._common_head = f"Host: {endpoint.netloc}\r\n{auth}".encode("latin-1")
         self._timeout = timeout
-        self._pool = ConnectionPool(parts.hostname, parts.port or 80, max_idle=MAX_CONNECTIONS)
+        self._pool = ConnectionPool(endpoint, tls=tls, max_idle=MAX_CONNECTIONS)
         self._slots: asyncio.Semaphore | None = None
 
     async def __aenter__(self) -> Self:
@@ -211,7 +215,7 @@ class BankClient:
     # -- fault injection (banks started with BANK_FAULTS=1) --------------------
 
     async def set_faults(self, rules: list[dict[str, Any]]) -> None:
-        """Replace the bank's fault rules (see DESIGN.md's rule shape)."""
+        """Replace the bank's fault rules (bank/README.md, "Fault injection")."""
         response = await self._request("PUT", "/admin/faults", json={"faults": rules})
         self._expect(response, 200, 204)
 
@@ -300,19 +304,18 @@ def bank_clients(settings: Settings) -> tuple[BankClient, BankClient]:
     Named "source" and "target", the names every error message carries. The
     caller owns them: use them with ``async with`` or close them with ``aclose``.
     """
-    return (
-        BankClient(
-            settings.source_bank_url,
-            token=settings.bank_token,
-            timeout=settings.bank_timeout,
-            name="source",
-        ),
-        BankClient(
-            settings.target_bank_url,
-            token=settings.bank_token,
-            timeout=settings.bank_timeout,
-            name="target",
-        ),
+    return bank_client(settings, "source"), bank_client(settings, "target")
+
+
+def bank_client(settings: Settings, name: Literal["source", "target"]) -> BankClient:
+    """The client of one bank as ``settings`` describe it, named ``name``."""
+    url = settings.source_bank_url if name == "source" else settings.target_bank_url
+    return BankClient(
+        url,
+        token=settings.bank_token,
+        timeout=settings.bank_timeout,
+        name=name,
+        tls=settings.tls_for(url),
     )
 
 

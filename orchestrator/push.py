@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,8 +75,11 @@ class PushChannel:
         token: str | None = None,
         limits: PushLimits | None = None,
         health: HealthFile | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = f"{url.rstrip('/')}/poll/{group}/{pid}"
+        #: aiohttp's default (verify against the system's CAs) when None.
+        self._tls: ssl.SSLContext | bool = tls if tls is not None else True
         self.limits = limits or PushLimits()
         self._unicast = unicast(group, pid)
         self._headers = {"Accept": "text/event-stream"}
@@ -175,7 +179,7 @@ class PushChannel:
 
     async def _open(self) -> aiohttp.ClientResponse:
         assert self._session is not None
-        response = await self._session.get(self.url, headers=self._headers)
+        response = await self._session.get(self.url, headers=self._headers, ssl=self._tls)
         if response.status != 200:
             text = (await response.text())[:200]
             response.release()

@@ -140,17 +140,21 @@ def _served(
     """
     assert settings.resonate_url is not None
     url, token = settings.resonate_url, settings.resonate_token
+    tls = settings.tls_for(url)
     pid = uuid.uuid4().hex
     push = PushChannel(
         url,
         pid=pid,
         group=group,
         token=token,
+        tls=tls,
         limits=PushLimits(settings.push_idle_timeout, settings.push_max_lifetime),
         health=health,
     )
     return Resonate(
-        network=StoreNetwork(url, token=token, request_timeout=settings.store_request_timeout),
+        network=StoreNetwork(
+            url, token=token, request_timeout=settings.store_request_timeout, tls=tls
+        ),
         sources=[push],
         pid=pid,
         group=group,

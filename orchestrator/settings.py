@@ -1,16 +1,17 @@
 """The orchestrator's configuration, read once from the environment.
 
 Every part of crossbank is configured by environment variables with working
-defaults (DESIGN.md, "Starting each part"), so the worker, the CLI, compose and
-the tests all start the orchestrator the same way. Parsing is strict: a bad
+defaults, so the worker, the CLI, compose and the tests all start the
+orchestrator the same way. Parsing is strict: a bad
 value fails at start-up with the variable's name, not later mid-transfer.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,6 +25,7 @@ from envsettings import (
     string,
     url,
 )
+from envsettings.tls import ClientTls, client_context
 from orchestrator.store_network import DEFAULT_REQUEST_TIMEOUT_SECONDS
 
 DEFAULT_STORE_PATH = "./data/promises.db"
@@ -51,6 +53,8 @@ class Settings:
     unanswered before it is sent again (see :mod:`orchestrator.store_network`).
     ``pg_warn_every`` is how often a repeated warning of the Postgres connector
     is shown while the database is down (see :mod:`orchestrator.repeated_warnings`).
+    ``tls`` is what an ``https://`` bank or store is verified against, and the
+    certificate presented to one that asks (see :mod:`envsettings.tls`).
     """
 
     resonate_url: str | None = None
@@ -72,6 +76,11 @@ class Settings:
     worker_health_file: Path | None = None
     pg_warn_every: float = 10.0
     store_request_timeout: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
+    tls: ClientTls = field(default_factory=ClientTls)
+
+    def tls_for(self, url: str) -> ssl.SSLContext | None:
+        """The client TLS context for ``url``: the configured one for ``https://``, else None."""
+        return client_context(self.tls) if url.startswith("https://") else None
 
     @property
     def served(self) -> bool:
@@ -88,7 +97,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         """Build settings from ``env``; a malformed value raises
         :class:`envsettings.SettingsError` naming it."""
-        resonate_url, resonate_pg_dsn = _store_url(env), _pg_dsn(env)
+        resonate_url, resonate_pg_dsn = url(env, "RESONATE_URL"), _pg_dsn(env)
         if resonate_url is not None and resonate_pg_dsn is not None:
             raise SettingsError(
                 "RESONATE_PG_DSN",
@@ -117,6 +126,7 @@ class Settings:
             store_request_timeout=number(
                 env, "STORE_REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT_SECONDS, low=0.1, high=3600.0
             ),
+            tls=ClientTls.from_env(env),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -146,21 +156,8 @@ class Settings:
             "WORKER_HEALTH_FILE": str(self.worker_health_file or ""),
             "PG_WARN_EVERY": repr(self.pg_warn_every),
             "STORE_REQUEST_TIMEOUT": repr(self.store_request_timeout),
+            **self.tls.to_env(),
         }
-
-
-def _store_url(env: Mapping[str, str]) -> str | None:
-    """``RESONATE_URL``: ``http://`` only, since the store link speaks plain HTTP.
-
-    Refused here, naming the variable, rather than when the worker starts.
-    """
-    value = url(env, "RESONATE_URL")
-    if value is not None and not value.startswith("http://"):
-        raise SettingsError(
-            "RESONATE_URL",
-            f"must be an http:// URL (the store link speaks plain HTTP), got {value!r}",
-        )
-    return value
 
 
 def _pg_dsn(env: Mapping[str, str]) -> str | None:

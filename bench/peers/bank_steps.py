@@ -1,6 +1,6 @@
 """The one bank call every peer's saga steps make: ``POST /entries``.
 
-Three outcomes, as DESIGN.md defines a step: applied, rejected (a definitive
+Three outcomes, as the saga defines a step (docs/design.md): applied, rejected (a definitive
 4xx answer, returned as a value so it is checkpointed and never retried), or
 unknown (connection error, timeout, 5xx), raised so the durable runtime
 retries it. Every peer uses this same function, so differences in the
@@ -8,7 +8,7 @@ figures come from the runtimes, not from the bank client.
 
 The HTTP client is the one crossbank's own bank client
 (``orchestrator/bank_client.py``) uses: keep-alive connections parsed by llhttp
-(``orchestrator.store_network.ConnectionPool``). On this kind of machine the
+(``orchestrator.http_pool.ConnectionPool``). On this kind of machine the
 client's CPU cost per request differs several times over between HTTP
 libraries, so the peers must use the same one as crossbank for the comparison
 to be about the runtimes.
@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from orchestrator.store_network import ConnectionPool
+from orchestrator.http_pool import ConnectionPool, Endpoint
 
 TIMEOUT_SECONDS = 10.0
 
@@ -57,7 +57,7 @@ class BankHttp:
         parts = urlsplit(url)
         pool = self._pools.get(parts.netloc)
         if pool is None:
-            pool = ConnectionPool(parts.hostname or "", parts.port or 80, max_idle=self._size)
+            pool = ConnectionPool(Endpoint.parse(url), max_idle=self._size)
             self._pools[parts.netloc] = pool
         payload = msgspec.json.encode(body)
         head = (

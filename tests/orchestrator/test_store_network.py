@@ -118,10 +118,15 @@ async def test_chunked_and_closing_responses_from_another_server() -> None:
     assert connections == 2  # a new connection only after the server closed the first
 
 
-@pytest.mark.parametrize("url", ["https://store:8001", "store:8001", "http://"])
+@pytest.mark.parametrize("url", ["ftp://store:8001", "store:8001", "http://"])
 def test_an_unusable_url_is_refused_up_front(url: str) -> None:
-    with pytest.raises(ValueError, match="http://host"):
+    with pytest.raises(ValueError, match="must be an http:// or https:// URL with a host"):
         StoreNetwork(url)
+
+
+def test_an_https_store_needs_a_tls_context() -> None:
+    with pytest.raises(ValueError, match="needs a TLS context"):
+        StoreNetwork("https://store:8001")
 
 
 async def answers_from(replies: list[bytes], requests: int | None = None) -> list[str]:
@@ -172,13 +177,16 @@ async def test_a_cut_short_body_is_not_an_answer() -> None:
     assert await answers_from(replies, requests=1) == ['{"g": 7}']
 
 
-def test_an_https_store_url_is_refused_by_the_settings() -> None:
-    """The link speaks plain HTTP: an https:// store fails at the settings check, naming it."""
-    with pytest.raises(ValueError, match="RESONATE_URL must be an http:// URL"):
-        Settings.from_env({"RESONATE_URL": "https://store:8001"})
-    assert Settings.from_env({"SOURCE_BANK_URL": "https://bank:5001"}).source_bank_url == (
-        "https://bank:5001"
+def test_https_urls_are_taken_by_the_settings() -> None:
+    settings = Settings.from_env(
+        {"RESONATE_URL": "https://store:8001", "SOURCE_BANK_URL": "https://bank:5001"}
     )
+    assert (settings.resonate_url, settings.source_bank_url) == (
+        "https://store:8001",
+        "https://bank:5001",
+    )
+    assert settings.tls_for(settings.resonate_url) is not None
+    assert settings.tls_for(settings.target_bank_url) is None
 
 
 async def test_a_request_the_store_never_answers_is_sent_again() -> None:
