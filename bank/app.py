@@ -1,4 +1,4 @@
-"""The bank's HTTP API as a Flask application (DESIGN.md, "Bank API").
+"""The bank's HTTP API as a Flask application (bank/README.md, "API").
 
 Views are thin: parse with :mod:`bank.validation`, run fault rules with
 :mod:`bank.faults`, write with :mod:`bank.ledger`, answer JSON. Every error,

@@ -1,7 +1,7 @@
 """A bank's settings, read from environment variables with working defaults.
 
-Every part of crossbank is configured the same way (DESIGN.md, "Starting each
-part"), so scripts, compose and tests start a bank by setting a few variables.
+Every part of crossbank is configured the same way (docs/design.md, "The
+parts"), so scripts, compose and tests start a bank by setting a few variables.
 """
 
 from __future__ import annotations

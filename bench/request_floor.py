@@ -13,8 +13,8 @@ the floor under every store request a transfer makes: a transfer through the
 served store makes 8.4 of them, 7.4 of them writes (bench/README.md, "Store
 requests per transfer"), before the SDK's own work in the worker. The last
 lines multiply that out, to set against the baseline's whole transfer (about
-2.3-2.8 ms of CPU here, from ``bench.harness``): issue 16's goal is a served
-transfer at most twice that.
+2.3-2.8 ms of CPU here, from ``bench.harness``), whose double was the goal
+set for a served transfer.
 """
 
 from __future__ import annotations

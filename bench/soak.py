@@ -16,7 +16,7 @@ worker's log says about its push channel.
 
 The defaults (20 minutes busy, 10 idle) keep a worker and a client connected
 well past the 300 s after which the SDK's own push channel used to die
-silently (issue 11). ``--backend postgres`` runs the same on Resonate on
+silently. ``--backend postgres`` runs the same on Resonate on
 Postgres (a private one), where the worker hears of work on a LISTEN
 connection and the summary counts that connection's log lines instead. It
 exits 1 if anything failed. Not part of ``make test``:

@@ -1,7 +1,7 @@
 """Read a part's settings from environment variables: one parser for every part of crossbank.
 
 The banks, the promise store and the orchestrator are all configured by
-environment variables with working defaults (DESIGN.md, "Starting each part").
+environment variables with working defaults (docs/design.md, "The parts").
 They read them through these functions so that the same value means the same
 thing everywhere: unset, empty or blank means the default; numbers are plain
 ASCII decimals within a stated range; a bad value raises :class:`SettingsError`

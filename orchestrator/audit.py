@@ -1,4 +1,4 @@
-"""Check both ledgers against DESIGN.md's invariants.
+"""Check both ledgers against the invariants (INVARIANTS.md).
 
 The banks share no transaction, so nothing but an audit can say the system as
 a whole kept its promises. :func:`collect` reads both ledgers (the only I/O);
@@ -84,7 +84,7 @@ def split_op_id(op_id: str) -> tuple[str, str] | None:
 
 
 def check(ledgers: Ledgers, *, in_flight: Collection[str] = ()) -> list[Violation]:
-    """Every violation of DESIGN.md's invariants visible in ``ledgers``.
+    """Every violation of the invariants visible in ``ledgers``.
 
     ``in_flight`` names transfers known not to be terminal yet: their debit may
     still lack its credit or reversal, and the money they hold between the banks

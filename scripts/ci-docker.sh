@@ -11,9 +11,9 @@
 #
 # Every step is skipped when its result is already there, so running it twice is
 # cheap. Each step prints how long it took. The base image comes from the registry
-# when one answers; otherwise it is made offline with debootstrap (see DESIGN.md,
-# "Machines without registry access"). That stand-in is a CI concern only: the
-# Dockerfiles stay ordinary `FROM python:3.13-slim`.
+# when one answers; otherwise it is made offline with debootstrap (deploy/README.md,
+# "CI on a machine with no Docker engine and no registry"). That stand-in is a CI
+# concern only: the Dockerfiles stay ordinary `FROM python:3.13-slim`.
 #
 # Environment:
 #   CROSSBANK_IMAGE_TAG   tag of the built images (dev)

@@ -1,4 +1,4 @@
-"""Every started transfer finishes once the system runs again (DESIGN.md invariant 5).
+"""Every started transfer finishes once the system runs again (invariant 5, INVARIANTS.md).
 
 No worker at all, the promise store SIGKILLed mid-saga, a worker told to stop
 mid-saga: each time the transfer waits, then finishes exactly once.

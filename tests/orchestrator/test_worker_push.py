@@ -1,7 +1,7 @@
 """Workers never go deaf: the push channel stays open for as long as the worker runs.
 
 The SDK's own channel ended silently when aiohttp's 300 s total timeout hit
-the stream, and the worker took no more work (issue 11). Here a real worker
+the stream, and the worker took no more work. Here a real worker
 process's channel is pushed through its limits by the same settings a
 deployment uses (``PUSH_MAX_LIFETIME``, ``PUSH_IDLE_TIMEOUT``), and the store is
 killed under it; each time the worker says in its log that it reconnected and
