@@ -15,7 +15,8 @@ from pathlib import Path
 
 import requests
 
-from bench.workload import Account, source_accounts, target_accounts
+from bench.workload import source_accounts, target_accounts
+from orchestrator.accounts import Account, opening_total
 from orchestrator.local.system import BANKS, LocalSystem
 from orchestrator.settings import Settings
 
@@ -35,6 +36,7 @@ class LedgerError(AssertionError):
 
 
 def _seed(client: requests.Session, base_url: str, accounts: Sequence[Account]) -> None:
+    """Open ``accounts`` over plain HTTP: the harness runs inside an event loop of its own."""
     for account in accounts:
         response = client.put(
             f"{base_url}/accounts/{account.account_id}",
@@ -71,7 +73,7 @@ def check_conservation(banks: BankUrls) -> int:
     with _client(banks) as client:
         src = _balances(client, banks.source, source_accounts())
         tgt = _balances(client, banks.target, target_accounts())
-    opening = sum(a.opening_balance for a in (*source_accounts(), *target_accounts()))
+    opening = opening_total([*source_accounts(), *target_accounts()])
     if min(*src, *tgt) < 0:
         raise LedgerError("a balance went negative")
     if sum(src) + sum(tgt) != opening:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.accounts import Account
+
 ACCOUNT_COUNT = 32
 """Distinct source/target accounts, so concurrent transfers do not all queue on one row."""
 
@@ -21,15 +23,6 @@ CLOSED_ACCOUNT = "dst-closed"
 
 COMPENSATE_EVERY = 10
 """Every tenth transfer is sent to the closed account and must end ``compensated``."""
-
-
-@dataclass(frozen=True)
-class Account:
-    """One account to create on a bank before a run."""
-
-    account_id: str
-    status: str
-    opening_balance: int
 
 
 @dataclass(frozen=True)
@@ -56,12 +49,12 @@ class TransferSpec:
 
 
 def source_accounts() -> list[Account]:
-    return [Account(f"src-{k:02d}", "open", OPENING_BALANCE) for k in range(ACCOUNT_COUNT)]
+    return [Account("source", f"src-{k:02d}", OPENING_BALANCE) for k in range(ACCOUNT_COUNT)]
 
 
 def target_accounts() -> list[Account]:
-    opened = [Account(f"dst-{k:02d}", "open", 0) for k in range(ACCOUNT_COUNT)]
-    return [*opened, Account(CLOSED_ACCOUNT, "closed", 0)]
+    opened = [Account("target", f"dst-{k:02d}") for k in range(ACCOUNT_COUNT)]
+    return [*opened, Account("target", CLOSED_ACCOUNT, status="closed")]
 
 
 def plan_transfers(prefix: str, count: int) -> list[TransferSpec]:

@@ -22,10 +22,11 @@ from chaos.checks import check_seen_entries, check_transfers
 from chaos.cluster import Cluster, ClusterConfig
 from chaos.injector import Injector
 from chaos.results import Outcome
-from chaos.schedule import SOURCE_BANK, Campaign, CampaignParams, plan
+from chaos.schedule import Campaign, CampaignParams, plan
 from chaos.watcher import LedgerWatcher
 from chaos.workload import Workload
 from orchestrator import audit
+from orchestrator.accounts import open_accounts
 from orchestrator.bank_client import BankClient
 from orchestrator.local.system import STORE_BACKEND
 from orchestrator.runtime import close_resonate, open_resonate
@@ -93,9 +94,7 @@ async def seed_accounts(cluster: Cluster, campaign: Campaign) -> None:
         BankClient(cluster.source_url, token=token, name="source") as source,
         BankClient(cluster.target_url, token=token, name="target") as target,
     ):
-        for account in campaign.accounts:
-            bank = source if account.bank == SOURCE_BANK else target
-            await bank.put_account(account.account_id, "open", account.opening_balance)
+        await open_accounts(source, target, campaign.accounts)
 
 
 async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) -> Outcome:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from orchestrator.accounts import Account, opening_total
 from orchestrator.local.system import BACKENDS, POSTGRES_BACKEND, STORE_BACKEND
 
 #: Every kind of fault the runner knows how to inject.
@@ -228,13 +229,6 @@ class CampaignParams:
 
 
 @dataclass(frozen=True)
-class Account:
-    bank: str
-    account_id: str
-    opening_balance: int
-
-
-@dataclass(frozen=True)
 class PlannedTransfer:
     transfer_id: str
     source_account: str
@@ -299,7 +293,7 @@ class Campaign:
     faults: tuple[Fault, ...] = field(default=())
 
     def opening_total(self) -> int:
-        return sum(account.opening_balance for account in self.accounts)
+        return opening_total(self.accounts)
 
 
 def plan(params: CampaignParams) -> Campaign:
@@ -308,7 +302,7 @@ def plan(params: CampaignParams) -> Campaign:
     fault_rng = random.Random(f"crossbank-chaos-faults:{params.seed}")
     accounts = plan_accounts(params.transfers)
     transfers = plan_transfers(workload_rng, params.seed, params.transfers, accounts)
-    target_accounts = [a.account_id for a in accounts if a.bank == TARGET_BANK]
+    target_accounts = [a.account_id for a in accounts if a.bank == "target"]
     faults = plan_faults(
         fault_rng,
         params.faults,
@@ -331,16 +325,16 @@ def plan_accounts(transfer_count: int) -> tuple[Account, ...]:
     """
     per_account = max(1, transfer_count // ACCOUNTS_PER_BANK)
     opening = max(20_000, int(per_account * _MEAN_AMOUNT * 0.75))
-    sources = [Account(SOURCE_BANK, f"src-{i + 1}", opening) for i in range(ACCOUNTS_PER_BANK)]
-    targets = [Account(TARGET_BANK, f"dst-{i + 1}", 10_000) for i in range(ACCOUNTS_PER_BANK)]
+    sources = [Account("source", f"src-{i + 1}", opening) for i in range(ACCOUNTS_PER_BANK)]
+    targets = [Account("target", f"dst-{i + 1}", 10_000) for i in range(ACCOUNTS_PER_BANK)]
     return (*sources, *targets)
 
 
 def plan_transfers(
     rng: random.Random, seed: int, count: int, accounts: tuple[Account, ...]
 ) -> tuple[PlannedTransfer, ...]:
-    sources = [a for a in accounts if a.bank == SOURCE_BANK]
-    targets = [a for a in accounts if a.bank == TARGET_BANK]
+    sources = [a for a in accounts if a.bank == "source"]
+    targets = [a for a in accounts if a.bank == "target"]
     planned = []
     for index in range(count):
         source = rng.choice(sources)

@@ -35,6 +35,8 @@ from orchestrator.http_pool import ConnectionPool, Endpoint
 from orchestrator.settings import Settings
 
 EntryKind = Literal["debit", "credit", "reversal"]
+#: The two banks a transfer moves money between, by their role in it.
+BankName = Literal["source", "target"]
 
 #: 4xx statuses that say "not now" rather than "no": retried like a 5xx.
 _TRANSIENT_4XX = frozenset({408, 425, 429})
@@ -307,7 +309,7 @@ def bank_clients(settings: Settings) -> tuple[BankClient, BankClient]:
     return bank_client(settings, "source"), bank_client(settings, "target")
 
 
-def bank_client(settings: Settings, name: Literal["source", "target"]) -> BankClient:
+def bank_client(settings: Settings, name: BankName) -> BankClient:
     """The client of one bank as ``settings`` describe it, named ``name``."""
     url = settings.source_bank_url if name == "source" else settings.target_bank_url
     return BankClient(

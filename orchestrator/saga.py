@@ -38,12 +38,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from resonate.context import Context
 from resonate.retry import Exponential, RetryPolicy
 
-from orchestrator.bank_client import BankClient, BankError, EntryKind
+from orchestrator.bank_client import BankClient, BankError, BankName, EntryKind
 from orchestrator.records import (
     Compensation,
     StepRecord,
@@ -62,8 +62,6 @@ SAGA_NAME = "transfer"
 #: Effectively "forever" for the SDK's retry counter: a reversal or a fence
 #: retries until the bank answers.
 UNBOUNDED_RETRIES = 1 << 30
-
-BankName = Literal["source", "target"]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from orchestrator import audit, money
+from orchestrator.accounts import Account
 from orchestrator.bank_client import (
     BankClient,
     BankError,
@@ -62,10 +63,14 @@ BANK_URL_VARIABLE = {"source": "SOURCE_BANK_URL", "target": "TARGET_BANK_URL"}
 
 
 #: ``crossbank accounts seed``: demo accounts, opening balances in cents.
-SEED_ACCOUNTS: dict[str, dict[str, int]] = {
-    "source": {"alice": 100_000, "bob": 25_000, "erin": 1_000},
-    "target": {"carol": 0, "dave": 5_000, "frank": 0},
-}
+SEED_ACCOUNTS = (
+    Account("source", "alice", 100_000),
+    Account("source", "bob", 25_000),
+    Account("source", "erin", 1_000),
+    Account("target", "carol"),
+    Account("target", "dave", 5_000),
+    Account("target", "frank"),
+)
 
 
 class CliError(Exception):
@@ -360,13 +365,13 @@ async def account_command(
 async def seed_command(settings: Settings) -> Reply:
     """Make the demo accounts exist and be open; one that exists keeps its balance."""
     async with open_banks(settings) as (source, target):
-        for client in (source, target):
+        for account in SEED_ACCOUNTS:
+            client = source if account.bank == "source" else target
             with reaching(client):
-                for account_id, opening in SEED_ACCOUNTS[client.name].items():
-                    if await client.get_account(account_id) is None:
-                        await client.put_account(account_id, "open", opening_balance=opening)
-                    else:
-                        await client.put_account(account_id, "open")
+                if await client.get_account(account.account_id) is None:
+                    await client.put_account(account.account_id, "open", account.opening_balance)
+                else:
+                    await client.put_account(account.account_id, "open")
     accounts = await read_accounts(settings)
     return Reply(
         OK, balances_data(accounts), "seeded demo accounts\n" + describe_balances(accounts)

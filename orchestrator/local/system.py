@@ -29,7 +29,8 @@ from typing import Any
 from resonate.resonate import Resonate
 
 from orchestrator import audit
-from orchestrator.bank_client import BankClient, bank_clients
+from orchestrator.accounts import Account, open_accounts
+from orchestrator.bank_client import BankClient, BankName, bank_clients
 from orchestrator.local.postgres import PrivatePostgres
 from orchestrator.local.supervisor import (
     ManagedProcess,
@@ -338,12 +339,17 @@ class LocalSystem:
     ) -> None:
         """Open accounts with opening balances; names in ``closed`` are created closed."""
         shut = set(closed)
+        banks: tuple[tuple[BankName, Mapping[str, int]], ...] = (
+            ("source", source),
+            ("target", target),
+        )
+        accounts = [
+            Account(bank, account_id, balance, "closed" if account_id in shut else "open")
+            for bank, named in banks
+            for account_id, balance in named.items()
+        ]
         async with self.banks() as (src, tgt):
-            for bank, accounts in ((src, source), (tgt, target)):
-                for account, balance in accounts.items():
-                    await bank.put_account(
-                        account, "closed" if account in shut else "open", balance
-                    )
+            await open_accounts(src, tgt, accounts)
 
     async def balances(self) -> dict[str, int]:
         """``{"source:alice": 100, "target:bob": 0, ...}``."""

@@ -185,7 +185,7 @@ def test_https_urls_are_taken_by_the_settings() -> None:
         "https://store:8001",
         "https://bank:5001",
     )
-    assert settings.tls_for(settings.resonate_url) is not None
+    assert settings.tls_for("https://store:8001") is not None
     assert settings.tls_for(settings.target_bank_url) is None
 
 
