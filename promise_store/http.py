@@ -327,6 +327,8 @@ class _Connection(asyncio.Protocol):
         request.body = b"".join(self._body)
         self._body = []
         self._reading = _BETWEEN
+        # The body came without waiting for a 100 Continue: none is owed any more.
+        self._continue_owed = False
         if not self._parser.should_keep_alive():
             request.headers["connection"] = "close"
         self._enqueue(request)

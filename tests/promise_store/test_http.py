@@ -9,6 +9,7 @@ that leaves the connection usable, and a clean 400 for garbage.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import re
@@ -156,6 +157,22 @@ def test_expect_continue_never_overtakes_an_earlier_answer(server: StoreServer) 
         seen += read_until_closed(sock)
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", seen) == [b"200", b"100", b"200"]
     assert seen.index(b'"corrId":"first"') < seen.index(b"100 Continue")
+
+
+def test_no_stray_continue_after_a_body_sent_without_waiting(server: StoreServer) -> None:
+    """A pipelined request whose body came at once is owed no 100 Continue, before or after."""
+    first = envelope("promise.get", {"id": "nope"}, corr="first")
+    second = envelope("promise.get", {"id": "nope"}, corr="second")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(post_head(first) + first + post_head(second, "Expect: 100-continue\r\n"))
+        sock.sendall(second)
+        raw = b""
+        while raw.count(b'"corrId"') < 2:
+            raw += sock.recv(65536)
+        sock.settimeout(0.5)
+        with contextlib.suppress(TimeoutError):
+            raw += sock.recv(65536)  # anything sent after the last answer
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", raw) == [b"200", b"200"]
 
 
 def test_expect_continue_is_never_sent_to_http_1_0(server: StoreServer) -> None:
