@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -39,12 +40,52 @@ def worker_ready_log(env: Mapping[str, str]) -> str:
     return POSTGRES_WORKER_READY_LOG if env.get("RESONATE_PG_DSN") else WORKER_READY_LOG
 
 
+#: ``CROSSBANK_LOCAL_PORTS``: a range ``LOW-HIGH`` that :func:`free_port` draws from;
+#: unset, the kernel picks an ephemeral port.
+LOCAL_PORTS_VARIABLE = "CROSSBANK_LOCAL_PORTS"
+_next_port: dict[tuple[int, int], int] = {}
+
+
 def free_port() -> int:
-    """Ask the kernel for a TCP port on 127.0.0.1 that nothing listens on now."""
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a process about to start.
+
+    The kernel picks one, unless ``CROSSBANK_LOCAL_PORTS`` names a range:
+    then the next free port of that range, from a random start, so that
+    test runs in parallel (each given a range of its own, below the
+    kernel's ephemeral ports) never hand out the same port, and no outgoing
+    connection takes a port between the moment it is chosen and the
+    moment its server binds it.
+    """
+    span = _local_ports()
+    if span is None:
+        return _bindable(0)
+    low, high = span
+    size = high - low + 1
+    start = _next_port.get(span, low + random.randrange(size))
+    for offset in range(size):
+        port = low + (start - low + offset) % size
+        with contextlib.suppress(OSError):
+            _bindable(port)
+            _next_port[span] = low + (port - low + 1) % size
+            return port
+    raise ServiceError(f"no free port left in {LOCAL_PORTS_VARIABLE}={low}-{high}")
+
+
+def _local_ports() -> tuple[int, int] | None:
+    raw = os.environ.get(LOCAL_PORTS_VARIABLE, "").strip()
+    if not raw:
+        return None
+    low, sep, high = raw.partition("-")
+    if not (sep and low.isdigit() and high.isdigit() and 0 < int(low) <= int(high) < 65536):
+        raise ValueError(f"{LOCAL_PORTS_VARIABLE} must be LOW-HIGH, like 20000-21999, got {raw!r}")
+    return int(low), int(high)
+
+
+def _bindable(port: int) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        sock.bind(("127.0.0.1", port))
+        bound: int = sock.getsockname()[1]
+        return bound
 
 
 class ServiceError(RuntimeError):

@@ -11,12 +11,14 @@ port with its data, and stopping leaves nothing running.
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 import requests
 
+from orchestrator.local import supervisor
 from orchestrator.local.supervisor import is_healthy, local_url
 from orchestrator.local.system import (
     BANKS,
@@ -163,3 +165,19 @@ def _transfer(system: LocalSystem, transfer_id: str, amount: int) -> str:
             return str(result["status"])
 
     return asyncio.run(run())
+
+
+def test_free_ports_come_from_the_range_set_and_skip_ports_in_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(supervisor.LOCAL_PORTS_VARIABLE, "29100-29104")
+    monkeypatch.setattr(supervisor, "_next_port", {(29100, 29104): 29100})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 29101))
+        taken.listen()
+        ports = [supervisor.free_port() for _ in range(4)]
+        assert ports == [29100, 29102, 29103, 29104]
+        assert supervisor.free_port() == 29100  # round again, from the start
+    monkeypatch.setenv(supervisor.LOCAL_PORTS_VARIABLE, "29100")
+    with pytest.raises(ValueError, match="CROSSBANK_LOCAL_PORTS must be LOW-HIGH"):
+        supervisor.free_port()
