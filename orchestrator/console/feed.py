@@ -46,6 +46,8 @@ class Feed:
         self._encoded: dict[str, str] = {}
         self.subscribers: set[Subscriber] = set()
         self.sequence = 0
+        #: Set once the first poll's state is in: until then there is nothing to show.
+        self.published = asyncio.Event()
 
     def publish(self, state: dict[str, Any]) -> dict[str, Any]:
         """Take a poll's sections; send the changed ones to every page; return them."""
@@ -54,6 +56,7 @@ class Feed:
             key: state[key] for key, text in encoded.items() if self._encoded.get(key) != text
         }
         self.state, self._encoded = state, encoded
+        self.published.set()
         if changed:
             self.sequence += 1
             event = _event(self.sequence, changed)

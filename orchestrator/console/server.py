@@ -263,6 +263,9 @@ class Console:
         return response
 
     async def state(self, request: web.Request) -> web.StreamResponse:
+        """The latest state; right after start-up, the first poll's, once it is in."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.feed.published.wait(), 2 * self.console.read_timeout)
         return web.json_response({"sections": self.feed.state})
 
     async def events(self, request: web.Request) -> web.StreamResponse:

@@ -67,6 +67,7 @@ def _can_inject(kinds: tuple[str, ...]) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("backend", SIZES)
 def test_small_campaign_keeps_every_invariant(tmp_path: Path, backend: str) -> None:

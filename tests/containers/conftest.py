@@ -13,8 +13,11 @@ pulled where crossbank is tested, and every fixture here removes what it started
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -116,9 +119,29 @@ def stale_images(client: DockerClient) -> list[str]:
     return stale
 
 
+@contextlib.contextmanager
+def one_builder_at_a_time() -> Iterator[None]:
+    """Hold a lock that every test process on this machine shares while it checks and builds.
+
+    Parallel workers each run this session fixture: the first builds, the
+    others wait and then find the images fresh.
+    """
+    with (Path(tempfile.gettempdir()) / "crossbank-image-build.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def crossbank_images() -> None:
     """Fresh images, built now if needed; a skip that says why when they cannot be."""
+    with one_builder_at_a_time():
+        _build_if_stale()
+
+
+def _build_if_stale() -> None:
     client = from_env()
     try:
         stale = stale_images(client)

@@ -221,6 +221,7 @@ def project(crossbank_images: None) -> Iterator[ComposeProject]:
 
 
 @pytest.mark.containers
+@pytest.mark.slow
 def test_compose_up_serves_transfers_and_keeps_data_across_down_and_up(
     project: ComposeProject,
 ) -> None:
@@ -259,6 +260,7 @@ def console_call(project: ComposeProject, path: str, token: str | None) -> tuple
 
 
 @pytest.mark.containers
+@pytest.mark.slow
 def test_the_console_service_answers_with_the_bank_token_only(project: ComposeProject) -> None:
     project.run("up", "-d")
     project.wait_healthy()

@@ -6,7 +6,7 @@ import pytest
 
 from tests.containers.system import ContainerSystem
 
-pytestmark = pytest.mark.containers
+pytestmark = [pytest.mark.containers, pytest.mark.slow]
 
 HOLD_CREDIT = "hold_before"
 

@@ -6,7 +6,7 @@ import pytest
 
 from tests.containers.system import ContainerSystem
 
-pytestmark = pytest.mark.containers
+pytestmark = [pytest.mark.containers, pytest.mark.slow]
 
 
 def test_committed_compensated_and_failed_transfers_leave_the_ledgers_consistent(

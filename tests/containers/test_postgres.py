@@ -10,7 +10,7 @@ import pytest
 from tests.containers.system import ContainerSystem
 from tests.containers.test_crashes import start_parked_transfer
 
-pytestmark = pytest.mark.containers
+pytestmark = [pytest.mark.containers, pytest.mark.slow]
 
 #: pg_cron fires the timers every second (deploy/postgres/crossbank.sql) and the
 #: workers' logs are read every 0.2 s, on a loaded machine: the rest of the margin.

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from envsettings.tls import ClientTls
 from orchestrator.local import supervisor
 from orchestrator.local.supervisor import is_healthy, local_url
 from orchestrator.local.system import (
@@ -31,8 +32,18 @@ from orchestrator.local.system import (
 )
 from orchestrator.settings import Settings
 from orchestrator.transfers import TransferRequest, start_transfer
+from tests.conftest import TlsFiles
 
-EVERY_FIELD_CHANGED = Settings(
+
+def every_field_changed(tls: TlsFiles) -> Settings:
+    """Settings with no field at its default (TLS files must exist to be read back)."""
+    return replace(
+        EVERY_FIELD_BUT_TLS_CHANGED,
+        tls=ClientTls(tls.ca.cert, tls.client.cert, tls.client.key),
+    )
+
+
+EVERY_FIELD_BUT_TLS_CHANGED = Settings(
     resonate_url="http://127.0.0.1:1",
     resonate_token="store-secret",
     store_path=Path("/somewhere/promises.db"),
@@ -54,29 +65,27 @@ EVERY_FIELD_CHANGED = Settings(
 )
 
 
-#: The other backend: RESONATE_PG_DSN instead of RESONATE_URL (never both).
-ON_POSTGRES = replace(
-    EVERY_FIELD_CHANGED, resonate_url=None, resonate_pg_dsn="postgresql://crossbank@db:5/resonate"
-)
-
-
-def test_settings_come_back_from_the_environment_they_write() -> None:
+def test_settings_come_back_from_the_environment_they_write(tls_files: TlsFiles) -> None:
+    every_field = every_field_changed(tls_files)
+    # The other backend: RESONATE_PG_DSN instead of RESONATE_URL (never both).
+    on_postgres = replace(
+        every_field, resonate_url=None, resonate_pg_dsn="postgresql://crossbank@db:5/resonate"
+    )
     defaults = Settings()
     left_at_default = [
         f.name
         for f in fields(Settings)
-        if f.name != "resonate_pg_dsn"
-        and getattr(EVERY_FIELD_CHANGED, f.name) == getattr(defaults, f.name)
+        if f.name != "resonate_pg_dsn" and getattr(every_field, f.name) == getattr(defaults, f.name)
     ]
-    assert left_at_default == [], "a new setting: change it in EVERY_FIELD_CHANGED too"
-    assert ON_POSTGRES.resonate_pg_dsn != defaults.resonate_pg_dsn
-    assert Settings.from_env(EVERY_FIELD_CHANGED.to_env()) == EVERY_FIELD_CHANGED
-    assert Settings.from_env(ON_POSTGRES.to_env()) == ON_POSTGRES
+    assert left_at_default == [], "a new setting: change it in every_field_changed too"
+    assert on_postgres.resonate_pg_dsn != defaults.resonate_pg_dsn
+    assert Settings.from_env(every_field.to_env()) == every_field
+    assert Settings.from_env(on_postgres.to_env()) == on_postgres
     assert Settings.from_env(defaults.to_env()) == defaults
 
 
-def test_a_child_sees_the_settings_it_is_given_not_its_parents() -> None:
-    parent = EVERY_FIELD_CHANGED.to_env()
+def test_a_child_sees_the_settings_it_is_given_not_its_parents(tls_files: TlsFiles) -> None:
+    parent = every_field_changed(tls_files).to_env()
     assert Settings.from_env({**parent, **Settings().to_env()}) == Settings()
 
 
