@@ -8,6 +8,11 @@ could not hold is refused with a 400 naming that value, before it reaches the
 state. The check is the encoder itself (C speed); the field is looked up only
 when it fails.
 
+A field the protocol defines as an integer (``timeoutAt``, ``ttl``,
+``version``, ``promiseTimeout``) must be one when it is given: the state
+machine quietly reads any other value as its default, so a float
+``timeoutAt`` of 1.5 made a promise that never times out.
+
 Numbers the state machine derives from a request are checked too: the
 ``resonate:delay`` tag is a string that ``ServerState.promise_create`` parses
 into a task timeout. Its other arithmetic on request numbers saturates
@@ -29,6 +34,9 @@ INT_MAX = 2**64 - 1
 #: The tag ``ServerState.promise_create`` reads as a deferral timestamp (ms).
 DELAY_TAG = "resonate:delay"
 
+#: Fields the protocol defines as integers, in a request or in a promise it creates.
+INTEGER_FIELDS = ("timeoutAt", "ttl", "version", "promiseTimeout")
+
 #: Deepest JSON nesting a request may have (``MAX_JSON_DEPTH``). The SDK nests
 #: about five deep; msgspec's own limit is the C stack (about 10,000), and a
 #: snapshot nests each value a few levels deeper than its request did.
@@ -48,10 +56,27 @@ def unstorable(req: dict[str, Any]) -> str | None:
         return "the request holds an integer the store cannot keep"
     except RecursionError:
         return "the request nests too deeply to be stored"
+    for path, fields in [("", req), *_promises_created(req)]:
+        problem = _not_an_integer(path, fields)
+        if problem is not None:
+            return problem
     for path, spec in _promises_created(req):
         delay = _parse_int(extract_tags(spec).get(DELAY_TAG))
         if delay is not None and not INT_MIN <= delay <= INT_MAX:
             return _out_of_range(f"{path}tags.{DELAY_TAG}", delay)
+    return None
+
+
+def _not_an_integer(path: str, fields: Any) -> str | None:
+    """Why one of ``fields``' :data:`INTEGER_FIELDS` is given but not an integer, or None."""
+    if not isinstance(fields, dict):
+        return None
+    for name in INTEGER_FIELDS:
+        if name not in fields:
+            continue
+        value = fields[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"{path}{name}: must be an integer, got {msgspec.json.encode(value).decode()}"
     return None
 
 

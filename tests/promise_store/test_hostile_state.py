@@ -106,6 +106,13 @@ HOSTILE: list[tuple[bytes, tuple[str, ...]]] = [
         b'"tags": {"k": "a", "k": "b"}}}',
         ("duplicate key", "'k'"),
     ),
+    # The state machine would read these as "no timeout": a promise that never times out.
+    (create("h-11", timeoutAt=1.5), ("timeoutAt: must be an integer", "1.5")),
+    (create("h-12", timeoutAt=-0.0), ("timeoutAt: must be an integer", "-0.0")),
+    (
+        envelope("task.acquire", {"id": "h-13", "version": 1.0, "pid": "w", "ttl": 1000}),
+        ("version: must be an integer",),
+    ),
 ]
 
 
@@ -118,7 +125,7 @@ def test_a_value_the_store_could_not_persist_is_refused_and_the_store_stays_up(
 
     for body, words in HOSTILE:
         refused(server, body, *words)
-    for i in range(1, 11):
+    for i in range(1, 13):
         assert status_of(server, f"h-{i}") == 404, f"a refused request left h-{i} behind"
 
     for i in range(40):
