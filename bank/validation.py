@@ -28,6 +28,8 @@ MAX_AMOUNT = 10**15
 MAX_ID_LENGTH = 128
 #: Ids are plain ASCII that is safe in a URL path without escaping.
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:@~+-]+")
+#: Ids that are path segments of their own in a URL.
+_DOT_SEGMENTS = frozenset({".", ".."})
 #: Default and largest page of ``GET /entries``.
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -115,6 +117,9 @@ def check_id(field: str, value: object) -> str:
         raise InvalidRequest(field, f"must be at most {MAX_ID_LENGTH} characters")
     if not ID_PATTERN.fullmatch(value):
         raise InvalidRequest(field, "may contain only letters, digits and . _ : @ ~ + -")
+    if value in _DOT_SEGMENTS:
+        # A proxy that normalises paths would send /accounts/.. somewhere else.
+        raise InvalidRequest(field, "must not be '.' or '..'")
     return value
 
 

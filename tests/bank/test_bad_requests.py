@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bank.validation import ID_PATTERN, MAX_AMOUNT, MAX_BODY_BYTES
-from tests.bank.conftest import BankHttp, RunningBank, balance, new_id, open_account
+from tests.bank.conftest import BankHttp, RunningBank, balance, entry, new_id, open_account
 
 OPENING = 1000
 SETTINGS = settings(
@@ -213,3 +213,17 @@ def test_bad_ids_in_paths_never_cause_a_5xx(http: BankHttp, account: str, bad: s
         assert response.status_code in (400, 404, 405), (method, path, response.text)
         assert "error" in response.json()
     assert http.get("/accounts").json() == accounts_before
+
+
+@pytest.mark.parametrize("dots", [".", ".."])
+def test_dot_ids_are_refused_in_bodies_and_paths(http: BankHttp, account: str, dots: str) -> None:
+    """A proxy that normalises paths would send /accounts/.. to another route."""
+    assert_refused(http.post("/entries", json=entry(dots, account, 1)), "op_id")
+    refused = http.post("/entries", json=entry(new_id("dot"), dots, 1, "credit"))
+    assert_refused(refused, "account_id")
+    # Sent raw (a client that does not normalise), as a path segment of its own.
+    encoded = "".join(f"%{ord(char):02X}" for char in dots)
+    raw = http.request("PUT", f"/accounts/{encoded}", json={"status": "open"})
+    assert raw.status_code in (400, 404), raw.text
+    ids = [account["account_id"] for account in http.get("/accounts").json()["accounts"]]
+    assert dots not in ids
