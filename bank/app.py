@@ -61,6 +61,7 @@ def create_app(config: BankConfig, ledger: Ledger | None = None) -> Flask:
         config, ledger or Ledger(config.ledger_path), faults, StorageHealth(config.ledger_path)
     )
 
+    app.before_request(_refuse_other_sites)
     app.before_request(_require_token)
     app.after_request(_note_write)
     app.register_error_handler(InvalidRequest, _invalid_request)
@@ -231,6 +232,28 @@ def _after(state: BankState, target: Target, result: tuple[Response, int]) -> tu
 
 def _injected() -> tuple[Response, int]:
     return _error(503, "injected_fault", "fault injection refused this request")
+
+
+#: Methods that change something; a browser's cross-site POST needs no permission to be sent.
+_CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _refuse_other_sites() -> tuple[Response, int] | None:
+    """Refuse what a web page could send through a browser: a foreign ``Host``, a non-JSON write.
+
+    A page on another site may POST ``text/plain`` (or a form) to the bank
+    without asking the browser's permission, and through DNS rebinding may
+    reach it under a name of its own; it cannot send ``application/json``
+    to another origin without a CORS preflight, which the bank never grants.
+    """
+    config = bank_state().config
+    if request.path in _OPEN_PATHS:
+        return None
+    if not config.allowed_hosts.allows(request.headers.get("Host")):
+        return _error(400, "unknown_host", "this bank does not answer to that Host (ALLOWED_HOSTS)")
+    if request.method in _CHANGES and request.mimetype != "application/json":
+        return _error(415, "unsupported_media_type", "send Content-Type: application/json")
+    return None
 
 
 def _require_token() -> tuple[Response, int] | None:

@@ -15,6 +15,8 @@ from pathlib import Path
 from bank.faults import FaultRule, parse_rules
 from bank.validation import InvalidRequest
 from envsettings import SettingsError, boolean_word, integer, optional_string, path, string
+from envsettings.hosts import AllowedHosts, allowed_hosts
+from envsettings.tls import ServerTls
 
 #: Enough worker threads for 16+ concurrent clients plus a few parked (held) requests.
 DEFAULT_THREADS = 32
@@ -48,19 +50,29 @@ class BankConfig:
     header_timeout: int = DEFAULT_HEADER_TIMEOUT
     body_timeout: int = DEFAULT_BODY_TIMEOUT
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    #: Serve TLS with this certificate (``TLS_CERT_FILE``, ``TLS_KEY_FILE``), or plain HTTP.
+    tls: ServerTls | None = None
+    #: The host names requests may be addressed to (``ALLOWED_HOSTS``).
+    allowed_hosts: AllowedHosts = field(default_factory=AllowedHosts)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
     @classmethod
     def from_env(
         cls, name: str, default_port: int, environ: Mapping[str, str] | None = None
     ) -> BankConfig:
         """Read ``PORT``, ``HOST``, ``LEDGER_PATH``, ``BANK_TOKEN``, ``BANK_FAULTS``,
-        ``BANK_THREADS`` and the connection limits (``bank/README.md`` lists them all)."""
+        ``BANK_THREADS``, the connection limits, ``ALLOWED_HOSTS`` and the ``TLS_*``
+        files (``bank/README.md`` lists them all)."""
         env = os.environ if environ is None else environ
         faults_enabled, initial_faults = _parse_faults(optional_string(env, "BANK_FAULTS"))
+        host = string(env, "HOST", "127.0.0.1")
         return cls(
             name=name,
             port=integer(env, "PORT", default_port, low=0, high=65535),
-            host=string(env, "HOST", "127.0.0.1"),
+            host=host,
             ledger_path=path(env, "LEDGER_PATH", f"./data/{name}_bank.db"),
             token=optional_string(env, "BANK_TOKEN"),
             faults_enabled=faults_enabled,
@@ -77,6 +89,8 @@ class BankConfig:
             max_header_bytes=integer(
                 env, "BANK_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES, low=1024, high=1 << 20
             ),
+            tls=ServerTls.from_env(env),
+            allowed_hosts=allowed_hosts(env, "ALLOWED_HOSTS", listening_on=host),
         )
 
 

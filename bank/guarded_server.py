@@ -25,6 +25,11 @@ version, so an upgrade fails loudly instead of quietly unbounding the bank):
   ``status``, ``response_headers``, ``content_length``,
   ``set_close_on_finish()``, ``write()``.
 
+TLS is added the same way, since waitress has none: :class:`TlsChannel`
+wraps each accepted socket with the ``ssl`` module and overrides the two
+places waitress touches the socket, ``handle_read`` (``recv``) and ``send``,
+which are the ``wasyncore.dispatcher`` methods every byte goes through.
+
 Bodies are bounded with waitress's own settings: ``max_request_body_size``
 refuses a declared or chunked body over the app's limit as soon as the
 headers say so, and ``inbuf_overflow`` above that limit keeps every body in
@@ -35,6 +40,9 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import ssl
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -129,6 +137,71 @@ class GuardedChannel(HTTPChannel):  # type: ignore[misc]
         return bool(now - request.headers_done > limits.body_timeout)
 
 
+class TlsChannel(GuardedChannel):
+    """A :class:`GuardedChannel` over TLS: the accepted socket, wrapped by the ``ssl`` module.
+
+    The handshake happens inside the first reads (``do_handshake_on_connect``
+    is off, the socket non-blocking), so a client that never finishes it
+    holds its connection only until the idle timeout, like any idle one.
+    Three things differ from a plain socket, and each is handled here:
+
+    - a TLS read or write may need the other direction first
+      (``SSLWantReadError``, ``SSLWantWriteError``): both mean "not now";
+    - decrypted bytes can wait inside the TLS object where ``poll()`` cannot
+      see them, so a read continues while ``pending()`` says so;
+    - one TLS connection must not be read and written by two threads at
+      once, and waitress writes from its task threads while the main loop
+      reads: a lock per channel takes the TLS calls one at a time (reads
+      never block, so it is held for microseconds).
+    """
+
+    def __init__(
+        self,
+        server: GuardedServer,
+        sock: socket.socket,
+        addr: Any,
+        adj: Adjustments,
+        map: dict[int, Any] | None = None,
+    ) -> None:
+        assert server.tls is not None
+        self._tls_lock = threading.Lock()
+        wrapped = server.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        super().__init__(server, wrapped, addr, adj, map)
+
+    def handle_read(self) -> None:
+        while True:
+            try:
+                with self._tls_lock:
+                    data = self.socket.recv(self.adj.recv_bytes)
+                    more = self.socket.pending() > 0
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return  # the handshake or a record is under way: wait for the socket
+            except (ssl.SSLError, OSError) as exc:
+                # Not TLS (plain HTTP to this port, say), a failed handshake, or a reset.
+                log.debug("TLS connection from %s closed: %s", self.addr, exc)
+                self.handle_close()
+                return
+            if not data:
+                self.handle_close()  # the client closed the connection
+                return
+            self.last_activity = time.time()
+            self.received(data)
+            if not more:
+                return
+
+    def send(self, data: bytes, do_close: bool = True) -> int:
+        try:
+            with self._tls_lock:
+                sent: int = self.socket.send(data)
+                return sent
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return 0  # like EWOULDBLOCK: tried again when the socket is writable
+        except (ssl.SSLError, OSError):
+            if do_close:
+                self.handle_close()
+            return 0
+
+
 class GuardedServer(TcpWSGIServer):  # type: ignore[misc]
     """waitress's TCP server with a connection cap that makes room instead of locking out.
 
@@ -142,8 +215,18 @@ class GuardedServer(TcpWSGIServer):  # type: ignore[misc]
     channel_class = GuardedChannel
     next_channel_cleanup: float
 
-    def __init__(self, application: Any, limits: ConnectionLimits, **adjustments: Any) -> None:
+    def __init__(
+        self,
+        application: Any,
+        limits: ConnectionLimits,
+        tls: ssl.SSLContext | None = None,
+        **adjustments: Any,
+    ) -> None:
         self.limits = limits
+        #: Serve TLS with this context (each connection a :class:`TlsChannel`), or plain HTTP.
+        self.tls = tls
+        if tls is not None:
+            self.channel_class = TlsChannel
         self._evicted = 0
         self._overdue = 0
         self._full_warned = False

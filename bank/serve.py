@@ -23,6 +23,7 @@ from bank.fd_limit import fit_connection_cap
 from bank.guarded_server import ConnectionLimits, GuardedServer
 from bank.validation import MAX_BODY_BYTES
 from envsettings import SettingsError
+from envsettings.tls import server_context
 
 log = logging.getLogger("bank")
 
@@ -45,6 +46,7 @@ def main(bank_name: str, default_port: int) -> None:
     server = GuardedServer(
         app,
         connection_limits(config),
+        tls=server_context(config.tls) if config.tls is not None else None,
         host=config.host,
         port=config.port,
         threads=config.threads,
@@ -64,8 +66,9 @@ def main(bank_name: str, default_port: int) -> None:
     faults = "on" if config.faults_enabled else "off"
     auth = "on" if config.token else "off"
     log.info(
-        "%s bank serving on http://%s:%s (ledger %s, auth %s, faults %s, at most %d connections)",
+        "%s bank serving on %s://%s:%s (ledger %s, auth %s, faults %s, at most %d connections)",
         bank_name,
+        config.scheme,
         config.host,
         server.effective_port,
         config.ledger_path,

@@ -124,7 +124,9 @@ def unterminated_headers(port: int) -> list[socket.socket]:
     sockets = [s for s in (connect(port) for _ in range(8)) if s is not None]
     threads = []
     for sock in sockets:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Filler: ")
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Filler: "
+        )
         thread = threading.Thread(target=send_all, args=(sock, chunks(64 * MB)))
         thread.start()
         threads.append(thread)
@@ -151,7 +153,9 @@ def pipelined_bodies(port: int, token: bool = False) -> list[socket.socket]:
     ).encode()
     auth = f"Authorization: Bearer {TOKEN}\r\n".encode() if token else b""
     request = (
-        b"POST / HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n" % (auth, len(body)) + body
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n"
+        % (auth, len(body))
+        + body
     )
     sock = connect(port)
     assert sock is not None
@@ -166,7 +170,7 @@ def huge_url(port: int) -> list[socket.socket]:
     sock.sendall(b"GET /")
     send_all(sock, chunks(128 * MB))
     with contextlib.suppress(OSError):
-        sock.sendall(b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     return [sock]
 
 

@@ -117,6 +117,7 @@ class BankClient:
         tls: ssl.SSLContext | None = None,
     ) -> None:
         endpoint = Endpoint.parse(base_url)
+        self.endpoint = endpoint
         self.base_url = endpoint.url
         self.name = name
         self._prefix = endpoint.prefix
@@ -259,12 +260,10 @@ class BankClient:
             target.encode("latin-1"),
             self._common_head,
         )
-        body = b""
-        if json is not None:
-            body = msgspec.json.encode(json)
-            head += b"Content-Type: application/json\r\n"
-        if body or method not in ("GET", "HEAD", "DELETE"):
-            head += b"Content-Length: %d\r\n" % len(body)
+        body = b"" if json is None else msgspec.json.encode(json)
+        if method not in ("GET", "HEAD"):
+            # Every write says JSON, bodiless or not: the bank refuses any other (a web page's).
+            head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
         head += b"\r\n"
         if self._slots is None:
             self._slots = asyncio.Semaphore(MAX_CONNECTIONS)

@@ -34,8 +34,9 @@ def main() -> int:
     # keep the cyclic collector from walking it again at every full collection.
     gc.freeze()
     logger.info(
-        "serving %s on %s:%d (auth %s)",
+        "serving %s on %s://%s:%d (auth %s)",
         settings.store_path,
+        settings.scheme,
         settings.host,
         settings.port,
         "on" if settings.token else "off",

@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import resource
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,10 @@ class Request:
     #: Header names lower-cased; a repeated header keeps its last value.
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    #: The URL's query string, undecoded ("" for none).
+    query: str = ""
+    #: The client's address, as the connection reports it ("" when unknown).
+    client: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,8 @@ class Response:
     status: int
     body: bytes
     content_type: str = "application/json"
+    #: More header lines, as (name, value) pairs; names and values must not hold CR or LF.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class Stream:
@@ -174,6 +181,7 @@ class _Connection(asyncio.Protocol):
         self._head_bytes = 0
         self._fed_head_bytes = 0
         self._request: Request | None = None
+        self._client = ""
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._reading = _BETWEEN
@@ -203,6 +211,8 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self._client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         if self._server.admit(self):
             self._worker = asyncio.get_running_loop().create_task(self._serve())
         else:
@@ -299,9 +309,12 @@ class _Connection(asyncio.Protocol):
             raise _Refusal(self._too_large_a_body())
         request.method = self._parser.get_method().decode("latin-1")
         try:
-            request.path = httptools.parse_url(b"".join(self._url)).path.decode("latin-1")
+            url = httptools.parse_url(b"".join(self._url))
         except httptools.HttpParserInvalidURLError:
             raise _Refusal(self._error(400, "bad URL")) from None
+        request.path = url.path.decode("latin-1")
+        request.query = (url.query or b"").decode("latin-1")
+        request.client = self._client
         refusal = self._server.check_head(request)
         if refusal is not None:
             raise _Refusal(refusal)
@@ -509,9 +522,10 @@ class _Connection(asyncio.Protocol):
 
 def _head(response: Response, closing: bool) -> bytes:
     connection = "Connection: close\r\n" if closing else ""
+    more = "".join(f"{name}: {value}\r\n" for name, value in response.headers)
     return (
         f"HTTP/1.1 {response.status} {_reason(response.status)}\r\n"
-        f"Content-Type: {response.content_type}\r\n"
+        f"Content-Type: {response.content_type}\r\n{more}"
         f"Content-Length: {len(response.body)}\r\n{connection}\r\n"
     ).encode()
 
@@ -586,13 +600,21 @@ class Server:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen; returns the port (useful when ``port`` is 0)."""
+    async def start(self, host: str, port: int, *, tls: ssl.SSLContext | None = None) -> int:
+        """Listen (over TLS with ``tls``); returns the port (useful when ``port`` is 0).
+
+        A TLS handshake must end within ``header_timeout``, like a request's head.
+        """
         loop = asyncio.get_running_loop()
         self.max_connections = connection_cap(self.limits.max_connections)
         _no_resource_error_flood(loop)
         self._server = await loop.create_server(
-            lambda: _Connection(self), host, port, backlog=ACCEPT_BATCH
+            lambda: _Connection(self),
+            host,
+            port,
+            backlog=ACCEPT_BATCH,
+            ssl=tls,
+            ssl_handshake_timeout=self.limits.header_timeout if tls is not None else None,
         )
         for listening in self._server.sockets:
             # asyncio uses one number for its batch and the kernel's queue; a second

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 from resonate.connections.local import OutgoingMessage
 
+from envsettings.tls import server_context
 from promise_store.config import Settings
 from promise_store.delivery import Delivery, Mailboxes
 from promise_store.http import Request, Response, Server, Stream
@@ -76,14 +77,28 @@ class StoreService:
         self._ticker: asyncio.Task[None] | None = None
 
     def _check_head(self, request: Request) -> Response | None:
-        """Refuse a request without the token before its body is read (``/health`` needs none)."""
-        if request.path == "/health" or self._authorized(request):
+        """Refuse, before the body is read, what a web page could send and what lacks the token.
+
+        ``/health`` needs neither. A page on another site can reach the store
+        through a browser under a name of its own (DNS rebinding) and POST
+        ``text/plain`` without asking; it cannot send ``application/json``
+        to another origin without a CORS preflight, which the store never grants.
+        """
+        if request.path == "/health":
+            return None
+        if not self.settings.allowed_hosts.allows(request.headers.get("host")):
+            message = "this store does not answer to that Host (ALLOWED_HOSTS)"
+            return Response(400, error_envelope(400, message))
+        if request.method == "POST" and _media_type(request) != "application/json":
+            return Response(415, error_envelope(415, "send Content-Type: application/json"))
+        if self._authorized(request):
             return None
         return Response(401, error_envelope(401, "missing or wrong bearer token"))
 
     async def start(self) -> int:
         """Listen on the configured address and start ticking; returns the port."""
-        port = await self.http.start(self.settings.host, self.settings.port)
+        tls = server_context(self.settings.tls) if self.settings.tls is not None else None
+        port = await self.http.start(self.settings.host, self.settings.port, tls=tls)
         self._ticker = asyncio.create_task(self._tick_loop())
         return port
 
@@ -180,6 +195,11 @@ class StoreService:
     def _awaits_acquire(self, task_id: str, version: int) -> bool:
         task = self.store.state.tasks.get(task_id)
         return task is not None and task.state == "pending" and task.version == version
+
+
+def _media_type(request: Request) -> str:
+    """The request's ``Content-Type`` without its parameters, lower-cased."""
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
 def _not_allowed(allowed: str) -> Response:

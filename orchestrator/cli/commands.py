@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
-from orchestrator import audit, money
+from orchestrator import audit, connection_errors, money
 from orchestrator.accounts import Account
 from orchestrator.bank_client import (
     BankClient,
@@ -37,6 +35,7 @@ from orchestrator.cli.views import (
     describe_status,
     status_word,
 )
+from orchestrator.http_pool import ConnectionPool, Endpoint, ResponseLost
 from orchestrator.records import op_id
 from orchestrator.settings import Settings
 
@@ -90,19 +89,54 @@ class Reply:
     human: str
 
 
-@contextlib.contextmanager
-def reaching(client: BankClient) -> Iterator[None]:
-    """Turn a bank that cannot be reached into one line that says which bank and where."""
+@contextlib.asynccontextmanager
+async def reaching(client: BankClient) -> AsyncIterator[None]:
+    """Turn a bank that cannot be reached into one line that says which bank, where, and why."""
     try:
         yield
     except BankUnavailable as exc:
-        variable = BANK_URL_VARIABLE.get(client.name, "")
-        where = f"{client.base_url} ({variable})" if variable else client.base_url
-        if isinstance(exc, BankUnreachable):
-            raise CliError(f"{client.name} bank not reachable at {where}") from exc
-        raise CliError(f"{client.name} bank at {where} is not answering properly: {exc}") from exc
+        raise CliError(await _why_unavailable(client, exc)) from exc
     except BankError as exc:
         raise CliError(str(exc)) from exc
+
+
+async def _why_unavailable(client: BankClient, exc: BankUnavailable) -> str:
+    variable = BANK_URL_VARIABLE.get(client.name, "")
+    why = await why_unreachable(exc, client.endpoint, variable)
+    if why is not None:
+        return f"{client.name} bank: {why}"
+    where = f"{client.base_url} ({variable})" if variable else client.base_url
+    if isinstance(exc, BankUnreachable):
+        return f"{client.name} bank not reachable at {where}"
+    return f"{client.name} bank at {where} is not answering properly: {exc}"
+
+
+async def why_unreachable(exc: BaseException, endpoint: Endpoint, variable: str) -> str | None:
+    """A TLS mistake behind ``exc``, in words (see :mod:`orchestrator.connection_errors`)."""
+    explained = connection_errors.explain(exc, endpoint, variable)
+    if explained is not None:
+        return explained
+    if not _no_answer(exc):
+        return None
+    if endpoint.tls:
+        if await connection_errors.speaks_plain_http(endpoint):
+            return connection_errors.plain_http_message(endpoint, variable)
+    elif await connection_errors.speaks_tls(endpoint):
+        return connection_errors.speaks_tls_message(endpoint, variable)
+    return None
+
+
+def _no_answer(exc: BaseException | None) -> bool:
+    """The server closed the connection, or kept silent, without a response.
+
+    What a TLS port does to a plain request, and a plain one to a TLS hello
+    (it waits for the end of a request head that never comes, or resets).
+    """
+    while exc is not None:
+        if isinstance(exc, (ResponseLost, ConnectionResetError, TimeoutError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @contextlib.asynccontextmanager
@@ -127,17 +161,19 @@ async def ensure_store_reachable(settings: Settings) -> None:
         return
     if settings.resonate_url is None:
         return
-    timeout = aiohttp.ClientTimeout(total=settings.bank_timeout)
+    endpoint = Endpoint.parse(settings.resonate_url)
+    pool = ConnectionPool(endpoint, tls=settings.tls_for(endpoint.url))
+    head = f"GET {endpoint.prefix}/health HTTP/1.1\r\nHost: {endpoint.netloc}\r\n\r\n".encode()
     try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as http,
-            http.get(settings.resonate_url),
-        ):
-            pass  # any answer at all: the store is there
-    except (aiohttp.ClientError, TimeoutError):
+        async with asyncio.timeout(settings.bank_timeout):
+            await pool.exchange(await pool.take(), head, b"")  # any answer: the store is there
+    except (OSError, TimeoutError) as exc:
+        why = await why_unreachable(exc, endpoint, "RESONATE_URL")
         raise CliError(
-            f"promise store not reachable at {settings.resonate_url} (RESONATE_URL)"
+            why or f"promise store not reachable at {settings.resonate_url} (RESONATE_URL)"
         ) from None
+    finally:
+        pool.close()
 
 
 @contextlib.asynccontextmanager
@@ -168,7 +204,7 @@ async def check_accounts(settings: Settings, source_account: str, target_account
     """Both accounts exist and are open on their banks, or a CliError naming the problem."""
     async with open_banks(settings) as (source, target):
         for client, account_id in ((source, source_account), (target, target_account)):
-            with reaching(client):
+            async with reaching(client):
                 account = await client.get_account(account_id)
             if account is None:
                 raise CliError(f"account {account_id!r} does not exist on the {client.name} bank")
@@ -294,7 +330,7 @@ async def transfer_view(
         ("reversal", source),
     )
     for kind, client in steps:
-        with reaching(client):
+        async with reaching(client):
             ledger[kind] = await client.get_entry(op_id(transfer_id, kind))
     return {**record, "ledger": ledger, "status": status_word(record)}
 
@@ -321,7 +357,7 @@ async def read_accounts(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     async with open_banks(settings) as (source, target):
         accounts = {}
         for client in (source, target):
-            with reaching(client):
+            async with reaching(client):
                 accounts[client.name] = sorted(
                     await client.list_accounts(), key=lambda a: str(a["account_id"])
                 )
@@ -340,7 +376,7 @@ async def account_command(
     opening_cents = money.parse_amount(opening, allow_zero=True) if opening is not None else None
     async with open_banks(settings) as (source, target):
         client = source if bank == "source" else target
-        with reaching(client):
+        async with reaching(client):
             existing = await client.get_account(account_id)
             if existing is None and action == "close":
                 raise CliError(f"account {account_id!r} does not exist on the {bank} bank")
@@ -367,7 +403,7 @@ async def seed_command(settings: Settings) -> Reply:
     async with open_banks(settings) as (source, target):
         for account in SEED_ACCOUNTS:
             client = source if account.bank == "source" else target
-            with reaching(client):
+            async with reaching(client):
                 if await client.get_account(account.account_id) is None:
                     await client.put_account(account.account_id, "open", account.opening_balance)
                 else:

@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="port of the console's page on 127.0.0.1 (default: a free one)",
         )
         demo.add_argument(
+            "--tls",
+            action="store_true",
+            help="https on every link, with certificates made for the run (default: plain http "
+            "on 127.0.0.1)",
+        )
+        demo.add_argument(
             "--backend",
             choices=("store", "postgres"),
             default="store",
@@ -246,15 +252,19 @@ def _run_worker() -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from orchestrator.local import crash_demo, demo
+    from orchestrator.local.stage import DemoOptions
 
-    run: Callable[..., int] = demo.main if args.command == "demo" else crash_demo.main
+    run: Callable[[DemoOptions], int] = demo.main if args.command == "demo" else crash_demo.main
     return run(
-        data_dir=args.data,
-        lease_ttl=args.lease_ttl,
-        debug=args.debug,
-        backend=args.backend,
-        keep_running=args.keep_running,
-        console_port=args.console_port,
+        DemoOptions(
+            data_dir=args.data,
+            lease_ttl=args.lease_ttl,
+            debug=args.debug,
+            backend=args.backend,
+            keep_running=args.keep_running,
+            console_port=args.console_port,
+            tls=args.tls,
+        )
     )
 
 
@@ -264,7 +274,7 @@ def _run_console(args: argparse.Namespace) -> int:
 
     from orchestrator.console.config import ConsoleSettings
     from orchestrator.console.running import serve
-    from orchestrator.console.server import needs_served_store
+    from orchestrator.console.server import Listening, needs_served_store
 
     settings = Settings.from_env()
     console = ConsoleSettings.from_env()
@@ -272,8 +282,13 @@ def _run_console(args: argparse.Namespace) -> int:
         console = replace(console, port=args.port)
     needs_served_store(settings)
 
-    def announce(address: str) -> None:
-        print(f"console: {address}  (reading {settings.store_name()}; Ctrl-C stops it)", flush=True)
+    def announce(listening: Listening) -> None:
+        print(
+            f"console: {listening.address}  (reading {settings.store_name()}; Ctrl-C stops it)",
+            flush=True,
+        )
+        if listening.login_link is not None:
+            print(f"one-time login link: {listening.login_link}", flush=True)
 
     try:
         serve(settings, console, announce=announce)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from envsettings import (
@@ -16,8 +16,24 @@ from envsettings import (
     optional_string,
     string,
 )
+from envsettings.hosts import AllowedHosts, allowed_hosts
+from envsettings.tls import ServerTls
+from promise_store.config import limits_from_env
+from promise_store.http import Limits
 
 DEFAULT_PORT = 8090
+#: What one client may make the console hold, and for how long (``CONSOLE_MAX_CONNECTIONS``,
+#: ``CONSOLE_IDLE_TIMEOUT``, ...): a page needs two connections, and its requests are small.
+DEFAULT_LIMITS = Limits(
+    max_header_bytes=16 << 10,
+    max_url_bytes=4096,
+    max_body_bytes=16 << 10,
+    max_pipelined=4,
+    max_connections=256,
+    idle_timeout=60.0,
+    header_timeout=10.0,
+    body_timeout=10.0,
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,15 @@ class ConsoleSettings:
     max_entries: int = 10_000
     read_timeout: float = 3.0
     worker_status_dir: Path | None = None
+    #: Live streams one holder of the token (or, with no token, one address) may keep open.
+    max_clients_per_holder: int = 4
+    limits: Limits = DEFAULT_LIMITS
+    tls: ServerTls | None = None
+    allowed_hosts: AllowedHosts = field(default_factory=AllowedHosts)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> ConsoleSettings:
@@ -57,17 +82,24 @@ class ConsoleSettings:
         host = string(env, "CONSOLE_HOST", "127.0.0.1")
         if not host.strip():
             raise SettingsError("CONSOLE_HOST", "must name an interface, like 127.0.0.1")
+        max_clients = integer(env, "CONSOLE_MAX_CLIENTS", 8, low=1, high=1000)
         return cls(
             host=host,
             port=integer(env, "CONSOLE_PORT", DEFAULT_PORT, low=0, high=65535),
             token=token,
             read_only=boolean(env, "CONSOLE_READ_ONLY", False),
             poll_interval=number(env, "CONSOLE_POLL_INTERVAL", 0.5, low=0.1, high=60.0),
-            max_clients=integer(env, "CONSOLE_MAX_CLIENTS", 8, low=1, high=1000),
+            max_clients=max_clients,
             client_queue=integer(env, "CONSOLE_CLIENT_QUEUE", 32, low=1, high=10_000),
             keepalive=number(env, "CONSOLE_KEEPALIVE", 15.0, low=1.0, high=300.0),
             max_transfers=integer(env, "CONSOLE_MAX_TRANSFERS", 100, low=1, high=10_000),
             max_entries=integer(env, "CONSOLE_MAX_ENTRIES", 10_000, low=100, high=10_000_000),
             read_timeout=number(env, "CONSOLE_READ_TIMEOUT", 3.0, low=0.1, high=120.0),
             worker_status_dir=optional_path(env, "CONSOLE_WORKER_STATUS_DIR"),
+            max_clients_per_holder=integer(
+                env, "CONSOLE_MAX_CLIENTS_PER_TOKEN", min(4, max_clients), low=1, high=max_clients
+            ),
+            limits=limits_from_env(env, "CONSOLE_", DEFAULT_LIMITS),
+            tls=ServerTls.from_env(env, "CONSOLE_"),
+            allowed_hosts=allowed_hosts(env, "CONSOLE_ALLOWED_HOSTS", listening_on=host),
         )

@@ -5,7 +5,14 @@ that changed something, holding only the sections that changed. Each page
 has a queue of at most ``CONSOLE_CLIENT_QUEUE`` events; a page too slow to
 take them is let go (its stream ends), and its browser reconnects and starts
 again from a whole state, so a slow page never holds memory or the poller up.
-At most ``CONSOLE_MAX_CLIENTS`` pages listen at once.
+
+At most ``CONSOLE_MAX_CLIENTS`` pages listen at once, and at most
+``CONSOLE_MAX_CLIENTS_PER_TOKEN`` for one holder (one token, or one address
+when the console has none). A new page is never turned away: past either
+limit, the holder's own oldest stream ends to make room, else the oldest of
+all. A page left open, or a client that opens streams and never reads them,
+cannot lock anyone out; the page whose stream ended reconnects, and if it is
+still wanted it takes its turn like any other.
 """
 
 from __future__ import annotations
@@ -16,35 +23,39 @@ import time
 from typing import Any
 
 
-class TooManyClients(Exception):
-    """Every listening slot is taken (``CONSOLE_MAX_CLIENTS``)."""
-
-
 class Subscriber:
-    """One page's stream: a bounded queue of events, and whether it fell behind."""
+    """One page's stream: a bounded queue of events, and whether it was let go."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, holder: str) -> None:
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=size)
+        self.holder = holder
         self.dropped = False
 
     def offer(self, event: str) -> None:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
-            self.dropped = True
-            self.queue = asyncio.Queue(maxsize=1)
-            self.queue.put_nowait("")  # wakes the stream, which then ends
+            self.drop()
+
+    def drop(self) -> None:
+        """End this stream: it fell behind, or made room for a newer page."""
+        self.dropped = True
+        while not self.queue.empty():  # what it had not taken is of no use now
+            self.queue.get_nowait()
+        self.queue.put_nowait("")  # wakes the stream, which then ends
 
 
 class Feed:
     """The last state seen, and the pages to tell when it changes."""
 
-    def __init__(self, *, max_clients: int, queue_size: int) -> None:
+    def __init__(self, *, max_clients: int, queue_size: int, max_per_holder: int) -> None:
         self.max_clients = max_clients
+        self.max_per_holder = max_per_holder
         self.queue_size = queue_size
         self.state: dict[str, Any] = {}
         self._encoded: dict[str, str] = {}
-        self.subscribers: set[Subscriber] = set()
+        #: Open streams, oldest first.
+        self.subscribers: dict[Subscriber, None] = {}
         self.sequence = 0
         #: Set once the first poll's state is in: until then there is nothing to show.
         self.published = asyncio.Event()
@@ -64,20 +75,22 @@ class Feed:
                 subscriber.offer(event)
         return changed
 
-    def subscribe(self) -> Subscriber:
-        """A new page's stream, starting with every section there is."""
+    def subscribe(self, holder: str) -> Subscriber:
+        """A new page's stream for ``holder``, starting with every section there is."""
+        own = [subscriber for subscriber in self.subscribers if subscriber.holder == holder]
+        while len(own) >= self.max_per_holder:
+            self.unsubscribe(own.pop(0)).drop()
         if len(self.subscribers) >= self.max_clients:
-            raise TooManyClients(
-                f"{self.max_clients} pages are listening already (CONSOLE_MAX_CLIENTS)"
-            )
-        subscriber = Subscriber(self.queue_size)
+            self.unsubscribe(own[0] if own else next(iter(self.subscribers))).drop()
+        subscriber = Subscriber(self.queue_size, holder)
         if self.state:
             subscriber.offer(_event(self.sequence, self.state, whole=True))
-        self.subscribers.add(subscriber)
+        self.subscribers[subscriber] = None
         return subscriber
 
-    def unsubscribe(self, subscriber: Subscriber) -> None:
-        self.subscribers.discard(subscriber)
+    def unsubscribe(self, subscriber: Subscriber) -> Subscriber:
+        self.subscribers.pop(subscriber, None)
+        return subscriber
 
 
 def _event(sequence: int, sections: dict[str, Any], *, whole: bool = False) -> str:

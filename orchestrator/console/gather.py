@@ -137,7 +137,7 @@ class Reader:
             "variable": commands.BANK_URL_VARIABLE[name],
         }
         try:
-            with commands.reaching(client):
+            async with commands.reaching(client):
                 accounts = sorted(await client.list_accounts(), key=lambda a: str(a["account_id"]))
                 await self._follow(name, client)
                 holds = await _holds(client) if self.local else []

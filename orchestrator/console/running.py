@@ -15,14 +15,16 @@ from collections.abc import Callable
 
 from orchestrator.console.config import ConsoleSettings
 from orchestrator.console.local import LocalControl
-from orchestrator.console.server import Console
+from orchestrator.console.server import Console, Listening
 from orchestrator.settings import Settings
 
 #: Seconds a console may take to listen, or to stop.
 START_TIMEOUT = 30.0
 
 
-def serve(settings: Settings, console: ConsoleSettings, *, announce: Callable[[str], None]) -> None:
+def serve(
+    settings: Settings, console: ConsoleSettings, *, announce: Callable[[Listening], None]
+) -> None:
     """Serve until SIGTERM (``docker stop``) or Ctrl-C."""
     server = Console(settings, console)
 
@@ -45,6 +47,8 @@ class ConsoleThread:
         self.console = console
         self.local = local
         self.address: str | None = None
+        #: A one-time link that logs a browser in (None when the console needs no token).
+        self.login_link: str | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -79,8 +83,8 @@ class ConsoleThread:
         finally:
             self._ready.set()
 
-    def _listening(self, address: str) -> None:
-        self.address = address
+    def _listening(self, listening: Listening) -> None:
+        self.address, self.login_link = listening.address, listening.login_link
         self._ready.set()
 
     def __enter__(self) -> ConsoleThread:

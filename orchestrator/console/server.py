@@ -1,18 +1,24 @@
 """The console's HTTP server: the page, its live feed (server-sent events), and its actions.
 
-aiohttp's server, because everything the console reads is already asyncio
-(the bank clients, the Resonate client): one event loop polls the banks and
-the store every ``CONSOLE_POLL_INTERVAL`` seconds, and pushes the sections
-that changed to every open page (:mod:`orchestrator.console.feed`). The
-browser never polls; it fetches a transfer's timeline when a person opens it
-or when the feed says that transfer changed.
+It runs on the same bounded HTTP/1.1 server as the promise store
+(:mod:`promise_store.http`): connections, idle and slow clients, request
+sizes and pipelining all have limits (``CONSOLE_MAX_CONNECTIONS``,
+``CONSOLE_IDLE_TIMEOUT``, ...), a slow or idle client never locks out a
+well-formed one, a failed accept for want of file descriptors is logged
+once in a while rather than per try, and TLS comes from
+``CONSOLE_TLS_CERT_FILE`` and ``CONSOLE_TLS_KEY_FILE``. One event loop polls
+the banks and the store every ``CONSOLE_POLL_INTERVAL`` seconds and pushes
+the sections that changed to every open page (:mod:`orchestrator.console.feed`).
+The browser never polls; it fetches a transfer's timeline when a person
+opens it or when the feed says that transfer changed.
 
 | call | answers |
 | --- | --- |
 | ``GET /`` and ``/static/*`` | the page (its own HTML, script and styles, from the package) |
 | ``GET /health`` | 200 ``{"status": "ok"}``, no token needed |
+| ``GET /login?code=...`` | a one-time link: sets the session cookie, then shows the page |
 | ``GET /api/session`` | whether a token is needed and given, read-only, local |
-| ``POST /api/login`` ``{"token"}`` | sets the session cookie when the token is right |
+| ``POST /api/login`` ``{"token"}`` | sets the session cookie when the token is right (throttled) |
 | ``GET /api/state`` | every section now |
 | ``GET /api/events`` | the live feed (``text/event-stream``) |
 | ``GET /api/transfers/{id}`` | one transfer as ``crossbank status`` has it |
@@ -21,10 +27,13 @@ or when the feed says that transfer changed.
 | ``POST /api/workers/kill`` ``{"transfer_id"}``, ``POST /api/workers/start`` | local demo only |
 | ``POST /api/faults/hold-credit``, ``POST /api/faults/release`` | local demo only |
 
-With a token (``CONSOLE_TOKEN``, else ``BANK_TOKEN``, else ``RESONATE_TOKEN``)
-every ``/api`` call but ``session`` and ``login`` needs it, as a bearer token
-or the session cookie ``login`` sets (HttpOnly, SameSite=Strict). Actions take
-JSON only, which a page from another origin cannot send without asking.
+No page on another site can act through a browser: every request must be
+addressed to a name the console serves (``Host``, ``CONSOLE_ALLOWED_HOSTS``),
+and an action must come from one of its own pages (``Origin``) with a JSON
+body, which another origin cannot send without asking. With a token
+(``CONSOLE_TOKEN``, else ``BANK_TOKEN``, else ``RESONATE_TOKEN``) every
+``/api`` call but ``session`` and ``login`` needs it, as a bearer token or
+the session cookie ``login`` sets (HttpOnly, SameSite=Strict, Secure over TLS).
 """
 
 from __future__ import annotations
@@ -36,43 +45,54 @@ import hmac
 import json
 import logging
 import re
-import time
+import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from http.cookies import CookieError, SimpleCookie
 from importlib import resources
 from typing import Any
-
-from aiohttp import web
+from urllib.parse import parse_qs
 
 from envsettings import SettingsError
+from envsettings.tls import server_context
 from orchestrator.bank_client import BankError, bank_clients
 from orchestrator.cli import commands
 from orchestrator.console.config import ConsoleSettings
-from orchestrator.console.feed import Feed, TooManyClients
+from orchestrator.console.feed import Feed
 from orchestrator.console.gather import Reader, WorkersProbe
 from orchestrator.console.local import ActionRefused, LocalControl, status_directory_workers
+from orchestrator.console.throttle import LoginThrottle, retry_after
 from orchestrator.money import AmountError
 from orchestrator.runtime import resonate_session
 from orchestrator.settings import Settings
+from promise_store.http import Request, Response, Server, Stream
 
 logger = logging.getLogger("orchestrator.console")
 
 COOKIE = "crossbank_console"
-#: How soon a page that went away frees its place among CONSOLE_MAX_CLIENTS, in seconds.
-GONE_CHECK_SECONDS = 1.0
-#: Largest request body an action takes.
-MAX_BODY = 16 * 1024
 #: The page's files, by name, and their types.
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+)
+#: Paths anyone may call: health probes, and what a page needs before it has the token.
+OPEN_PATHS = frozenset({"/health", "/api/session", "/api/login", "/login"})
+#: One-time login links kept at once (the oldest is forgotten first).
+MAX_LOGIN_CODES = 16
 _ACCOUNT = re.compile(r"[A-Za-z0-9._:@~+-]{1,128}")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Refused(Exception):
+    """An action the console will not do, answered as a JSON error."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.response = json_error(status, code, message, **extra)
 
 
 def needs_served_store(settings: Settings) -> None:
@@ -85,6 +105,14 @@ def needs_served_store(settings: Settings) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Listening:
+    """Where a console serves, and a one-time link that logs a browser in."""
+
+    address: str
+    login_link: str | None
+
+
 class Console:
     """One console: its settings, what it reads, its feed, and (in the demo) its hands."""
 
@@ -95,15 +123,39 @@ class Console:
         self.settings = settings
         self.console = console
         self.local = local
-        self.feed = Feed(max_clients=console.max_clients, queue_size=console.client_queue)
+        self.feed = Feed(
+            max_clients=console.max_clients,
+            queue_size=console.client_queue,
+            max_per_holder=console.max_clients_per_holder,
+        )
         self.reader: Reader | None = None
+        self.throttle = LoginThrottle()
+        self._login_codes: dict[str, None] = {}
         self._wake = asyncio.Event()
         self.address: str | None = None
+        self._get: dict[str, Handler] = {
+            "/": self.page,
+            "/health": self.health,
+            "/login": self.login_link,
+            "/api/session": self.session,
+            "/api/state": self.state,
+        }
+        self._post: dict[str, Handler] = {
+            "/api/login": self.login,
+            "/api/transfers": self.start_transfer,
+            "/api/accounts": self.account,
+            "/api/workers/kill": self.kill_worker,
+            "/api/workers/start": self.start_worker,
+            "/api/faults/hold-credit": self.hold_credit,
+            "/api/faults/release": self.release,
+        }
 
     # -- running ------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event, ready: Callable[[str], None] | None = None) -> None:
-        """Serve until ``stop`` is set; ``ready`` gets the page's address once it listens."""
+    async def run(
+        self, stop: asyncio.Event, ready: Callable[[Listening], None] | None = None
+    ) -> None:
+        """Serve until ``stop`` is set; ``ready`` learns where, once it listens."""
         readers = replace(self.settings, bank_timeout=self.console.read_timeout)
         source, target = bank_clients(readers)
         async with source, target, resonate_session(self.settings, role="client") as resonate:
@@ -116,23 +168,39 @@ class Console:
                 workers=self._workers_probe(),
                 local=self.local is not None,
             )
-            runner = web.AppRunner(self.app(), shutdown_timeout=1.0, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, self.console.host, self.console.port)
-            await site.start()
-            port = _bound_port(site, self.console.port)
-            self.address = f"http://{self.console.host}:{port}"
+            http = Server(
+                self.route,
+                limits=self.console.limits,
+                check_head=self.check_head,
+                error_body=_error_body,
+            )
+            tls = server_context(self.console.tls) if self.console.tls is not None else None
+            port = await http.start(self.console.host, self.console.port, tls=tls)
+            self.address = f"{self.console.scheme}://{self.console.host}:{port}"
             poller = asyncio.create_task(self._poll())
             if ready is not None:
-                ready(self.address)
+                ready(Listening(self.address, self.new_login_link()))
             try:
                 await stop.wait()
             finally:
                 poller.cancel()
+                http.stop_listening()
                 for subscriber in list(self.feed.subscribers):
-                    subscriber.dropped = True
-                    subscriber.offer("")
-                await runner.cleanup()
+                    self.feed.unsubscribe(subscriber).drop()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await http.drained()
+                http.close_connections()
+
+    def new_login_link(self) -> str | None:
+        """A link that logs one browser in, once (None when the console needs no token)."""
+        if self.console.token is None or self.address is None:
+            return None
+        code = secrets.token_urlsafe(24)
+        self._login_codes[code] = None
+        while len(self._login_codes) > MAX_LOGIN_CODES:
+            del self._login_codes[next(iter(self._login_codes))]
+        return f"{self.address}/login?code={code}"
 
     def _workers_probe(self) -> WorkersProbe | None:
         """The local demo's processes; else the status files in CONSOLE_WORKER_STATUS_DIR."""
@@ -163,64 +231,47 @@ class Console:
         """Poll now: an action just changed something."""
         self._wake.set()
 
-    # -- the app --------------------------------------------------------------------------
+    # -- what every request passes first -------------------------------------------------
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
-        app.add_routes(
-            [
-                web.get("/", self.page),
-                web.get("/static/{name}", self.static),
-                web.get("/health", self.health),
-                web.get("/api/session", self.session),
-                web.post("/api/login", self.login),
-                web.get("/api/state", self.state),
-                web.get("/api/events", self.events),
-                web.get("/api/transfers/{transfer_id}", self.transfer),
-                web.post("/api/transfers", self.start_transfer),
-                web.post("/api/accounts", self.account),
-                web.post("/api/workers/kill", self.kill_worker),
-                web.post("/api/workers/start", self.start_worker),
-                web.post("/api/faults/hold-credit", self.hold_credit),
-                web.post("/api/faults/release", self.release),
-            ]
-        )
-        return app
-
-    @web.middleware
-    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """The token on ``/api``, JSON-only actions, and the page's security headers."""
-        open_paths = ("/api/session", "/api/login")
-        guarded = request.path.startswith("/api/") and request.path not in open_paths
-        if guarded and not self.authorized(request):
-            return _error(401, "unauthorized", "this console needs its token (CONSOLE_TOKEN)")
+    def check_head(self, request: Request) -> Response | None:
+        """Refuse, before a body is read, what a web page could send and what lacks the token."""
+        if request.path == "/health":
+            return None
+        allowed = self.console.allowed_hosts
+        if not allowed.allows(request.headers.get("host")):
+            return json_error(
+                400,
+                "unknown_host",
+                "this console does not answer to that Host (CONSOLE_ALLOWED_HOSTS)",
+            )
         if request.method == "POST":
-            if request.content_type != "application/json":
-                return _error(415, "json_only", "actions take a JSON body")
-            if request.path not in open_paths and self.console.read_only:
-                return _error(403, "read_only", "this console is read-only (CONSOLE_READ_ONLY)")
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            return _error(exc.status, "http_error", exc.reason)
-        except (commands.CliError, BankError) as exc:  # a bank or the store not answering an action
-            return _error(503, "unavailable", str(exc))
-        except Exception as exc:
-            logger.exception("console: %s %s failed", request.method, request.path)
-            return _error(500, "unexpected", f"unexpected error: {type(exc).__name__}: {exc}")
-        if not response.prepared:
-            response.headers.update(SECURITY_HEADERS)
-        return response
+            if not allowed.allows_origin(request.headers.get("origin")):
+                return json_error(403, "foreign_origin", "actions come from the console's own page")
+            if _media_type(request) != "application/json":
+                return json_error(415, "json_only", "actions take a JSON body")
+            if request.path not in OPEN_PATHS and self.console.read_only:
+                return json_error(403, "read_only", "this console is read-only (CONSOLE_READ_ONLY)")
+        guarded = request.path.startswith("/api/") and request.path not in OPEN_PATHS
+        if guarded and not self.authorized(request):
+            return json_error(401, "unauthorized", "this console needs its token (CONSOLE_TOKEN)")
+        return None
 
-    def authorized(self, request: web.Request) -> bool:
+    def authorized(self, request: Request) -> bool:
         token = self.console.token
         if token is None:
             return True
-        given = request.headers.get("Authorization", "")
+        given = request.headers.get("authorization", "")
         if given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode()):
             return True
-        cookie = request.cookies.get(COOKIE, "")
+        cookie = _cookie(request, COOKIE)
         return hmac.compare_digest(cookie.encode(), self._session_value().encode())
+
+    def _holder(self, request: Request) -> str:
+        """Who a stream belongs to: the credential it came with, else the client's address."""
+        given = request.headers.get("authorization") or _cookie(request, COOKIE)
+        if self.console.token is not None and given:
+            return hashlib.sha256(given.encode()).hexdigest()
+        return request.client
 
     def _session_value(self) -> str:
         assert self.console.token is not None
@@ -228,19 +279,69 @@ class Console:
             self.console.token.encode(), b"crossbank console", hashlib.sha256
         ).hexdigest()
 
+    def _session_cookie(self) -> tuple[str, str]:
+        secure = "; Secure" if self.console.tls is not None else ""
+        value = f"{COOKIE}={self._session_value()}; Path=/; HttpOnly; SameSite=Strict{secure}"
+        return ("Set-Cookie", value)
+
+    # -- routing ----------------------------------------------------------------------------
+
+    async def route(self, request: Request, stream: Stream) -> Response | None:
+        """Dispatch one request; a refusal or failure becomes a JSON error, never a crash."""
+        try:
+            if request.method in ("GET", "HEAD"):
+                if request.path == "/api/events":
+                    await self.events(request, stream)
+                    return None
+                if request.path.startswith("/static/"):
+                    return _static_file(request.path.removeprefix("/static/"))
+                if request.path.startswith("/api/transfers/"):
+                    return await self.transfer(request.path.removeprefix("/api/transfers/"))
+                handler = self._get.get(request.path)
+            elif request.method == "POST":
+                handler = self._post.get(request.path)
+            else:
+                return json_error(405, "method_not_allowed", "use GET or POST")
+            if handler is None:
+                return json_error(404, "not_found", f"no {request.method} {request.path}")
+            return await handler(request)
+        except Refused as exc:
+            return exc.response
+        except (commands.CliError, BankError) as exc:  # a bank or the store not answering
+            return json_error(503, "unavailable", str(exc))
+        except Exception as exc:
+            logger.exception("console: %s %s failed", request.method, request.path)
+            return json_error(500, "unexpected", f"unexpected error: {type(exc).__name__}: {exc}")
+
     # -- the page -------------------------------------------------------------------------
 
-    async def page(self, request: web.Request) -> web.StreamResponse:
+    async def page(self, request: Request) -> Response:
         return _static_file("index.html")
 
-    async def static(self, request: web.Request) -> web.StreamResponse:
-        return _static_file(request.match_info["name"])
+    async def health(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
 
-    async def health(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"status": "ok"})
+    async def login_link(self, request: Request) -> Response:
+        """``/login?code=``: a link printed when the console started; it works once."""
+        code = (parse_qs(request.query).get("code") or [""])[0]
+        if self.console.token is None or code not in self._login_codes:
+            return Response(
+                401,
+                b"This login link was used already, or is not this console's. "
+                b"Open the console's address and give its token.\n",
+                content_type="text/plain; charset=utf-8",
+                headers=SECURITY_HEADERS,
+            )
+        del self._login_codes[code]
+        return Response(
+            303,
+            b"",
+            content_type="text/plain; charset=utf-8",
+            headers=(("Location", "/"), self._session_cookie(), *SECURITY_HEADERS),
+        )
 
-    async def session(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(
+    async def session(self, request: Request) -> Response:
+        return json_response(
             {
                 "needs_token": self.console.token is not None,
                 "authorized": self.authorized(request),
@@ -249,88 +350,84 @@ class Console:
             }
         )
 
-    async def login(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_body(request)
-        token = body.get("token")
+    async def login(self, request: Request) -> Response:
         if self.console.token is None:
-            return web.json_response({"authorized": True})
+            return json_response({"authorized": True})
+        wait = self.throttle.wait(request.client)
+        if wait > 0:
+            response = json_error(
+                429, "too_many_attempts", "too many wrong tokens; wait before trying again"
+            )
+            return replace(
+                response, headers=(("Retry-After", retry_after(wait)), *response.headers)
+            )
+        token = _json_body(request).get("token")
         if not isinstance(token, str) or not hmac.compare_digest(
             token.encode(), self.console.token.encode()
         ):
-            return _error(401, "unauthorized", "that is not this console's token")
-        response = web.json_response({"authorized": True})
-        response.set_cookie(COOKIE, self._session_value(), httponly=True, samesite="Strict")
-        return response
+            self.throttle.failed(request.client)
+            return json_error(401, "unauthorized", "that is not this console's token")
+        self.throttle.succeeded(request.client)
+        return json_response({"authorized": True}, headers=(self._session_cookie(),))
 
-    async def state(self, request: web.Request) -> web.StreamResponse:
+    async def state(self, request: Request) -> Response:
         """The latest state; right after start-up, the first poll's, once it is in."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.feed.published.wait(), 2 * self.console.read_timeout)
-        return web.json_response({"sections": self.feed.state})
+        return json_response({"sections": self.feed.state})
 
-    async def events(self, request: web.Request) -> web.StreamResponse:
+    async def events(self, request: Request, stream: Stream) -> None:
+        """The live feed, until the page goes, falls behind, or gives its place to a newer one."""
+        subscriber = self.feed.subscribe(self._holder(request))
         try:
-            subscriber = self.feed.subscribe()
-        except TooManyClients as exc:
-            return _error(503, "too_many_clients", str(exc))
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-store",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        try:
-            await response.prepare(request)
-            await response.write(b"retry: 1000\n\n")
-            quiet_since = time.monotonic()
-            while not _gone(request):
+            await stream.start(
+                200,
+                {
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-store",
+                    "X-Accel-Buffering": "no",
+                },
+            )
+            await stream.write(b"retry: 1000\n\n")
+            while True:
                 try:
-                    event = await asyncio.wait_for(subscriber.queue.get(), GONE_CHECK_SECONDS)
+                    event = await asyncio.wait_for(subscriber.queue.get(), self.console.keepalive)
                 except TimeoutError:
-                    if time.monotonic() - quiet_since >= self.console.keepalive:
-                        await response.write(b": keepalive\n\n")
-                        quiet_since = time.monotonic()
+                    await stream.write(b": keepalive\n\n")
                     continue
                 if subscriber.dropped or not event:
-                    break
-                await response.write(event.encode())
-                quiet_since = time.monotonic()
-        except (ConnectionResetError, RuntimeError):
-            pass  # the page went away
+                    return
+                await stream.write(event.encode())
+        except ConnectionError:
+            return  # the page went away
         finally:
             self.feed.unsubscribe(subscriber)
-        return response
 
-    async def transfer(self, request: web.Request) -> web.StreamResponse:
+    async def transfer(self, transfer_id: str) -> Response:
         assert self.reader is not None
-        transfer_id = request.match_info["transfer_id"]
+        kept_in = commands.kept_in(self.settings)
         try:
             detail = await asyncio.wait_for(
                 self.reader.detail(transfer_id), timeout=self.console.read_timeout * 2
             )
         except commands.CliError as exc:
-            return _error(503, "unavailable", str(exc))
+            return json_error(503, "unavailable", str(exc))
         except TimeoutError:
-            return _error(
-                503, "unavailable", f"the {commands.kept_in(self.settings)} did not answer in time"
-            )
+            return json_error(503, "unavailable", f"the {kept_in} did not answer in time")
         if detail is None:
-            return _error(
-                404,
-                "unknown_transfer",
-                f"no transfer {transfer_id} in the {commands.kept_in(self.settings)}",
+            return json_error(
+                404, "unknown_transfer", f"no transfer {transfer_id} in the {kept_in}"
             )
-        return web.json_response(detail)
+        return json_response(detail)
 
     # -- actions --------------------------------------------------------------------------
 
-    async def start_transfer(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_body(request)
+    async def start_transfer(self, request: Request) -> Response:
+        body = _json_body(request)
         source, target, amount = _text(body, "from"), _text(body, "to"), _text(body, "amount")
         transfer_id = body.get("id") or None
         if transfer_id is not None and not isinstance(transfer_id, str):
-            return _error(400, "invalid_request", "id must be a string")
+            return json_error(400, "invalid_request", "id must be a string")
         cli = f"crossbank transfer --from {source} --to {target} --amount {amount}"
         cli += f" --id {transfer_id}" if transfer_id else ""
         cli += " --no-wait"
@@ -344,45 +441,47 @@ class Console:
                 wait=False,
             )
         except (commands.CliError, AmountError, SettingsError) as exc:
-            return _error(400, "refused", str(exc), cli=cli)
+            return json_error(400, "refused", str(exc), cli=cli)
         started = str(reply.data["transfer_id"])
         assert self.reader is not None
         self.reader.track(started)
         self.wake()
-        return web.json_response({"transfer_id": started, "message": reply.human, "cli": cli})
+        return json_response({"transfer_id": started, "message": reply.human, "cli": cli})
 
-    async def account(self, request: web.Request) -> web.StreamResponse:
+    async def account(self, request: Request) -> Response:
         self._need_local()
-        body = await _json_body(request)
+        body = _json_body(request)
         bank, account, action = _text(body, "bank"), _text(body, "account"), _text(body, "action")
         if bank not in ("source", "target") or action not in ("open", "close"):
-            return _error(400, "invalid_request", "bank is source or target; action open or close")
+            return json_error(
+                400, "invalid_request", "bank is source or target; action open or close"
+            )
         if not _ACCOUNT.fullmatch(account):
-            return _error(400, "invalid_request", f"{account!r} is not a valid account id")
+            return json_error(400, "invalid_request", f"{account!r} is not a valid account id")
         cli = f"crossbank accounts {action} {account} --bank {bank}"
         try:
             reply = await commands.account_command(
                 self.settings, account, bank=bank, action=action, opening=None
             )
         except commands.CliError as exc:
-            return _error(400, "refused", str(exc), cli=cli)
+            return json_error(400, "refused", str(exc), cli=cli)
         self.wake()
-        return web.json_response({"message": reply.human, "cli": cli})
+        return json_response({"message": reply.human, "cli": cli})
 
-    async def kill_worker(self, request: web.Request) -> web.StreamResponse:
+    async def kill_worker(self, request: Request) -> Response:
         local = self._need_local()
-        transfer_id = _text(await _json_body(request), "transfer_id")
+        transfer_id = _text(_json_body(request), "transfer_id")
         try:
             killed = await local.kill_worker_running(transfer_id)
         except ActionRefused as exc:
-            return _error(409, "refused", str(exc))
+            return json_error(409, "refused", str(exc))
         self.wake()
         message = (
             f"SIGKILL {killed['worker']} (pid {killed['pid']}), which was running {transfer_id}"
         )
-        return web.json_response({**killed, "message": message, "cli": f"kill -9 {killed['pid']}"})
+        return json_response({**killed, "message": message, "cli": f"kill -9 {killed['pid']}"})
 
-    async def start_worker(self, request: web.Request) -> web.StreamResponse:
+    async def start_worker(self, request: Request) -> Response:
         local = self._need_local()
         started = await local.start_worker()
         self.wake()
@@ -392,81 +491,94 @@ class Console:
             if self.settings.resonate_url
             else "RESONATE_PG_DSN=..."
         )
-        return web.json_response({**started, "message": message, "cli": f"{env} crossbank worker"})
+        return json_response({**started, "message": message, "cli": f"{env} crossbank worker"})
 
-    async def hold_credit(self, request: web.Request) -> web.StreamResponse:
+    async def hold_credit(self, request: Request) -> Response:
         local = self._need_local()
         done = await local.hold_next_credit()
         self.wake()
         rules = json.dumps({"faults": done["faults"]})
-        return web.json_response(
+        return json_response(
             {
                 "message": "the target bank will hold the next credit it receives",
-                "cli": f"curl -X PUT {self.settings.target_bank_url}/admin/faults -d '{rules}'",
+                "cli": f"curl -X PUT {self.settings.target_bank_url}/admin/faults "
+                f"-H 'Content-Type: application/json' -d '{rules}'",
             }
         )
 
-    async def release(self, request: web.Request) -> web.StreamResponse:
+    async def release(self, request: Request) -> Response:
         local = self._need_local()
         await local.release_holds()
         self.wake()
-        return web.json_response(
+        return json_response(
             {
                 "message": "the target bank's fault rules are cleared and its held requests go on",
-                "cli": f"curl -X DELETE {self.settings.target_bank_url}/admin/faults",
+                "cli": f"curl -X DELETE {self.settings.target_bank_url}/admin/faults "
+                "-H 'Content-Type: application/json'",
             }
         )
 
     def _need_local(self) -> LocalControl:
         if self.local is None:
-            raise web.HTTPForbidden(reason="only a console started by the local demo can do this")
+            raise Refused(403, "http_error", "only a console started by the local demo can do this")
         return self.local
 
 
-def _gone(request: web.Request) -> bool:
-    """The page closed its connection (a reload, a closed tab): its slot is free again."""
-    transport = request.transport
-    return transport is None or transport.is_closing()
+def json_response(
+    data: Any, status: int = 200, headers: tuple[tuple[str, str], ...] = ()
+) -> Response:
+    return Response(status, json.dumps(data).encode(), headers=(*headers, *SECURITY_HEADERS))
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    response = web.json_response(
-        {"error": {"code": code, "message": message}, **extra}, status=status
-    )
-    response.headers.update(SECURITY_HEADERS)
-    return response
+def json_error(status: int, code: str, message: str, **extra: Any) -> Response:
+    return json_response({"error": {"code": code, "message": message}, **extra}, status)
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+def _error_body(status: int, message: str) -> bytes:
+    """The answers the HTTP server makes itself (a body too large, a head too slow)."""
+    return json.dumps({"error": {"code": f"http_{status}", "message": message}}).encode()
+
+
+def _json_body(request: Request) -> dict[str, Any]:
     try:
-        body = await request.json()
+        body = json.loads(request.body)
     except ValueError:
-        raise web.HTTPBadRequest(reason="the body is not JSON") from None
+        raise Refused(400, "http_error", "the body is not JSON") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(reason="the body must be a JSON object")
+        raise Refused(400, "http_error", "the body must be a JSON object")
     return body
 
 
 def _text(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not value:
-        raise web.HTTPBadRequest(reason=f"{name} is required (a string)")
+        raise Refused(400, "http_error", f"{name} is required (a string)")
     return value
 
 
-def _static_file(name: str) -> web.StreamResponse:
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def _cookie(request: Request, name: str) -> str:
+    jar = SimpleCookie()
+    with contextlib.suppress(CookieError):
+        jar.load(request.headers.get("cookie", ""))
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None else ""
+
+
+def _static_file(name: str) -> Response:
     suffix = name[name.rfind(".") :] if "." in name else ""
     folder = resources.files("orchestrator.console") / "static"
     if suffix not in STATIC_TYPES or "/" in name or name.startswith("."):
-        raise web.HTTPNotFound(reason=f"no file {name}")
+        return json_error(404, "http_error", f"no file {name}")
     path = folder / name
     if not path.is_file():
-        raise web.HTTPNotFound(reason=f"no file {name}")
-    return web.Response(body=path.read_bytes(), content_type=STATIC_TYPES[suffix], charset="utf-8")
-
-
-def _bound_port(site: web.TCPSite, asked: int) -> int:
-    """The port the site listens on (``asked``, or the kernel's choice when ``asked`` is 0)."""
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    return int(sockets[0].getsockname()[1]) if sockets else asked
+        return json_error(404, "http_error", f"no file {name}")
+    return Response(
+        200,
+        path.read_bytes(),
+        content_type=f"{STATIC_TYPES[suffix]}; charset=utf-8",
+        headers=SECURITY_HEADERS,
+    )

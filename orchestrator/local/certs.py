@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from orchestrator.local.supervisor import LocalTls
+
 #: How long a certificate made here is valid by default.
 DEFAULT_DAYS = 825
 #: Where a local process is reached.
@@ -137,6 +139,21 @@ def make_set(
         made[name] = issue(ca, directory, name, hosts)
     made["client"] = issue(ca, directory, "client", ("crossbank-client",))
     return made
+
+
+def local_tls(directory: Path) -> LocalTls:
+    """A CA and one certificate for every local part (127.0.0.1 and localhost), in ``directory``.
+
+    Made once: a directory that has them already is used as it is.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = KeyPair(directory / "ca.pem", directory / "ca-key.pem")
+    local = KeyPair(directory / "local.pem", directory / "local-key.pem")
+    if not local.cert.exists():
+        if not ca.cert.exists():
+            ca = make_ca(directory)
+        local = issue(ca, directory, "local", LOCAL_HOSTS)
+    return LocalTls(ca=ca.cert, cert=local.cert, key=local.key)
 
 
 def _general_name(host: str) -> x509.GeneralName:

@@ -12,11 +12,10 @@ exactly once, whether or not the held request had already reached the ledger.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from orchestrator import money
 from orchestrator.cli import commands
-from orchestrator.local.stage import command, run_scenes, say, show, transfer
+from orchestrator.local.stage import DemoOptions, command, run_scenes, say, show, transfer
 from orchestrator.local.system import LocalSystem, wait_for_hold
 from orchestrator.records import op_id
 
@@ -117,23 +116,6 @@ async def standalone(system: LocalSystem) -> bool:
     return ok
 
 
-def main(
-    *,
-    data_dir: Path | None = None,
-    lease_ttl: float = 3.0,
-    debug: bool = False,
-    backend: str = "store",
-    keep_running: bool = False,
-    console_port: int | None = None,
-) -> int:
-    """``crossbank crash-demo``: start a local system, crash a worker mid-transfer, stop."""
-    return run_scenes(
-        "crash-demo",
-        data_dir,
-        lease_ttl,
-        debug,
-        standalone,
-        backend=backend,
-        keep_running=keep_running,
-        console_port=console_port,
-    )
+def main(options: DemoOptions) -> int:
+    """``crossbank crash-demo``."""
+    return run_scenes("crash-demo", standalone, options)

@@ -11,12 +11,11 @@ started on the way out, whatever happens (Ctrl-C included).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from orchestrator.cli import commands
 from orchestrator.local import crash_demo
-from orchestrator.local.stage import command, run_scenes, say, show, transfer
+from orchestrator.local.stage import DemoOptions, command, run_scenes, say, show, transfer
 from orchestrator.local.system import TARGET, LocalSystem, wait_for_hold
 from orchestrator.records import op_id
 from orchestrator.settings import Settings
@@ -91,23 +90,6 @@ async def scenes(system: LocalSystem) -> bool:
     return all(outcomes)
 
 
-def main(
-    *,
-    data_dir: Path | None = None,
-    lease_ttl: float = 3.0,
-    debug: bool = False,
-    backend: str = "store",
-    keep_running: bool = False,
-    console_port: int | None = None,
-) -> int:
+def main(options: DemoOptions) -> int:
     """``crossbank demo``."""
-    return run_scenes(
-        "demo",
-        data_dir,
-        lease_ttl,
-        debug,
-        scenes,
-        backend=backend,
-        keep_running=keep_running,
-        console_port=console_port,
-    )
+    return run_scenes("demo", scenes, options)

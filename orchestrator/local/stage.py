@@ -8,6 +8,13 @@ out, whatever happens (Ctrl-C included). Beside the scenes, the console
 (:mod:`orchestrator.console`) serves the live page on a free port of
 127.0.0.1; with ``keep_running`` the system and the console stay up after the
 scenes until Ctrl-C, so people can keep playing.
+
+The parts run with tokens made fresh for the run (a web page on the same
+machine can reach a local port, and a bank without a token would take its
+writes), and the console prints a one-time link that logs a browser in. With
+``tls`` every link is https: the banks, the store and the console serve
+certificates made for the run by a CA made for the run, and every client
+trusts that CA.
 """
 
 from __future__ import annotations
@@ -18,15 +25,17 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from envsettings.tls import ServerTls
 from orchestrator.cli import commands
 from orchestrator.console.config import ConsoleSettings
 from orchestrator.console.local import LocalControl
 from orchestrator.console.running import ConsoleThread
 from orchestrator.local.postgres import PostgresUnavailable, ResonateSqlMismatch
-from orchestrator.local.supervisor import ServiceError, free_port, local_url
+from orchestrator.local.supervisor import LocalTls, ServiceError, free_port, local_url
 from orchestrator.local.system import (
     POSTGRES_BACKEND,
     SOURCE,
@@ -34,10 +43,25 @@ from orchestrator.local.system import (
     STORE_BACKEND,
     TARGET,
     LocalSystem,
+    with_fresh_tokens,
 )
 from orchestrator.settings import Settings
 
 WORKER_GROUP = "crossbank-demo"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``crossbank demo`` and ``crash-demo`` are asked for on their command line."""
+
+    data_dir: Path | None = None
+    lease_ttl: float = 3.0
+    debug: bool = False
+    backend: str = STORE_BACKEND
+    keep_running: bool = False
+    console_port: int | None = None
+    tls: bool = False
+
 
 #: A scene: runs on a started system, True when every outcome was as expected.
 Scene = Callable[[LocalSystem], Awaitable[bool]]
@@ -99,7 +123,7 @@ def describe(system: LocalSystem) -> Iterator[str]:
         if part not in system.services:
             continue
         process = system.part(part)
-        url = local_url(system.ports[part])
+        url = local_url(system.ports[part], system.tls)
         yield f"  {process.name:<14} {url}  (log {process.log_path})"
     if system.postgres is not None and system.postgres_dsn is not None:
         log = system.postgres.log_path
@@ -109,23 +133,24 @@ def describe(system: LocalSystem) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def running(
-    data_dir: Path | None,
-    kind: str,
-    lease_ttl: float,
-    backend: str = STORE_BACKEND,
-    console_port: int | None = None,
-) -> Iterator[tuple[LocalSystem, str]]:
-    """Start a local system with one worker and its console; stop both however the block ends.
-
-    Yields the system and the console's address.
-    """
+def running(kind: str, options: DemoOptions) -> Iterator[tuple[LocalSystem, ConsoleThread]]:
+    """Start a local system with one worker and its console; stop both however the block ends."""
+    data_dir = options.data_dir or default_data_dir(kind)
+    tls = _local_tls(data_dir) if options.tls else None
     system = LocalSystem(
-        data_dir or default_data_dir(kind), demo_settings(lease_ttl), faults=True, backend=backend
+        data_dir,
+        with_fresh_tokens(demo_settings(options.lease_ttl)),
+        faults=True,
+        backend=options.backend,
+        tls=tls,
     )
     say(f"data and logs: {system.data_dir}")
+    if tls is not None:
+        say(f"TLS on every link: certificates in {tls.cert.parent}, trust {tls.ca} (TLS_CA_FILE)")
     keeper = (
-        "a private Postgres with Resonate" if backend == POSTGRES_BACKEND else "the promise store"
+        "a private Postgres with Resonate"
+        if options.backend == POSTGRES_BACKEND
+        else "the promise store"
     )
     say(f"starting the source bank, the target bank, {keeper} and a worker ...")
     console: ConsoleThread | None = None
@@ -137,12 +162,19 @@ def running(
         say("  export " + " ".join(f"{k}={v}" for k, v in system.shell_env().items()))
         console = ConsoleThread(
             system.settings,
-            ConsoleSettings(port=console_port or free_port()),
+            ConsoleSettings(
+                port=options.console_port or free_port(),
+                token=system.settings.bank_token,
+                tls=ServerTls(tls.cert, tls.key, prefix="CONSOLE_") if tls is not None else None,
+            ),
             LocalControl(system),
         )
-        address = console.start()
-        say(f"console: {address}  (the live page: both ledgers, the transfers, their steps)")
-        yield system, address
+        console.start()
+        say(
+            f"console: {console.address}  (the live page: both ledgers, the transfers, their steps)"
+        )
+        say(f"  open it logged in, once: {console.login_link}")
+        yield system, console
     finally:
         say("stopping every process the demo started ...")
         if console is not None:
@@ -150,17 +182,13 @@ def running(
         system.stop()
 
 
-def run_scenes(
-    kind: str,
-    data_dir: Path | None,
-    lease_ttl: float,
-    debug: bool,
-    body: Scene,
-    *,
-    backend: str = STORE_BACKEND,
-    keep_running: bool = False,
-    console_port: int | None = None,
-) -> int:
+def _local_tls(data_dir: Path) -> LocalTls:
+    from orchestrator.local.certs import local_tls
+
+    return local_tls(data_dir / "tls")
+
+
+def run_scenes(kind: str, body: Scene, options: DemoOptions) -> int:
     """Run ``body`` against a fresh local system; 0 when it says all went as expected.
 
     With ``keep_running`` the system and the console stay up after the scenes
@@ -168,19 +196,19 @@ def run_scenes(
     """
     ok: bool | None = None
     try:
-        with running(data_dir, kind, lease_ttl, backend, console_port) as (system, address):
+        with running(kind, options) as (system, console):
             ok = bool(asyncio.run(_awaited(body(system))))
-            if keep_running:
+            if options.keep_running:
                 say(f"\n{kind}: {_verdict(ok)}")
-                say(f"everything stays up until Ctrl-C; keep playing at {address}")
+                say(f"everything stays up until Ctrl-C; keep playing at {console.address}")
                 _until_interrupted()
     except KeyboardInterrupt:
-        if keep_running and ok is not None:
+        if options.keep_running and ok is not None:
             return 0 if ok else 1
         say("interrupted")
         return 130
     except Exception as exc:
-        if debug:
+        if options.debug:
             traceback.print_exc()
         expected = isinstance(
             exc,
@@ -194,7 +222,7 @@ def run_scenes(
         what = str(exc) if expected else f"unexpected error: {type(exc).__name__}: {exc}"
         print(f"crossbank {kind}: error: {' '.join(what.split())}", file=sys.stderr)
         return 1
-    if not keep_running:
+    if not options.keep_running:
         say(f"\n{kind}: {_verdict(bool(ok))}")
     return 0 if ok else 1
 

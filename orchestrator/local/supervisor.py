@@ -17,14 +17,18 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from envsettings.tls import ClientTls, client_context
 
 #: What a worker's log says once its push channel to the promise store is open
 #: (the SDK logs it): from then on, work sent to the worker's group reaches it.
@@ -88,6 +92,31 @@ def _bindable(port: int) -> int:
         return bound
 
 
+@dataclass(frozen=True)
+class LocalTls:
+    """TLS for local parts: the certificate they serve (for 127.0.0.1 and localhost), and its CA.
+
+    :func:`orchestrator.local.certs.local_tls` makes one.
+    """
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @property
+    def client(self) -> ClientTls:
+        """What a client of these parts trusts: their CA."""
+        return ClientTls(ca_file=self.ca)
+
+    def server_env(self, prefix: str = "") -> dict[str, str]:
+        """The settings that make a part serve this certificate (``CONSOLE_`` for the console)."""
+        return {f"{prefix}TLS_CERT_FILE": str(self.cert), f"{prefix}TLS_KEY_FILE": str(self.key)}
+
+
+#: What a part started without TLS is given, so that the caller's own settings do not leak in.
+_NO_TLS = {"TLS_CERT_FILE": "", "TLS_KEY_FILE": "", "TLS_CLIENT_CA_FILE": ""}
+
+
 class ServiceError(RuntimeError):
     """A managed process did not start, or died while it was expected to run."""
 
@@ -112,6 +141,7 @@ class ManagedProcess:
         log_path: Path | None = None,
         name: str | None = None,
         ready_log: str | None = None,
+        health_tls: ssl.SSLContext | None = None,
     ) -> None:
         if ready_log is not None and log_path is None:
             raise ValueError("ready_log needs a log_path to read it from")
@@ -119,6 +149,8 @@ class ManagedProcess:
         self.args = args
         self.env = dict(env or {})
         self.health_url = health_url
+        #: Verifies an ``https://`` health URL.
+        self.health_tls = health_tls
         self.log_path = log_path
         self.name = name or module
         self.ready_log = ready_log
@@ -178,7 +210,7 @@ class ManagedProcess:
         )
 
     def _ready(self) -> bool:
-        if self.health_url is not None and not is_healthy(self.health_url):
+        if self.health_url is not None and not is_healthy(self.health_url, tls=self.health_tls):
             return False
         if self.ready_log is None:
             return True
@@ -234,10 +266,10 @@ class ManagedProcess:
         self.stop()
 
 
-def is_healthy(url: str, timeout: float = 1.0) -> bool:
-    """True when ``url`` answers 200 within ``timeout`` seconds."""
+def is_healthy(url: str, timeout: float = 1.0, *, tls: ssl.SSLContext | None = None) -> bool:
+    """True when ``url`` answers 200 within ``timeout`` seconds (``tls`` verifies an https one)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=tls) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -247,9 +279,9 @@ def is_healthy(url: str, timeout: float = 1.0) -> bool:
 # Local parts listen on 127.0.0.1 only: a demo bank's fault API has no token.
 
 
-def local_url(port: int) -> str:
-    """Where a local part listening on ``port`` answers."""
-    return f"http://127.0.0.1:{port}"
+def local_url(port: int, tls: LocalTls | None = None) -> str:
+    """Where a local part listening on ``port`` answers (over ``https`` when it serves ``tls``)."""
+    return f"{'https' if tls is not None else 'http'}://127.0.0.1:{port}"
 
 
 def bank_process(
@@ -262,14 +294,16 @@ def bank_process(
     log_path: Path | None = None,
     name: str | None = None,
     env: Mapping[str, str] | None = None,
+    tls: LocalTls | None = None,
 ) -> ManagedProcess:
     """``python -m {role}_bank`` (role ``source`` or ``target``) on 127.0.0.1:``port`` over ``ledger``.
 
     ``token`` guards its calls; ``faults`` turns on the fault admin API
     (``BANK_FAULTS``), which the demos, tests and chaos campaigns use to break
-    it, and may be a list of rules the bank starts with. ``env`` adds settings
-    (its limits, say). The token and the fault switch are always given, so a
-    ``BANK_TOKEN`` in the caller's environment does not leak into the bank.
+    it, and may be a list of rules the bank starts with; ``tls`` makes it serve
+    https. ``env`` adds settings (its limits, say). The token, the fault switch
+    and the TLS files are always given, so a ``BANK_TOKEN`` in the caller's
+    environment does not leak into the bank.
     """
     if role not in ("source", "target"):
         raise ValueError(f"a bank's role is 'source' or 'target', not {role!r}")
@@ -279,12 +313,14 @@ def bank_process(
         "LEDGER_PATH": str(ledger),
         "BANK_TOKEN": token or "",
         "BANK_FAULTS": _fault_switch(faults),
+        **(tls.server_env() if tls is not None else _NO_TLS),
         **(env or {}),
     }
     return ManagedProcess(
         f"{role}_bank",
         env=bank_env,
-        health_url=f"{local_url(port)}/health",
+        health_url=f"{local_url(port, tls)}/health",
+        health_tls=client_context(tls.client) if tls is not None else None,
         log_path=log_path,
         name=name or f"{role} bank",
     )
@@ -305,23 +341,26 @@ def store_process(
     log_path: Path | None = None,
     name: str = "promise store",
     env: Mapping[str, str] | None = None,
+    tls: LocalTls | None = None,
 ) -> ManagedProcess:
     """``python -m promise_store`` on 127.0.0.1:``port`` journaling to ``path``; ``env`` adds settings.
 
-    The token is always given (empty for none), so the caller's own
-    ``RESONATE_TOKEN`` does not leak into the store.
+    ``tls`` makes it serve https. The token and the TLS files are always given
+    (empty for none), so the caller's own ``RESONATE_TOKEN`` does not leak into the store.
     """
     store_env = {
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "STORE_PATH": str(path),
         "RESONATE_TOKEN": token or "",
+        **(tls.server_env() if tls is not None else _NO_TLS),
         **(env or {}),
     }
     return ManagedProcess(
         "promise_store",
         env=store_env,
-        health_url=f"{local_url(port)}/health",
+        health_url=f"{local_url(port, tls)}/health",
+        health_tls=client_context(tls.client) if tls is not None else None,
         log_path=log_path,
         name=name,
     )

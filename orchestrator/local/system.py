@@ -33,6 +33,7 @@ from orchestrator.accounts import Account, open_accounts
 from orchestrator.bank_client import BankClient, BankName, bank_clients
 from orchestrator.local.postgres import PrivatePostgres
 from orchestrator.local.supervisor import (
+    LocalTls,
     ManagedProcess,
     bank_process,
     free_port,
@@ -101,6 +102,9 @@ class LocalSystem:
     ``postgres_dsn`` (resonate.sql applied) when given, else in a private
     Postgres this system starts first and stops last
     (:mod:`orchestrator.local.postgres`).
+
+    ``tls`` makes the banks and the store serve https with its certificate,
+    and the settings trust its CA.
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class LocalSystem:
         fresh: bool = False,
         backend: str = STORE_BACKEND,
         postgres_dsn: str | None = None,
+        tls: LocalTls | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -135,6 +140,7 @@ class LocalSystem:
         self._worker_name = worker_name
         self._wait_for_workers = wait_for_workers
         self.backend = backend
+        self.tls = tls
         chosen = [part for part in SERVICES if part in run and self._uses(part)]
         self.ports = {part: (ports or {}).get(part) or free_port() for part in chosen}
         self.postgres: PrivatePostgres | None = None
@@ -155,18 +161,20 @@ class LocalSystem:
     def _pointed_here(self, settings: Settings) -> Settings:
         """``settings`` with the URL of every part this system runs."""
 
-        ports = self.ports
+        ports, tls = self.ports, self.tls
         if self.backend == POSTGRES_BACKEND:
             settings = replace(settings, resonate_url=None, resonate_pg_dsn=self.postgres_dsn)
+        if tls is not None:
+            settings = replace(settings, tls=tls.client)
         return replace(
             settings,
-            source_bank_url=local_url(ports[SOURCE])
+            source_bank_url=local_url(ports[SOURCE], tls)
             if SOURCE in ports
             else settings.source_bank_url,
-            target_bank_url=local_url(ports[TARGET])
+            target_bank_url=local_url(ports[TARGET], tls)
             if TARGET in ports
             else settings.target_bank_url,
-            resonate_url=local_url(ports[STORE]) if STORE in ports else settings.resonate_url,
+            resonate_url=local_url(ports[STORE], tls) if STORE in ports else settings.resonate_url,
             resonate_pg_dsn=settings.resonate_pg_dsn if self.backend == POSTGRES_BACKEND else None,
         )
 
@@ -186,6 +194,7 @@ class LocalSystem:
                 token=self.settings.resonate_token,
                 log_path=log,
                 env=extra,
+                tls=self.tls,
             )
         return bank_process(
             part,
@@ -195,6 +204,7 @@ class LocalSystem:
             faults=self.faults,
             log_path=log,
             env=extra,
+            tls=self.tls,
         )
 
     # -- processes ---------------------------------------------------------------------

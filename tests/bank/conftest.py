@@ -37,7 +37,10 @@ class BankHttp:
             self._session.headers["Authorization"] = f"Bearer {token}"
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Writes say JSON unless the caller says otherwise, as every client of a bank must."""
         kwargs.setdefault("timeout", self.timeout)
+        if method not in ("GET", "HEAD"):
+            kwargs["headers"] = {"Content-Type": "application/json", **kwargs.get("headers", {})}
         return self._session.request(method, self.base_url + path, **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:

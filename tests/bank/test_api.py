@@ -314,7 +314,8 @@ def test_list_entries_refuses_bad_params(client: BankHttp, params: dict[str, str
     ],
 )
 def test_mutating_calls_need_the_token(bank_url: str, method: str, path: str, body: Any) -> None:
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "test-token"}):
+    for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "test-token"}):
+        headers = {"Content-Type": "application/json", **auth}
         response = requests.request(method, bank_url + path, json=body, headers=headers, timeout=10)
         assert response.status_code == 401
         assert error_code(response) == "unauthorized"

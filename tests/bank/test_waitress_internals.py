@@ -94,7 +94,7 @@ def test_a_channel_exposes_the_state_the_cap_and_deadlines_read(server: GuardedS
         assert abs(channel.last_activity - time.time()) < 5
         assert channel.idle()
 
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         _turn(server)
         request = channel.request
         assert isinstance(request, TimedParser)
@@ -131,7 +131,7 @@ def test_at_the_cap_a_new_connection_closes_the_oldest_idle_one(server: GuardedS
             assert len(_channels(server)) == 2
             first.settimeout(2)
             assert first.recv(100) == b""
-            third.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            third.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             third.settimeout(0.05)
             answer = b""
             for _ in range(40):

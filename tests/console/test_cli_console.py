@@ -128,7 +128,14 @@ def test_keep_running_keeps_the_demo_and_its_console_up_until_ctrl_c(tmp_path: P
         assert address is not None, output
         assert "crash-demo: done: every outcome as expected" in output
         time.sleep(1.0)  # well past the scenes: still up
-        state = call(f"{address[1]}/api/state")[1]["sections"]
+        # The demo's parts and console run with tokens made for the run.
+        token = re.search(r"\bBANK_TOKEN=([0-9a-f]{32})\b", output)
+        assert token is not None, output
+        assert call(f"{address[1]}/api/state")[0] == 401
+        link = re.search(r"open it logged in, once: (http://\S+/login\?code=\S+)$", output, re.M)
+        assert link is not None, output
+        bearer = {"Authorization": f"Bearer {token[1]}"}
+        state = call(f"{address[1]}/api/state", headers=bearer)[1]["sections"]
         crash = [row for row in state["transfers"] if row["transfer_id"].startswith("crash-")]
         assert [row["status"] for row in crash] == ["committed"]
         assert state["totals"]["equal"] is True

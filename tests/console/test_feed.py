@@ -1,4 +1,4 @@
-"""The live feed: a page gets everything once, then only what changed; a slow page is let go."""
+"""The live feed: a page gets everything once, then only what changed; a slow or old page is let go."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from orchestrator.console.feed import Feed, TooManyClients
+from orchestrator.console.feed import Feed
 
 
 def body(event: str) -> dict[str, object]:
@@ -17,9 +17,9 @@ def body(event: str) -> dict[str, object]:
 
 @pytest.mark.anyio
 async def test_a_page_gets_the_whole_state_then_only_the_sections_that_changed() -> None:
-    feed = Feed(max_clients=4, queue_size=8)
+    feed = Feed(max_clients=4, queue_size=8, max_per_holder=4)
     feed.publish({"banks": {"a": 1}, "transfers": []})
-    page = feed.subscribe()
+    page = feed.subscribe("a page")
     first = body(page.queue.get_nowait())
     assert first["whole"] is True
     assert first["sections"] == {"banks": {"a": 1}, "transfers": []}
@@ -34,8 +34,8 @@ async def test_a_page_gets_the_whole_state_then_only_the_sections_that_changed()
 
 @pytest.mark.anyio
 async def test_a_page_that_falls_behind_is_let_go_not_buffered() -> None:
-    feed = Feed(max_clients=4, queue_size=2)
-    page = feed.subscribe()
+    feed = Feed(max_clients=4, queue_size=2, max_per_holder=4)
+    page = feed.subscribe("a page")
     for n in range(5):
         feed.publish({"banks": {"n": n}})
     assert page.dropped
@@ -43,10 +43,19 @@ async def test_a_page_that_falls_behind_is_let_go_not_buffered() -> None:
 
 
 @pytest.mark.anyio
-async def test_no_more_pages_than_the_limit() -> None:
-    feed = Feed(max_clients=1, queue_size=2)
-    page = feed.subscribe()
-    with pytest.raises(TooManyClients, match="CONSOLE_MAX_CLIENTS"):
-        feed.subscribe()
-    feed.unsubscribe(page)
-    feed.subscribe()
+async def test_a_new_page_never_waits_the_oldest_makes_room() -> None:
+    """Past a holder's share, its own oldest stream ends; past the total, the oldest of all."""
+    feed = Feed(max_clients=3, queue_size=2, max_per_holder=2)
+    first, second = feed.subscribe("mallory"), feed.subscribe("mallory")
+    third = feed.subscribe("mallory")
+    assert first.dropped
+    assert not second.dropped
+    assert not third.dropped
+    alice = feed.subscribe("alice")
+    bob = feed.subscribe("bob")  # at the total: the oldest of all (mallory's second) goes
+    assert second.dropped
+    assert [page.dropped for page in (third, alice, bob)] == [False, False, False]
+    assert list(feed.subscribers) == [third, alice, bob]
+    carol = feed.subscribe("alice")  # alice's own oldest makes room for her, not bob's
+    assert alice.dropped
+    assert list(feed.subscribers) == [third, bob, carol]

@@ -130,7 +130,8 @@ class ContainerSystem:
 
     def start_store(self) -> DockerContainer:
         if self.backend == "store":
-            self.store = self._start("promise-store", "promise-store", {}, None)
+            env = {"ALLOWED_HOSTS": "promise-store"}
+            self.store = self._start("promise-store", "promise-store", env, None)
             return self.store
         assert self.resonate_sql is not None
         store = (
@@ -146,7 +147,11 @@ class ContainerSystem:
         return store
 
     def start_bank(self, bank: Bank, *, faults: bool = False) -> DockerContainer:
-        env = {"BANK_TOKEN": TOKEN, "BANK_FAULTS": "on" if faults else "off"}
+        env = {
+            "BANK_TOKEN": TOKEN,
+            "BANK_FAULTS": "on" if faults else "off",
+            "ALLOWED_HOSTS": f"{bank}-bank",
+        }
         started = self._start("bank", f"{bank}-bank", env, ["python3", "-m", f"{bank}_bank"])
         self.banks[bank] = started
         return started

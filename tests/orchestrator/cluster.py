@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from resonate.resonate import Resonate
 
 from orchestrator.bank_client import BankClient
 from orchestrator.local import system as local_system
 from orchestrator.local.postgres import PrivatePostgres
-from orchestrator.local.supervisor import ManagedProcess, local_url
+from orchestrator.local.supervisor import LocalTls, ManagedProcess
 from orchestrator.local.system import (
     IMPATIENT,
     POSTGRES_BACKEND,
@@ -117,10 +116,13 @@ class Cluster(LocalSystem):
 
 
 def clear_faults(cluster: LocalSystem, part: str) -> None:
-    """Drop a bank's fault rules and release its held requests (a plain sync call)."""
-    url = f"{local_url(cluster.ports[part])}/admin/faults"
-    headers = {"Authorization": f"Bearer {cluster.settings.bank_token}"}
-    requests.delete(url, headers=headers, timeout=10).raise_for_status()
+    """Drop a bank's fault rules and release its held requests."""
+
+    async def clear() -> None:
+        async with cluster.bank(part) as bank:
+            await bank.clear_faults()
+
+    asyncio.run(clear())
 
 
 async def wait_for_hold(bank: BankClient, op_id: str, stage: str) -> dict[str, Any]:
@@ -148,11 +150,12 @@ def running_cluster(
     workers: int = 1,
     backend: str = STORE_BACKEND,
     postgres_dsn: str | None = None,
+    tls: LocalTls | None = None,
 ) -> Iterator[Cluster]:
     """Start banks, store and ``workers`` workers under ``root``; stop everything on exit.
 
     ``backend="postgres"`` keeps transfers in the Resonate database at
-    ``postgres_dsn`` instead of a promise store.
+    ``postgres_dsn`` instead of a promise store; ``tls`` puts every link on https.
     """
     cluster = Cluster(
         root,
@@ -162,6 +165,7 @@ def running_cluster(
         env={WORKERS: {"LOG_LEVEL": "INFO"}},
         backend=backend,
         postgres_dsn=postgres_dsn,
+        tls=tls,
     )
     with cluster:
         yield cluster

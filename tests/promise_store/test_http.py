@@ -23,6 +23,8 @@ from promise_store.http import Request, Response, Server, Stream
 from tests.promise_store.conftest import StoreServer
 from tests.promise_store.test_served import envelope
 
+JSON = {"Content-Type": "application/json"}
+
 
 def connect(server: StoreServer) -> http.client.HTTPConnection:
     return http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
@@ -49,7 +51,7 @@ def raw_exchange(server: StoreServer, data: bytes) -> bytes:
 
 def post_head(body: bytes, extra: str = "") -> bytes:
     return (
-        f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n{extra}\r\n"
     ).encode()
 
@@ -58,7 +60,7 @@ def test_one_connection_carries_many_requests(server: StoreServer) -> None:
     conn = connect(server)
     for i in range(20):
         body = envelope("promise.create", {"id": f"k-{i}", "timeoutAt": 2**62}, corr=f"c{i}")
-        conn.request("POST", "/", body, {"Content-Type": "application/json"})
+        conn.request("POST", "/", body, JSON)
         status, reply = answer(conn)
         assert (status, reply["head"]["status"], reply["head"]["corrId"]) == (200, 201, f"c{i}")
     conn.close()
@@ -81,7 +83,7 @@ def test_a_chunked_request_body_is_read_whole(server: StoreServer) -> None:
         len(body) - half,
         body[half:],
     )
-    head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    head = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     raw = raw_exchange(server, head + framed)
     assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b'"status":201' in raw
@@ -96,7 +98,7 @@ def test_too_large_a_body_is_refused_before_it_is_read(server: StoreServer) -> N
     assert b"Connection: close" in refused
     assert b"exceeds" in refused
     conn = connect(server)  # the store is unharmed
-    conn.request("POST", "/", envelope("promise.get", {"id": "nope"}))
+    conn.request("POST", "/", envelope("promise.get", {"id": "nope"}), JSON)
     assert answer(conn)[1]["head"]["status"] == 404
     conn.close()
 
@@ -106,7 +108,9 @@ def test_too_large_a_chunked_body_is_refused_once_it_passes_the_limit(
 ) -> None:
     chunk = b"x" * (256 << 10)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         for _ in range(5):  # 1.25 MiB, and the body never ends
             sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         refused = read_until_closed(sock)
@@ -188,8 +192,8 @@ def test_expect_continue_is_never_sent_to_http_1_0(server: StoreServer) -> None:
 def test_head_answers_carry_no_body_so_the_next_answer_is_intact(server: StoreServer) -> None:
     raw = raw_exchange(
         server,
-        b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
-        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"HEAD /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     )
     head, after_head = raw.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
@@ -246,7 +250,7 @@ def test_events_stream_as_chunked_server_sent_events(server: StoreServer) -> Non
         },
     )
     other = connect(server)
-    other.request("POST", "/", create)
+    other.request("POST", "/", create, JSON)
     answer(other)
     while (line := stream.readline()) == b"\n":
         pass
@@ -278,7 +282,7 @@ async def _serve_until_client_leaves(streaming: bool) -> tuple[bool, bool]:
     server = Server(handler)
     port = await server.start("127.0.0.1", 0)
     _, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /poll/g/p HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write(b"GET /poll/g/p HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await asyncio.wait_for(started.wait(), 5)
     writer.close()
     await asyncio.sleep(0.2)  # the server notices the client is gone

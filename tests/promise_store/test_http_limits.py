@@ -137,7 +137,7 @@ class WellFormedClient:
 def post(server: StoreServer, body: bytes) -> dict[str, Any]:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(
-            b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer %s\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (TOKEN.encode(), len(body), body)
         )
         raw = b"".join(iter(lambda: sock.recv(65536), b""))
@@ -241,7 +241,9 @@ def test_unterminated_huge_headers(hostile: Callable[..., StoreServer]) -> None:
     with attacked(server):
         sockets = [open_socket(server) for _ in range(4)]
         for sock in sockets:
-            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Filler: ")
+            sock.sendall(
+                b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Filler: "
+            )
             send_until_blocked(sock, iter([filler] * 64))  # 16 MiB, never terminated
         assert wait_given_up(sockets) == 0
         for sock in sockets:
@@ -255,7 +257,7 @@ def test_huge_url(hostile: Callable[..., StoreServer]) -> None:
         sock.sendall(b"GET /")
         send_until_blocked(sock, iter([b"a" * (256 << 10)] * 160))  # 40 MiB
         with contextlib.suppress(OSError):
-            sock.sendall(b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         sock.settimeout(CLOSE_WITHIN_S)
         with contextlib.suppress(OSError):
             assert sock.recv(100).startswith(b"HTTP/1.1 414 ")
@@ -278,7 +280,7 @@ def test_pipelined_bodies_with_no_reads(hostile: Callable[..., StoreServer]) -> 
     assert created["head"]["status"] == 201
     body = envelope("promise.get", {"id": "big-1", "pad": pad})
     request = (
-        b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n"
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n"
         % (TOKEN.encode(), len(body))
         + body
     )
@@ -328,11 +330,13 @@ def test_slowloris_and_slow_bodies(hostile: Callable[..., StoreServer]) -> None:
     with attacked(server):
         slow_heads = [open_socket(server) for _ in range(MAX_CONNECTIONS + 16)]
         for sock in slow_heads:
-            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+            sock.sendall(
+                b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            )
         slow_bodies = [open_socket(server) for _ in range(8)]
         for sock in slow_bodies:
             sock.sendall(
-                b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer %s\r\n"
                 b"Content-Length: 1000\r\n\r\n{" % TOKEN.encode()
             )
         holding = slow_heads + slow_bodies
