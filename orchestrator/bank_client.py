@@ -23,6 +23,7 @@ outside a running event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,12 +32,18 @@ from urllib.parse import quote, urlencode
 
 import msgspec
 
+from orchestrator import connection_errors
 from orchestrator.http_pool import ConnectionPool, Endpoint
 from orchestrator.settings import Settings
 
 EntryKind = Literal["debit", "credit", "reversal"]
 #: The two banks a transfer moves money between, by their role in it.
 BankName = Literal["source", "target"]
+
+logger = logging.getLogger(__name__)
+
+#: Which environment variable says where each bank is, for messages that name it.
+BANK_URL_VARIABLE = {"source": "SOURCE_BANK_URL", "target": "TARGET_BANK_URL"}
 
 #: 4xx statuses that say "not now" rather than "no": retried like a 5xx.
 _TRANSIENT_4XX = frozenset({408, 425, 429})
@@ -127,6 +134,8 @@ class BankClient:
         self._timeout = timeout
         self._pool = ConnectionPool(endpoint, tls=tls, max_idle=MAX_CONNECTIONS)
         self._slots: asyncio.Semaphore | None = None
+        #: The TLS failure last logged, until a request gets through again.
+        self._tls_failure: str | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -272,6 +281,7 @@ class BankClient:
                 try:
                     conn = await self._pool.take()
                 except OSError as exc:
+                    self._note_tls_failure(exc)
                     raise BankUnreachable(
                         f"{self.name} bank at {url} is unreachable: {exc!r}"
                     ) from exc
@@ -282,6 +292,9 @@ class BankClient:
             ) from exc
         except OSError as exc:
             raise BankUnavailable(f"{self.name} bank at {url} is unreachable: {exc!r}") from exc
+        if self._tls_failure is not None:
+            logger.info("%s bank: TLS works again", self.name)
+            self._tls_failure = None
         answer = BankAnswer(status, content, url)
         if answer.status_code >= 500 or answer.status_code in _TRANSIENT_4XX:
             code, message = _error(answer)
@@ -289,6 +302,19 @@ class BankClient:
                 f"{self.name} bank at {url} answered {answer.status_code} {code}: {message}"
             )
         return answer
+
+    def _note_tls_failure(self, exc: OSError) -> None:
+        """Log a TLS failure once with its cause, not on every retry of every step.
+
+        To the saga it is an unknown outcome like any failed connection; to
+        whoever runs the worker it is a mistake to fix (a CA not trusted, a
+        certificate expired), which a line per retry would bury.
+        """
+        variable = BANK_URL_VARIABLE.get(self.name, "")
+        why = connection_errors.explain(exc, self.endpoint, variable)
+        if why is not None and why != self._tls_failure:
+            logger.error("%s bank: %s (retried like any failed connection)", self.name, why)
+            self._tls_failure = why
 
     def _expect(self, response: BankAnswer, *statuses: int) -> None:
         if response.status_code not in statuses:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import audit, connection_errors, money
 from orchestrator.accounts import Account
 from orchestrator.bank_client import (
+    BANK_URL_VARIABLE,
     BankClient,
     BankError,
     BankUnavailable,
@@ -55,10 +56,6 @@ REFUSED = 2
 
 
 UNEXPECTED = 3
-
-
-#: Which environment variable says where each part lives, for error messages.
-BANK_URL_VARIABLE = {"source": "SOURCE_BANK_URL", "target": "TARGET_BANK_URL"}
 
 
 #: ``crossbank accounts seed``: demo accounts, opening balances in cents.

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import audit, money
-from orchestrator.bank_client import BankClient, BankError
+from orchestrator.bank_client import BANK_URL_VARIABLE, BankClient, BankError
 from orchestrator.cli import commands, views
 from orchestrator.console.config import ConsoleSettings
 from orchestrator.settings import Settings, redact_dsn
@@ -134,7 +134,7 @@ class Reader:
         shown: dict[str, Any] = {
             "name": name,
             "url": client.base_url,
-            "variable": commands.BANK_URL_VARIABLE[name],
+            "variable": BANK_URL_VARIABLE[name],
         }
         try:
             async with commands.reaching(client):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import ssl
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from envsettings.tls import ClientTls
+from orchestrator.bank_client import BankUnavailable, bank_client
 from orchestrator.local.supervisor import (
     LocalTls,
     ManagedProcess,
@@ -24,6 +27,7 @@ from orchestrator.local.supervisor import (
     free_port,
     local_url,
 )
+from orchestrator.settings import Settings
 from tests.conftest import TlsFiles
 from tests.orchestrator.cluster import Cluster, running_cluster
 from tests.orchestrator.test_cli_input import run_cli
@@ -216,3 +220,39 @@ def _get_accounts(port: int, context: ssl.SSLContext) -> bytes:
         if not answer:
             raise ConnectionResetError("closed without an answer")
         return answer
+
+
+def test_a_tls_failure_is_an_unknown_outcome_logged_once(
+    tmp_path: Path, tls_files: TlsFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a worker's bank client does with an expired certificate: retryable, one log line."""
+    port = free_port()
+    bank = bank_process(
+        "target",
+        port=port,
+        ledger=tmp_path / "target.db",
+        log_path=tmp_path / "target.log",
+        tls=LocalTls(ca=tls_files.ca.cert, cert=tls_files.expired.cert, key=tls_files.expired.key),
+    )
+    bank.health_tls = _unverified()
+
+    async def attempts() -> list[BaseException]:
+        settings = Settings(
+            target_bank_url=f"https://127.0.0.1:{port}", tls=ClientTls(tls_files.ca.cert)
+        )
+        failures: list[BaseException] = []
+        async with bank_client(settings, "target") as client:
+            for _ in range(5):
+                try:
+                    await client.post_entry("tls-op", "carol", 1, "credit")
+                except BankUnavailable as exc:
+                    failures.append(exc)
+        return failures
+
+    with bank, caplog.at_level(logging.INFO, logger="orchestrator.bank_client"):
+        failures = asyncio.run(attempts())
+    assert len(failures) == 5  # each one retryable, as any connection failure is
+    logged = [r.getMessage() for r in caplog.records if r.name == "orchestrator.bank_client"]
+    assert len(logged) == 1, logged
+    assert "target bank: the certificate of" in logged[0]
+    assert "has expired" in logged[0]
