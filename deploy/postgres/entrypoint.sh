@@ -12,7 +12,8 @@
 #   PGDATA                 the cluster (/data/pgdata)
 #   RESONATE_TIMER_INTERVAL  pg_cron's interval for process_timeouts() (1 seconds)
 #   RESONATE_GC_AFTER_DAYS   finished promises kept this many days (30)
-# They are read on the first start only, when the cluster is made.
+# They are read on the first start only, when the cluster is made. On every start:
+#   TLS_CERT_FILE, TLS_KEY_FILE  serve TLS with this certificate and key (compose.tls.yaml)
 set -eu
 
 RESONATE_SQL=${RESONATE_SQL:-/etc/resonate/resonate.sql}
@@ -73,4 +74,12 @@ HBA
 }
 
 [ -s "$PGDATA/PG_VERSION" ] || initialise
+if [ -n "${TLS_CERT_FILE:-}" ] && [ -n "${TLS_KEY_FILE:-}" ]; then
+    # Postgres takes a key only from a file its own user owns and nobody else may read:
+    # a copy in the cluster, made afresh each start from the mounted one.
+    cp "$TLS_CERT_FILE" "$PGDATA/server.crt"
+    (umask 077 && cp "$TLS_KEY_FILE" "$PGDATA/server.key")
+    echo "crossbank-postgres: serving TLS with $TLS_CERT_FILE"
+    exec postgres -c ssl=on -c ssl_cert_file="$PGDATA/server.crt" -c ssl_key_file="$PGDATA/server.key"
+fi
 exec postgres

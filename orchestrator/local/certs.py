@@ -12,6 +12,11 @@
 
 Keys are ECDSA P-256; certificates name their hosts as subject alternative
 names, which is what clients check. Existing files are never overwritten.
+Keys are readable by their owner only, unless ``--for-containers``: the
+containers of compose.tls.yaml run as users of their own and read the files
+through a read-only mount, so the directory and every file in it are made
+readable by all (keep the directory on a machine only you use; a deployment
+that others share hands each service its key through its own secrets).
 """
 
 from __future__ import annotations
@@ -129,7 +134,10 @@ def issue(
 
 
 def make_set(
-    directory: Path, services: dict[str, Sequence[str]] | None = None
+    directory: Path,
+    services: dict[str, Sequence[str]] | None = None,
+    *,
+    for_containers: bool = False,
 ) -> dict[str, KeyPair]:
     """A CA, one certificate per service and a client certificate, in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -138,6 +146,11 @@ def make_set(
     for name, hosts in (services or COMPOSE_SERVICES).items():
         made[name] = issue(ca, directory, name, hosts)
     made["client"] = issue(ca, directory, "client", ("crossbank-client",))
+    if for_containers:
+        directory.chmod(0o755)
+        for pair in made.values():
+            pair.cert.chmod(0o644)
+            pair.key.chmod(0o644)
     return made
 
 
@@ -200,6 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=HOST[,HOST...]",
         help="a service and the host names it is reached by (default: compose's services)",
     )
+    parser.add_argument(
+        "--for-containers",
+        action="store_true",
+        help="make the keys readable by the containers' own users (compose.tls.yaml)",
+    )
     args = parser.parse_args(argv)
     services: dict[str, Sequence[str]] = {}
     for given in args.service:
@@ -208,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--service takes NAME=HOST[,HOST...], got {given!r}")
         services[name] = tuple(host.strip() for host in hosts.split(",") if host.strip())
     try:
-        made = make_set(args.directory, services or None)
+        made = make_set(args.directory, services or None, for_containers=args.for_containers)
     except FileExistsError as exc:
         print(f"certs: {exc}", file=sys.stderr)
         return 2

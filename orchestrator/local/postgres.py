@@ -103,9 +103,9 @@ def postgres_bindir(env: Mapping[str, str] = os.environ, *, ssl: bool = False) -
             )
             candidates.extend(version / "bin" for version in reversed(versions))
     for bindir in candidates:
-        if (bindir / "postgres").is_file() and (bindir / "initdb").is_file():
-            if not ssl or _built_with_ssl(bindir):
-                return bindir
+        found = (bindir / "postgres").is_file() and (bindir / "initdb").is_file()
+        if found and (not ssl or _built_with_ssl(bindir)):
+            return bindir
     raise PostgresUnavailable(
         ("no PostgreSQL build that serves TLS found" if ssl else "no PostgreSQL binaries found")
         + " (looked in "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -18,11 +20,13 @@ from typing import Any
 import pytest
 from docker.client import from_env
 
+from orchestrator.local.certs import make_set
 from orchestrator.local.supervisor import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
 POSTGRES_OVERRIDE = ROOT / "compose.postgres.yaml"
+TLS_OVERRIDE = ROOT / "compose.tls.yaml"
 SERVICES_UP = ("promise-store", "source-bank", "target-bank", "worker", "console")
 #: compose.yaml refuses to run without these (a guessable token lets anyone mint money).
 TOKENS = {"BANK_TOKEN": "compose-test-bank-token", "RESONATE_TOKEN": "compose-test-store-token"}
@@ -59,7 +63,14 @@ def compose_or_skip() -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "files", [[COMPOSE_FILE], [COMPOSE_FILE, POSTGRES_OVERRIDE]], ids=["compose", "postgres"]
+    "files",
+    [
+        [COMPOSE_FILE],
+        [COMPOSE_FILE, POSTGRES_OVERRIDE],
+        [COMPOSE_FILE, TLS_OVERRIDE],
+        [COMPOSE_FILE, TLS_OVERRIDE, POSTGRES_OVERRIDE],
+    ],
+    ids=["compose", "postgres", "tls", "tls-postgres"],
 )
 def test_compose_files_are_valid_for_every_compose_installed(files: list[Path]) -> None:
     commands = compose_commands()
@@ -154,10 +165,14 @@ def test_every_published_port_is_on_loopback_only() -> None:
 
 
 class ComposeProject:
-    """One `compose up` of compose.yaml under a unique project name and free host ports."""
+    """One `compose up` of compose.yaml under a unique project name and free host ports.
 
-    def __init__(self) -> None:
+    ``certs``: compose.tls.yaml on top, with the certificates in that directory.
+    """
+
+    def __init__(self, certs: Path | None = None) -> None:
         self.command = compose_or_skip()
+        self.files = [COMPOSE_FILE] + ([TLS_OVERRIDE] if certs is not None else [])
         self.name = f"crossbank-test-{uuid.uuid4().hex[:8]}"
         self.env = {
             **os.environ,
@@ -168,11 +183,12 @@ class ComposeProject:
             "CONSOLE_PORT": str(free_port()),
             **TOKENS,
             "LEASE_TTL": "2",
+            **({"CROSSBANK_CERTS": str(certs)} if certs is not None else {}),
         }
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [*self.command, "-f", str(COMPOSE_FILE), *args],
+            [*self.command, *(arg for file in self.files for arg in ("-f", str(file))), *args],
             capture_output=True,
             text=True,
             env=self.env,
@@ -245,6 +261,42 @@ def test_compose_up_serves_transfers_and_keeps_data_across_down_and_up(
     assert status["result"]["status"] == "committed", status
     audit = project.cli("audit")
     assert audit["clean"] is True, audit
+
+
+@pytest.fixture
+def tls_project(crossbank_images: None, tmp_path: Path) -> Iterator[ComposeProject]:
+    certs = tmp_path / "certs"
+    make_set(certs, for_containers=True)
+    compose = ComposeProject(certs)
+    try:
+        yield compose
+    finally:
+        compose.run("down", "-v", "--remove-orphans", check=False)
+
+
+@pytest.mark.containers
+@pytest.mark.slow
+def test_compose_on_tls_runs_every_link_on_https(tls_project: ComposeProject) -> None:
+    """compose.tls.yaml: the CLI, the worker and the console reach the store and the banks
+    over verified https; plain HTTP gets no answer from any published port."""
+    tls_project.run("up", "-d")
+    tls_project.wait_healthy()
+    tls_project.cli("accounts", "seed")
+    result = tls_project.cli(
+        "transfer", "--from", "alice", "--to", "carol", "--amount", "4.00", "--id", "tls-1"
+    )
+    assert result["status"] == "committed"
+    assert tls_project.cli("audit")["clean"] is True
+    certs = Path(tls_project.env["CROSSBANK_CERTS"])
+    trusted = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    for variable in ("SOURCE_BANK_PORT", "PROMISE_STORE_PORT", "CONSOLE_PORT"):
+        port = tls_project.env[variable]
+        with urllib.request.urlopen(
+            f"https://127.0.0.1:{port}/health", timeout=10, context=trusted
+        ) as answer:
+            assert answer.status == 200
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10)
 
 
 def console_call(project: ComposeProject, path: str, token: str | None) -> tuple[int, Any]:
