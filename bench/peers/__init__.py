@@ -48,6 +48,7 @@ SYSTEMS: tuple[SystemEntry, ...] = (
     SystemEntry("crossbank embedded", "bench.peers.crossbank", "open_embedded"),
     SystemEntry("crossbank served, 1 worker", "bench.peers.crossbank", "open_served_one"),
     SystemEntry("crossbank served, 2 workers", "bench.peers.crossbank", "open_served_two"),
+    SystemEntry("crossbank served, TLS", "bench.peers.crossbank", "open_served_tls"),
     SystemEntry("Resonate on Postgres", "bench.peers.resonate_postgres", "open_resonate_postgres"),
     SystemEntry("DBOS on PostgreSQL", "bench.peers.dbos_transact", "open_dbos"),
     SystemEntry("Restate", "bench.peers.restate_peer", "open_restate"),

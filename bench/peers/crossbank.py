@@ -1,4 +1,4 @@
-"""crossbank itself, three ways: embedded store, served store with one worker, with two.
+"""crossbank itself: embedded store, served store with one worker, with two, and over TLS.
 
 Embedded: this process runs the saga over ``promise_store.embedded`` (one
 SQLite file, no server), exactly as ``crossbank transfer`` does without
@@ -8,6 +8,11 @@ a send-only client (``role="client"``), like the CLI against a deployment.
 :func:`served` takes the backend, so Resonate on Postgres
 (:mod:`bench.peers.resonate_postgres`) is the same served system with the
 store's place taken by a private Postgres.
+
+Served over TLS is the one-worker system with every link on https: its own
+two banks, the store and the worker serve and verify certificates from a CA
+made for the run, so the row beside "served, 1 worker" says what TLS costs.
+The shared banks stay plain for every other system.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.banks import BankUrls
+from bench.banks import BankUrls, LedgerError
 from bench.driver import RunTransfer
-from bench.workload import TransferSpec
+from bench.workload import TransferSpec, source_accounts, target_accounts
+from orchestrator.accounts import open_accounts, opening_total
+from orchestrator.local.certs import local_tls
 from orchestrator.local.system import STORE, STORE_BACKEND, WORKERS, LocalSystem
 from orchestrator.runtime import resonate_session
 from orchestrator.settings import Settings
@@ -90,6 +97,30 @@ async def served(
     with system:
         async with _session(system.settings) as run:
             yield run
+
+
+@asynccontextmanager
+async def open_served_tls(banks: BankUrls, workdir: Path) -> AsyncIterator[RunTransfer]:
+    """One worker with every link on https, on banks of its own seeded like the shared ones."""
+    root = workdir / "crossbank-served-tls"
+    system = LocalSystem(
+        root,
+        _settings(banks),  # the system points it at the banks it starts
+        workers=1,
+        env={WORKERS: {"LOG_LEVEL": "WARNING"}},
+        wait_for_workers=False,
+        fresh=True,
+        tls=local_tls(workdir / "tls"),
+    )
+    with system:
+        accounts = [*source_accounts(), *target_accounts()]
+        async with system.banks() as (source, target):
+            await open_accounts(source, target, accounts)
+        async with _session(system.settings) as run:
+            yield run
+        balances = await system.balances()
+        if min(balances.values()) < 0 or sum(balances.values()) != opening_total(accounts):
+            raise LedgerError(f"money not conserved on the TLS banks: {balances}")
 
 
 def open_served_one(banks: BankUrls, workdir: Path) -> AbstractAsyncContextManager[RunTransfer]:
