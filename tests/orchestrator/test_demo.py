@@ -113,3 +113,26 @@ def test_crash_demo_runs_with_tokens_exported_in_the_shell(tmp_path: Path) -> No
     assert re.search(r"transfer crash-\d+: committed", out)
     assert "each op applied exactly once" in out
     assert out.rstrip().endswith("crash-demo: done: every outcome as expected")
+
+
+def test_crash_demo_over_tls_on_every_link(tmp_path: Path) -> None:
+    """``crossbank crash-demo --tls``: the banks, the store and the console on https."""
+    data = tmp_path / "crash"
+    result = subprocess.run(
+        [CROSSBANK, "crash-demo", "--tls", "--data", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+        cwd=tmp_path,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    export = next(line for line in out.splitlines() if line.strip().startswith("export "))
+    assert len(re.findall(r"_URL=https://127\.0\.0\.1:\d+", export)) == 3, export
+    assert f"TLS_CA_FILE={data / 'tls' / 'ca.pem'}" in export
+    assert re.search(r"^console: https://127\.0\.0\.1:\d+", out, re.M)
+    assert "SIGKILL worker-1" in out
+    assert re.search(r"transfer crash-\d+: committed", out)
+    assert "each op applied exactly once" in out
+    assert out.rstrip().endswith("crash-demo: done: every outcome as expected")
