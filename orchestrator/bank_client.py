@@ -112,6 +112,7 @@ class BankClient:
 
     ``tls`` is the client context for an ``https://`` bank (required there):
     :meth:`orchestrator.settings.Settings.tls_for` gives the configured one.
+    With ``log_tls_failures`` a TLS failure is logged, once until TLS works again.
     """
 
     def __init__(
@@ -122,6 +123,7 @@ class BankClient:
         timeout: float = 5.0,
         name: str = "bank",
         tls: ssl.SSLContext | None = None,
+        log_tls_failures: bool = False,
     ) -> None:
         endpoint = Endpoint.parse(base_url)
         self.endpoint = endpoint
@@ -134,6 +136,7 @@ class BankClient:
         self._timeout = timeout
         self._pool = ConnectionPool(endpoint, tls=tls, max_idle=MAX_CONNECTIONS)
         self._slots: asyncio.Semaphore | None = None
+        self._log_tls_failures = log_tls_failures
         #: The TLS failure last logged, until a request gets through again.
         self._tls_failure: str | None = None
 
@@ -281,7 +284,8 @@ class BankClient:
                 try:
                     conn = await self._pool.take()
                 except OSError as exc:
-                    self._note_tls_failure(exc)
+                    if self._log_tls_failures:
+                        self._note_tls_failure(exc)
                     raise BankUnreachable(
                         f"{self.name} bank at {url} is unreachable: {exc!r}"
                     ) from exc
@@ -325,16 +329,25 @@ class BankClient:
             )
 
 
-def bank_clients(settings: Settings) -> tuple[BankClient, BankClient]:
+def bank_clients(
+    settings: Settings, *, log_tls_failures: bool = False
+) -> tuple[BankClient, BankClient]:
     """The source and the target bank's clients as ``settings`` describe them.
 
     Named "source" and "target", the names every error message carries. The
     caller owns them: use them with ``async with`` or close them with ``aclose``.
+    ``log_tls_failures`` is for a worker, whose log is where a TLS mistake is
+    read; a command says it in its own one-line refusal instead.
     """
-    return bank_client(settings, "source"), bank_client(settings, "target")
+    return (
+        bank_client(settings, "source", log_tls_failures=log_tls_failures),
+        bank_client(settings, "target", log_tls_failures=log_tls_failures),
+    )
 
 
-def bank_client(settings: Settings, name: BankName) -> BankClient:
+def bank_client(
+    settings: Settings, name: BankName, *, log_tls_failures: bool = False
+) -> BankClient:
     """The client of one bank as ``settings`` describe it, named ``name``."""
     url = settings.source_bank_url if name == "source" else settings.target_bank_url
     return BankClient(
@@ -343,6 +356,7 @@ def bank_client(settings: Settings, name: BankName) -> BankClient:
         timeout=settings.bank_timeout,
         name=name,
         tls=settings.tls_for(url),
+        log_tls_failures=log_tls_failures,
     )
 
 

@@ -185,7 +185,7 @@ def client_group(settings: Settings) -> str:
 
 def saga_deps(settings: Settings) -> SagaDeps:
     """One pooled client per bank, shared by every transfer this process runs."""
-    source, target = bank_clients(settings)
+    source, target = bank_clients(settings, log_tls_failures=True)
     return SagaDeps(source=source, target=target, settings=settings)
 
 

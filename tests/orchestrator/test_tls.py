@@ -244,7 +244,7 @@ def test_a_tls_failure_is_an_unknown_outcome_logged_once(
             target_bank_url=f"https://127.0.0.1:{port}", tls=ClientTls(tls_files.ca.cert)
         )
         failures: list[BaseException] = []
-        async with bank_client(settings, "target") as client:
+        async with bank_client(settings, "target", log_tls_failures=True) as client:
             for _ in range(5):
                 try:
                     await client.post_entry("tls-op", "carol", 1, "credit")
