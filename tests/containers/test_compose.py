@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -200,6 +201,18 @@ class ComposeProject:
             assert done.returncode == 0, f"{' '.join(args)}: {done.stdout}{done.stderr}"
         return done
 
+    def up_and_transfer(self, transfer_id: str, amount: str) -> float:
+        """``up -d``, every service healthy, the demo accounts, one committed transfer;
+        the seconds until healthy."""
+        started = time.monotonic()
+        self.run("up", "-d")
+        healthy_after = time.monotonic() - started + self.wait_healthy()
+        self.cli("accounts", "seed")
+        argv = ("--from", "alice", "--to", "carol", "--amount", amount, "--id", transfer_id)
+        result = self.cli("transfer", *argv)
+        assert result["status"] == "committed", result
+        return healthy_after
+
     def cli(self, *args: str) -> dict[str, Any]:
         done = self.run("run", "--rm", "orchestrator", *args, "--json")
         document: dict[str, Any] = json.loads(done.stdout[done.stdout.index("{") :])
@@ -227,13 +240,19 @@ class ComposeProject:
             client.close()
 
 
-@pytest.fixture
-def project(crossbank_images: None) -> Iterator[ComposeProject]:
-    compose = ComposeProject()
+@contextlib.contextmanager
+def brought_down(compose: ComposeProject) -> Iterator[ComposeProject]:
+    """``compose``, then ``down -v`` however the test ends."""
     try:
         yield compose
     finally:
         compose.run("down", "-v", "--remove-orphans", check=False)
+
+
+@pytest.fixture
+def project(crossbank_images: None) -> Iterator[ComposeProject]:
+    with brought_down(ComposeProject()) as compose:
+        yield compose
 
 
 @pytest.mark.containers
@@ -241,16 +260,8 @@ def project(crossbank_images: None) -> Iterator[ComposeProject]:
 def test_compose_up_serves_transfers_and_keeps_data_across_down_and_up(
     project: ComposeProject,
 ) -> None:
-    started = time.monotonic()
-    project.run("up", "-d")
-    healthy_after = time.monotonic() - started + project.wait_healthy()
+    healthy_after = project.up_and_transfer("compose-1", "12.50")
     print(f"\ncompose up -> all {len(SERVICES_UP)} services healthy: {healthy_after:.1f}s")
-
-    project.cli("accounts", "seed")
-    result = project.cli(
-        "transfer", "--from", "alice", "--to", "carol", "--amount", "12.50", "--id", "compose-1"
-    )
-    assert result["status"] == "committed"
     before = project.cli("balances")
 
     project.run("down")  # keeps the named volumes
@@ -267,11 +278,8 @@ def test_compose_up_serves_transfers_and_keeps_data_across_down_and_up(
 def tls_project(crossbank_images: None, tmp_path: Path) -> Iterator[ComposeProject]:
     certs = tmp_path / "certs"
     make_set(certs, for_containers=True)
-    compose = ComposeProject(certs)
-    try:
+    with brought_down(ComposeProject(certs)) as compose:
         yield compose
-    finally:
-        compose.run("down", "-v", "--remove-orphans", check=False)
 
 
 @pytest.mark.containers
@@ -279,13 +287,7 @@ def tls_project(crossbank_images: None, tmp_path: Path) -> Iterator[ComposeProje
 def test_compose_on_tls_runs_every_link_on_https(tls_project: ComposeProject) -> None:
     """compose.tls.yaml: the CLI, the worker and the console reach the store and the banks
     over verified https; plain HTTP gets no answer from any published port."""
-    tls_project.run("up", "-d")
-    tls_project.wait_healthy()
-    tls_project.cli("accounts", "seed")
-    result = tls_project.cli(
-        "transfer", "--from", "alice", "--to", "carol", "--amount", "4.00", "--id", "tls-1"
-    )
-    assert result["status"] == "committed"
+    tls_project.up_and_transfer("tls-1", "4.00")
     assert tls_project.cli("audit")["clean"] is True
     certs = Path(tls_project.env["CROSSBANK_CERTS"])
     trusted = ssl.create_default_context(cafile=str(certs / "ca.pem"))
@@ -314,13 +316,7 @@ def console_call(project: ComposeProject, path: str, token: str | None) -> tuple
 @pytest.mark.containers
 @pytest.mark.slow
 def test_the_console_service_answers_with_the_bank_token_only(project: ComposeProject) -> None:
-    project.run("up", "-d")
-    project.wait_healthy()
-    project.cli("accounts", "seed")
-    result = project.cli(
-        "transfer", "--from", "alice", "--to", "carol", "--amount", "3.00", "--id", "console-1"
-    )
-    assert result["status"] == "committed"
+    project.up_and_transfer("console-1", "3.00")
 
     assert console_call(project, "/health", None)[0] == 200
     assert console_call(project, "/api/state", None)[0] == 401

@@ -33,18 +33,24 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def test_demo_runs_every_outcome_and_stops_everything(tmp_path: Path) -> None:
-    data = tmp_path / "demo"
+def run_demo(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """``crossbank ARGS`` run to the end as a user runs it; its output, once it succeeded."""
     result = subprocess.run(
-        [CROSSBANK, "demo", "--data", str(data)],
+        [CROSSBANK, *args],
         capture_output=True,
         text=True,
         timeout=400,
         check=False,
         cwd=tmp_path,
+        env={**os.environ, **(env or {})},
     )
-    out = result.stdout
-    assert result.returncode == 0, out + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_demo_runs_every_outcome_and_stops_everything(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    out = run_demo(tmp_path, "demo", "--data", str(data))
     assert re.search(r"transfer tr-\w+: committed", out)
     assert re.search(r"transfer demo-comp-\d+: compensated \(account_closed\)", out)
     assert re.search(r"transfer tr-\w+: failed \(insufficient_funds\)", out)
@@ -98,17 +104,8 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
 
 def test_crash_demo_runs_with_tokens_exported_in_the_shell(tmp_path: Path) -> None:
     """A shell set up for compose has BANK_TOKEN and RESONATE_TOKEN; the demo's parts ignore them."""
-    result = subprocess.run(
-        [CROSSBANK, "crash-demo", "--data", str(tmp_path / "crash")],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-        cwd=tmp_path,
-        env={**os.environ, "BANK_TOKEN": "from-the-shell", "RESONATE_TOKEN": "from-the-shell"},
-    )
-    out = result.stdout
-    assert result.returncode == 0, out + result.stderr
+    shell = {"BANK_TOKEN": "from-the-shell", "RESONATE_TOKEN": "from-the-shell"}
+    out = run_demo(tmp_path, "crash-demo", "--data", str(tmp_path / "crash"), env=shell)
     assert "SIGKILL worker-1" in out
     assert re.search(r"transfer crash-\d+: committed", out)
     assert "each op applied exactly once" in out
@@ -118,16 +115,7 @@ def test_crash_demo_runs_with_tokens_exported_in_the_shell(tmp_path: Path) -> No
 def test_crash_demo_over_tls_on_every_link(tmp_path: Path) -> None:
     """``crossbank crash-demo --tls``: the banks, the store and the console on https."""
     data = tmp_path / "crash"
-    result = subprocess.run(
-        [CROSSBANK, "crash-demo", "--tls", "--data", str(data)],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-        cwd=tmp_path,
-    )
-    out = result.stdout
-    assert result.returncode == 0, out + result.stderr
+    out = run_demo(tmp_path, "crash-demo", "--tls", "--data", str(data))
     export = next(line for line in out.splitlines() if line.strip().startswith("export "))
     assert len(re.findall(r"_URL=https://127\.0\.0\.1:\d+", export)) == 3, export
     assert f"TLS_CA_FILE={data / 'tls' / 'ca.pem'}" in export

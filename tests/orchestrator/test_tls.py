@@ -12,6 +12,7 @@ import json
 import logging
 import socket
 import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,27 +98,20 @@ def test_committed_compensated_and_failed_over_tls(tls_cluster: Cluster) -> None
 def test_plain_http_to_a_tls_port_is_refused_naming_the_setting(tls_cluster: Cluster) -> None:
     plain = local_url(tls_cluster.ports["source"])
     result = run_cli(tls_cluster, "balances", env={"SOURCE_BANK_URL": plain})
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    line = result.stderr.strip()
-    for words in ("speaks TLS", "use https://127.0.0.1:", "SOURCE_BANK_URL"):
-        assert words in line, line
-    assert len(line.splitlines()) == 1
+    assert_refused_in_one_line(result, "speaks TLS", "use https://127.0.0.1:", "SOURCE_BANK_URL")
 
 
 def test_tls_to_a_plain_port_is_refused_naming_the_setting(
     tmp_path: Path, tls_cluster: Cluster
 ) -> None:
-    port = free_port()
-    plain = bank_process("target", port=port, ledger=tmp_path / "t.db", log_path=tmp_path / "t.log")
+    plain, port = serving(tmp_path, "target", None)
     with plain:
         result = run_cli(
             tls_cluster, "balances", env={"TARGET_BANK_URL": f"https://127.0.0.1:{port}"}
         )
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    line = result.stderr.strip()
-    assert len(line.splitlines()) == 1, line
-    for words in ("does not speak TLS", f"use http://127.0.0.1:{port}", "TARGET_BANK_URL"):
-        assert words in line, line
+    assert_refused_in_one_line(
+        result, "does not speak TLS", f"use http://127.0.0.1:{port}", "TARGET_BANK_URL"
+    )
 
 
 @pytest.mark.parametrize(
@@ -137,19 +131,26 @@ def test_a_certificate_the_client_cannot_trust_is_refused(
         "other_host": tls_files.other_host,
         "expired": tls_files.expired,
     }[problem]
-    port = free_port()
-    bank = bank_process(
-        "source",
-        port=port,
-        ledger=tmp_path / "source.db",
-        log_path=tmp_path / "source.log",
-        tls=LocalTls(ca=tls_files.ca.cert, cert=served.cert, key=served.key),
-    )
-    bank.health_tls = _unverified()  # this bank is up; it is its certificate that is wrong
+    bank, port = serving(tmp_path, "source", LocalTls(tls_files.ca.cert, served.cert, served.key))
     with bank:
         result = run_cli(
             tls_cluster, "balances", env={"SOURCE_BANK_URL": f"https://127.0.0.1:{port}"}
         )
+    assert_refused_in_one_line(result, *words)
+
+
+def serving(path: Path, role: str, tls: LocalTls | None) -> tuple[ManagedProcess, int]:
+    """A bank of its own (not started), serving ``tls``'s certificate however wrong it is."""
+    port = free_port()
+    bank = bank_process(
+        role, port=port, ledger=path / f"{role}.db", log_path=path / f"{role}.log", tls=tls
+    )
+    if tls is not None:
+        bank.health_tls = _unverified()  # the bank is up; it is its certificate that is wrong
+    return bank, port
+
+
+def assert_refused_in_one_line(result: subprocess.CompletedProcess[str], *words: str) -> None:
     assert result.returncode == 2, (result.stdout, result.stderr)
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1, line
@@ -229,15 +230,11 @@ def test_a_tls_failure_is_an_unknown_outcome_logged_once(
     tmp_path: Path, tls_files: TlsFiles, caplog: pytest.LogCaptureFixture
 ) -> None:
     """What a worker's bank client does with an expired certificate: retryable, one log line."""
-    port = free_port()
-    bank = bank_process(
+    bank, port = serving(
+        tmp_path,
         "target",
-        port=port,
-        ledger=tmp_path / "target.db",
-        log_path=tmp_path / "target.log",
-        tls=LocalTls(ca=tls_files.ca.cert, cert=tls_files.expired.cert, key=tls_files.expired.key),
+        LocalTls(tls_files.ca.cert, tls_files.expired.cert, tls_files.expired.key),
     )
-    bank.health_tls = _unverified()
 
     async def attempts() -> list[BaseException]:
         settings = Settings(
