@@ -98,6 +98,11 @@ class Request:
     #: The client's address, as the connection reports it ("" when unknown).
     client: str = ""
 
+    @property
+    def media_type(self) -> str:
+        """The ``Content-Type`` without its parameters, lower-cased ("" when none)."""
+        return self.headers.get("content-type", "").partition(";")[0].strip().lower()
+
 
 @dataclass(frozen=True, slots=True)
 class Response:

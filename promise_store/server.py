@@ -89,7 +89,7 @@ class StoreService:
         if not self.settings.allowed_hosts.allows(request.headers.get("host")):
             message = "this store does not answer to that Host (ALLOWED_HOSTS)"
             return Response(400, error_envelope(400, message))
-        if request.method == "POST" and _media_type(request) != "application/json":
+        if request.method == "POST" and request.media_type != "application/json":
             return Response(415, error_envelope(415, "send Content-Type: application/json"))
         if self._authorized(request):
             return None
@@ -195,11 +195,6 @@ class StoreService:
     def _awaits_acquire(self, task_id: str, version: int) -> bool:
         task = self.store.state.tasks.get(task_id)
         return task is not None and task.state == "pending" and task.version == version
-
-
-def _media_type(request: Request) -> str:
-    """The request's ``Content-Type`` without its parameters, lower-cased."""
-    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
 def _not_allowed(allowed: str) -> Response:

@@ -247,7 +247,7 @@ class Console:
         if request.method == "POST":
             if not allowed.allows_origin(request.headers.get("origin")):
                 return json_error(403, "foreign_origin", "actions come from the console's own page")
-            if _media_type(request) != "application/json":
+            if request.media_type != "application/json":
                 return json_error(415, "json_only", "actions take a JSON body")
             if request.path not in OPEN_PATHS and self.console.read_only:
                 return json_error(403, "read_only", "this console is read-only (CONSOLE_READ_ONLY)")
@@ -554,10 +554,6 @@ def _text(body: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise Refused(400, "http_error", f"{name} is required (a string)")
     return value
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
 def _cookie(request: Request, name: str) -> str:
