@@ -182,6 +182,8 @@ class ConnectionPool:
         self._tls = tls
         self._max_idle = max_idle
         self._idle: list[HttpConnection] = []
+        #: Connections taken and not yet given back, so :meth:`close` reaches them too.
+        self._busy: set[HttpConnection] = set()
 
     @property
     def has_idle(self) -> bool:
@@ -191,6 +193,7 @@ class ConnectionPool:
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed:  # else closed by the server while idle
+                self._busy.add(conn)
                 return conn
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(
@@ -200,6 +203,7 @@ class ConnectionPool:
             ssl=self._tls,
             server_hostname=self.endpoint.host if self._tls is not None else None,
         )
+        self._busy.add(conn)
         return conn
 
     async def exchange(self, conn: HttpConnection, head: bytes, body: bytes) -> tuple[int, bytes]:
@@ -209,6 +213,8 @@ class ConnectionPool:
         except BaseException:
             conn.close()
             raise
+        finally:
+            self._busy.discard(conn)
         if not conn.closed and len(self._idle) < self._max_idle:
             self._idle.append(conn)
         else:
@@ -216,6 +222,11 @@ class ConnectionPool:
         return conn.status, response
 
     def close(self) -> None:
+        """Close every connection, idle or in use: a request on one fails with ResponseLost.
+
+        The pool stays usable: the next :meth:`take` opens a fresh connection.
+        """
         idle, self._idle = self._idle, []
-        for conn in idle:
+        busy, self._busy = self._busy, set()
+        for conn in (*idle, *busy):
             conn.close()

@@ -16,7 +16,7 @@ never hears of work again. This channel:
   the log why it lost the stream and when it has it back;
 * has no total timeout. A dead link (a store that vanished without closing
   the connection) is noticed by silence instead: the store writes a keepalive
-  comment every 10 s, so ``idle_timeout`` seconds without a byte end the
+  comment every 2 s, so ``idle_timeout`` seconds without a byte end the
   stream, and the same bound applies to connecting and to the response head;
 * reconnects on purpose every ``max_lifetime`` seconds, so a stream that went
   wrong in a way nobody noticed is replaced anyway. The new stream opens
@@ -27,6 +27,12 @@ never hears of work again. This channel:
 
 A :class:`~orchestrator.health_file.HealthFile`, when given, is told whenever
 the stream opens or is lost, and refreshed while it stays open.
+
+What a lost stream carried is gone with it (a result pushed into a dead
+connection, say). So once a stream is back after a loss, ``on_reopened`` is
+called: the runtime asks the store again about everything its handles still
+wait for (:func:`orchestrator.runtime.ask_again`), rather than leaving them to
+the next refresh.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -55,7 +61,7 @@ OPENED_LOG = "SSE connection established"
 class PushLimits:
     """How long the stream may be silent, and how long one stream may live (seconds)."""
 
-    idle_timeout: float = 30.0
+    idle_timeout: float = 6.0
     max_lifetime: float = 3600.0
 
 
@@ -76,6 +82,7 @@ class PushChannel:
         limits: PushLimits | None = None,
         health: HealthFile | None = None,
         tls: ssl.SSLContext | None = None,
+        on_reopened: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.url = f"{url.rstrip('/')}/poll/{group}/{pid}"
         #: aiohttp's default (verify against the system's CAs) when None.
@@ -86,6 +93,7 @@ class PushChannel:
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._health = health
+        self._on_reopened = on_reopened
         self._callbacks: list[Callable[[str], None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -152,6 +160,7 @@ class PushChannel:
                     loop.time() - since,
                     why,
                 )
+                self._catch_up()
             opened = loop.time()
             reading = asyncio.create_task(self._read(response))
             try:
@@ -212,6 +221,22 @@ class PushChannel:
                             logger.exception("push channel: a message handler failed")
         finally:
             response.close()
+
+    def _catch_up(self) -> None:
+        """Run ``on_reopened`` beside the stream (never in its way); a failure is logged."""
+        if self._on_reopened is None:
+            return
+
+        async def catch_up() -> None:
+            assert self._on_reopened is not None
+            try:
+                await self._on_reopened()
+            except Exception:
+                logger.exception("push channel: catching up after a lost stream failed")
+
+        task = asyncio.create_task(catch_up())
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
 
     def _drain(self, reading: asyncio.Task[None]) -> None:
         """Let a replaced stream deliver what it still has, for at most ``idle_timeout``."""

@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Literal
 
+from resonate.error import ResonateError, ServerError
 from resonate.heartbeat import AsyncHeartbeat
 from resonate.resonate import DEFAULT_SUBSCRIPTION_REFRESH_SECS, Resonate
 
@@ -142,6 +143,17 @@ def _served(
     url, token = settings.resonate_url, settings.resonate_token
     tls = settings.tls_for(url)
     pid = uuid.uuid4().hex
+    network = StoreNetwork(
+        url, token=token, request_timeout=settings.store_request_timeout, tls=tls
+    )
+    resonate: Resonate | None = None
+
+    async def catch_up() -> None:
+        """The push stream was lost and is back: so is the path to the store."""
+        network.reconnect()
+        if resonate is not None:
+            await ask_again(resonate)
+
     push = PushChannel(
         url,
         pid=pid,
@@ -150,11 +162,10 @@ def _served(
         tls=tls,
         limits=PushLimits(settings.push_idle_timeout, settings.push_max_lifetime),
         health=health,
+        on_reopened=catch_up,
     )
-    return Resonate(
-        network=StoreNetwork(
-            url, token=token, request_timeout=settings.store_request_timeout, tls=tls
-        ),
+    resonate = Resonate(
+        network=network,
         sources=[push],
         pid=pid,
         group=group,
@@ -162,6 +173,32 @@ def _served(
         token=token,
         subscription_refresh_secs=refresh_secs,
     )
+    return resonate
+
+
+async def ask_again(resonate: Resonate) -> None:
+    """Ask the store about every result this process still waits for, now.
+
+    What the SDK's refresh loop does every ``subscription_refresh_secs``
+    (10 s for a client), done at once when the push stream comes back after a
+    loss: a result pushed while the stream was dead never arrived. Each
+    question registers the listener again and settles the handle if the
+    promise is done. The SDK is pinned; tests/promise_store/test_sdk_guard.py
+    checks the internals this reads.
+    """
+    for promise_id, subscription in list(resonate._runtime.subs.items()):
+        if subscription.settled():
+            continue
+        try:
+            record = await resonate._observe(promise_id)
+        except ServerError as exc:
+            if exc.code == 404:
+                resonate._settle_subscription_gone(promise_id, subscription, exc.message)
+            continue
+        except ResonateError:
+            continue  # the refresh loop asks again later
+        if record.state != "pending":
+            resonate._settle_and_cleanup(promise_id, subscription, record.state, record.value)
 
 
 def _on_postgres(dsn: str, group: str, ttl: timedelta, query_timeout: float) -> Resonate:

@@ -71,7 +71,7 @@ class Settings:
     step_backoff_max: int = 30
     bank_timeout: float = 5.0
     attention_after: float = 300.0
-    push_idle_timeout: float = 30.0
+    push_idle_timeout: float = 6.0
     push_max_lifetime: float = 3600.0
     worker_health_file: Path | None = None
     pg_warn_every: float = 10.0
@@ -119,7 +119,7 @@ class Settings:
             step_backoff_max=integer(env, "STEP_BACKOFF_MAX", 30, low=0),
             bank_timeout=number(env, "BANK_TIMEOUT", 5.0, low=0.01),
             attention_after=number(env, "ATTENTION_AFTER", 300.0, low=0.0),
-            push_idle_timeout=number(env, "PUSH_IDLE_TIMEOUT", 30.0, low=0.5),
+            push_idle_timeout=number(env, "PUSH_IDLE_TIMEOUT", 6.0, low=0.5),
             push_max_lifetime=number(env, "PUSH_MAX_LIFETIME", 3600.0, low=1.0),
             worker_health_file=optional_path(env, "WORKER_HEALTH_FILE"),
             pg_warn_every=number(env, "PG_WARN_EVERY", 10.0, low=0.1),

@@ -90,6 +90,16 @@ class StoreNetwork:
         self._stopped.set()
         self._pool.close()
 
+    def reconnect(self) -> None:
+        """Drop every connection, in use or idle: they went where the push stream went.
+
+        Called when the push channel found its stream silent: the request
+        connections to the same store most likely hang the same way, and a
+        request on one would wait out ``request_timeout``. Requests in flight
+        on them are sent again on fresh connections, as after any lost answer.
+        """
+        self._pool.close()
+
     async def send(self, req: str, headers: dict[str, str] | None = None) -> str:
         """POST ``req``; return the response body. Retries until answered or stopped."""
         body = req.encode()

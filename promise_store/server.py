@@ -39,7 +39,9 @@ from promise_store.state import JournaledState
 
 logger = logging.getLogger(__name__)
 
-KEEPALIVE_SECONDS = 10.0
+#: A listener's stream carries a comment at least this often, so a client hears silence
+#: (a dead connection) within a few of these (``PUSH_IDLE_TIMEOUT``, 6 s, on the client).
+KEEPALIVE_SECONDS = 2.0
 
 #: How long a graceful stop waits for requests in flight before closing the store.
 SHUTDOWN_GRACE_SECONDS = 5.0

@@ -182,6 +182,12 @@ async def _strike(cluster: Cluster, kind: str) -> tuple[FaultRecord, Evidence, l
         await injector.recover()
         await asyncio.wait({sending}, timeout=CLIENT_PATIENCE_S)
         results = {tid: run.result for tid, run in workload.runs.items()}
+        if kind.endswith("_client_store") and not sending.done():
+            # The client's own link broke: once it is back, the client itself must catch
+            # up (its push stream found dead within PUSH_IDLE_TIMEOUT, then every result
+            # it waits for asked again), not wait out a refresh or a request timeout.
+            unheard = sorted(tid for tid, result in results.items() if result is None)
+            problems.append(f"the client had not heard {unheard} {CLIENT_PATIENCE_S}s later")
         if not sending.done():
             # A request or a push stream caught in a blackhole waits out the SDK's request
             # timeout (minutes); read the outcomes through a new client instead.

@@ -171,3 +171,12 @@ def test_embedded_store_is_a_heartbeated_network_and_source(tmp_path: Path) -> N
         assert isinstance(resonate._heartbeat, AsyncHeartbeat)
     finally:
         asyncio.run(store.stop())
+
+
+def test_a_client_can_ask_again_about_the_results_it_waits_for() -> None:
+    """``orchestrator.runtime.ask_again`` does what the SDK's refresh loop does, at once."""
+    for method in ("_observe", "_settle_and_cleanup", "_settle_subscription_gone", "_run_refresh"):
+        assert callable(getattr(Resonate, method, None)), method
+    source = inspect.getsource(Resonate._run_refresh)
+    for used in ("self._runtime.subs.items()", "sub.settled()", "self._observe(id)"):
+        assert used in source, used
