@@ -12,6 +12,14 @@ Layout (one file, WAL mode, ``synchronous=FULL``):
 * ``probe`` -- always empty: a write that fills and empties it tells whether
   the disk takes writes again after one failed (:meth:`Journal.probe`).
 
+The store is the file's only user (its lock file says so), so the
+connection keeps SQLite's lock for as long as it is open (``locking_mode
+EXCLUSIVE``): SQLite then keeps the WAL's index in memory instead of a
+``-shm`` file, and a store whose disk is full can still open its file and
+read it. The WAL is cut back to :data:`WAL_SIZE_LIMIT` after every
+checkpoint that empties it (``journal_size_limit``), so a burst (a large
+snapshot, checkpoints that failed on a full disk) does not leave it large.
+
 This module only moves bytes; what the rows mean lives in ``promise_store.state``.
 """
 
@@ -31,6 +39,9 @@ TICK = "tick"
 
 #: What :meth:`Journal.probe` writes: more than a typical batch of entries.
 PROBE_BYTES = 64 * 1024
+#: The size the WAL is cut back to after a checkpoint that empties it: twice what
+#: SQLite lets it reach (1,000 pages) before it checkpoints by itself.
+WAL_SIZE_LIMIT = 8 * 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -92,12 +103,18 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        # Space freed by dropping journal rows behind a snapshot is returned to
-        # the file system (incremental vacuum), so the file does not keep its
-        # high-water mark. Only takes effect on a new file.
-        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        # Before anything reads the file: only then does SQLite keep the WAL's
+        # index in memory, with no -shm file to create (which a full disk refuses).
+        self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        if self._db.execute("PRAGMA page_count").fetchone()[0] == 0:
+            # Space freed by dropping journal rows behind a snapshot is returned to
+            # the file system (incremental vacuum), so the file does not keep its
+            # high-water mark. Set on a new file only: it takes effect on nothing
+            # else, and asking an existing one writes to it.
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -191,6 +208,11 @@ class Journal:
                     "%s: compacting after snapshot %d failed: %s", self.path, snapshot.seq, exc
                 )
 
+    def roll_back(self) -> None:
+        """End a transaction a failed write left open, so reads see only what was committed."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
     def probe(self, size: int = PROBE_BYTES) -> None:
         """Commit ``size`` bytes in and out of the probe table, synced; raises while writes fail.
 
@@ -198,8 +220,7 @@ class Journal:
         write (and sync) a real batch's worth of pages, so a disk with room
         for less than that still counts as full.
         """
-        if self._db.in_transaction:  # left open by the write that failed
-            self._db.execute("ROLLBACK")
+        self.roll_back()  # a transaction left open by the write that failed
         with self._transaction():
             self._db.execute("INSERT INTO probe (body) VALUES (zeroblob(?))", (size,))
             self._db.execute("DELETE FROM probe")

@@ -14,18 +14,23 @@ it, with each entry applied at the ``now`` it was recorded with, which makes
 replay exact. A snapshot is written every ``snapshot_every`` entries, and the
 journal before it is dropped, so restart time and file size stay bounded.
 
+A full disk does not stop the store from starting or from answering reads.
+A journal write that fails (a full disk, an I/O error) refuses every request
+that would change the state (``write_failure``), since nothing unjournaled
+may be acknowledged: the state is rebuilt from the journal, which never held
+the failed entries (nobody was told they were written), and reads are
+answered from it. Every ``write_retry_interval`` (longer after each try that
+fails) the store writes a probe, and once that is synced it takes writes
+again by itself. A store that starts on a disk it cannot write (the start-up
+probe fails) starts the same way.
+
 No single request can break the store. A value the snapshot could not hold
 is refused before it reaches the state (``limits``). An unexpected exception
 inside the state machine fails that request alone: its half-done effects are
 undone by rebuilding the state from the journal (which never saw it), so what
 is live is what a restart would rebuild. A snapshot that cannot be encoded is
 skipped and reported (``snapshot_failure``); the journal keeps every entry, so
-nothing is lost. A journal write that fails (a full disk, an I/O error) stops
-all work (``write_failure``), since the state in memory is then ahead of the
-disk; every ``write_retry_interval`` (longer after each try that fails) the
-store writes a probe, and once that is synced it rebuilds the state from the
-journal, which never held the failed entries (nobody was told they were
-written), and takes work again by itself.
+nothing is lost.
 
 All methods run on one asyncio event loop. A commit of journal entries runs on
 the loop itself (about 0.2 ms here; handing it to a thread and back cost more
@@ -72,8 +77,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_SNAPSHOT_EVERY = 10_000
 
 #: SQLite's codes for a file that is sound but cannot be written now (no space,
-#: an I/O error): said as such at start, not called a damaged store.
-_CANNOT_WRITE = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
+#: an I/O error, a read-only disk): said as such, not called a damaged store.
+_CANNOT_WRITE = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY})
 
 #: Seconds after a failed journal write before the disk is tried again; each
 #: try that fails doubles the wait, up to ``MAX_WRITE_RETRY_BACKOFF`` times it.
@@ -166,8 +171,12 @@ class JournaledState:
             self.state, self._seq, self.recovery = self._recover()
         except sqlite3.DatabaseError as exc:
             self._lock.release()
-            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _CANNOT_WRITE:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if code in _CANNOT_WRITE:
                 msg = f"{self.path} cannot be written ({exc}); free space on its disk, then start"
+                raise StoreFailed(msg) from exc
+            if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                msg = f"{self.path} is open in another program ({exc}); close it, then start"
                 raise StoreFailed(msg) from exc
             msg = f"{self.path} is not a readable promise store ({exc}); refusing to start"
             raise CorruptStore(msg) from exc
@@ -181,9 +190,30 @@ class JournaledState:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        #: After a failed write, whether the state is back to what the journal holds.
+        self._matches_journal = True
         self._snapshot_failure: str | None = None
         self._rebuilt: asyncio.Future[None] | None = None
         self._closed = False
+        self._probe_at_start()
+
+    def _probe_at_start(self) -> None:
+        """Start on a disk that takes no writes as after a failed write: serving reads only."""
+        try:
+            self._journal.probe()
+        except sqlite3.DatabaseError as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in _CANNOT_WRITE:
+                self.close_sync()
+                raise
+            self._journal.roll_back()
+            self._failure = exc
+            wait = self._schedule_write_retry()
+            logger.error(
+                "%s cannot be written (%s); serving reads, refusing writes, trying again in %.1fs",
+                self.path,
+                exc,
+                wait,
+            )
 
     # -- start-up -------------------------------------------------------------
 
@@ -255,7 +285,8 @@ class JournaledState:
         An unknown ``kind``, or a value the snapshot could not hold, is refused
         before it reaches the state machine, so it is never journaled. An
         unexpected exception inside the state machine answers 500 and leaves
-        the state as the journal has it.
+        the state as the journal has it. While the journal cannot be written,
+        a request that would change the state raises :class:`StoreFailed`.
         """
         await self._until_usable()
         kind = req.get("kind")
@@ -270,6 +301,8 @@ class JournaledState:
             return Applied(stale, None, [])
         now = self._clock()
         body = msgspec.json.encode(req) if request_changes_state(self.state, now, req) else None
+        if body is not None:
+            self._check_writable()
         response: dict[str, Any] | None = None
         error: ServerError | None = None
         try:
@@ -290,8 +323,8 @@ class JournaledState:
         """Advance the clock; journal and return what fired (nothing is journaled if nothing did)."""
         await self._until_usable()
         now = self._clock()
-        if not tick_changes_state(self.state, now):
-            return []
+        if self._failure is not None or not tick_changes_state(self.state, now):
+            return []  # what would fire waits until it can be journaled
         self.state.outgoing.clear()
         try:
             self.state.tick(now)
@@ -315,8 +348,10 @@ class JournaledState:
 
     @property
     def write_failure(self) -> str | None:
-        """Why the journal can no longer be written (the store refuses all work), or ``None``."""
-        return None if self._failure is None else f"journal write failed: {self._failure}"
+        """Why the journal cannot be written (the store refuses writes, serves reads), or ``None``."""
+        if self._failure is None:
+            return None
+        return f"the journal cannot be written: {self._failure}; reads are served, writes refused"
 
     @property
     def snapshot_failure(self) -> str | None:
@@ -326,9 +361,12 @@ class JournaledState:
     # -- undoing a request that failed half-way -----------------------------------
 
     async def _until_usable(self) -> None:
-        """Wait out a rebuild, try a failed disk again when due; raise if the store still cannot work."""
+        """Wait out a rebuild; after a failed write, put the state back to the journal's and
+        try the disk again when due. Raises only when the store cannot even answer reads."""
         if self._rebuilt is not None:
             await asyncio.shield(self._rebuilt)
+        if self._failure is not None and not self._matches_journal:
+            await self._fall_back_to_the_journal()
         if self._failure is not None:
             await self._retry_failed_writes()
         self._check_usable()
@@ -363,19 +401,44 @@ class JournaledState:
                     return
                 self.state = state
             except Exception as exc:
-                self._failure = exc
+                self._failure = CorruptStore(f"rebuilding the state failed: {exc!r}")
                 logger.critical("%s: rebuilding the state failed, refusing further work", self.path)
 
-    # -- taking work again after a failed write -------------------------------------
+    # -- after a failed write: reads from the journal's state, and trying the disk again ----
 
-    async def _retry_failed_writes(self) -> None:
-        """Once the disk takes a synced probe, rebuild from the journal and take work again.
+    async def _fall_back_to_the_journal(self) -> None:
+        """Replace the state with the journal's, dropping what a failed write held.
 
         The entries whose write failed were never acknowledged (their callers
         got a 503), so the journal is the truth: rebuilding from it drops them
-        and everything applied on top of them. Tried at most once per wait
-        (``write_retry_interval``, doubled after each try that fails), from the
-        next request or clock tick. A corrupt or closed store stays down.
+        and everything applied on top of them. Reading the file needs no room
+        on its disk. A store that cannot even read its file stays down.
+        """
+        with self._inputs_held():
+            try:
+                self._journal.roll_back()
+                state, seq, recovery = await asyncio.to_thread(self._recover)
+            except Exception as exc:
+                self._failure = CorruptStore(f"reading the journal back failed: {exc}")
+                logger.critical("%s: %s; refusing further work", self.path, self._failure)
+                return
+            self.state, self._seq, self._durable_seq = state, seq, seq
+            self._pending, self._pending_snapshot = [], None
+            self._since_snapshot = recovery.replayed
+            self._matches_journal = True
+            logger.warning(
+                "%s: state back to the journal's at entry %d; serving reads until it "
+                "can be written",
+                self.path,
+                seq,
+            )
+
+    async def _retry_failed_writes(self) -> None:
+        """Once the disk takes a synced probe, take writes again.
+
+        Tried at most once per wait (``write_retry_interval``, doubled after
+        each try that fails), from the next request or clock tick. A corrupt or
+        closed store stays down.
         """
         failure = self._failure
         if failure is None or isinstance(failure, CorruptStore) or self._closed:
@@ -385,7 +448,6 @@ class JournaledState:
         with self._inputs_held():
             try:
                 await asyncio.to_thread(self._journal.probe)
-                state, seq, recovery = await asyncio.to_thread(self._recover)
             except Exception as exc:
                 self._failed_write_retries += 1
                 wait = self._schedule_write_retry()
@@ -396,15 +458,9 @@ class JournaledState:
                     wait,
                 )
                 return
-            self.state, self._seq, self._durable_seq = state, seq, seq
-            self._pending, self._pending_snapshot = [], None
-            self._since_snapshot = recovery.replayed
             self._failure = None
-            logger.warning(
-                "%s: the journal takes writes again; state rebuilt at entry %d, taking work",
-                self.path,
-                seq,
-            )
+            self._failed_write_retries = 0
+            logger.warning("%s: the journal takes writes again at entry %d", self.path, self._seq)
 
     def _schedule_write_retry(self) -> float:
         backoff = min(1 << min(self._failed_write_retries, 16), MAX_WRITE_RETRY_BACKOFF)
@@ -454,9 +510,12 @@ class JournaledState:
                     await asyncio.to_thread(self._write, batch, snap)
             except Exception as exc:
                 logger.critical(
-                    "%s: journal write failed, refusing further work: %s", self.path, exc
+                    "%s: journal write failed, refusing writes until it can write: %s",
+                    self.path,
+                    exc,
                 )
                 self._failure = exc
+                self._matches_journal = False
                 self._next_write_retry = time.monotonic() + self._write_retry_interval
                 self._wake(error=exc)
                 return
@@ -502,11 +561,18 @@ class JournaledState:
         await future
 
     def _check_usable(self) -> None:
-        if self._failure is not None:
-            msg = f"journal write failed earlier: {self._failure}"
+        """Raise unless the store can answer at all (reads, at least)."""
+        if isinstance(self._failure, CorruptStore):
+            msg = f"the store cannot go on: {self._failure}"
             raise StoreFailed(msg)
         if self._closed:
             msg = f"the store at {self.path} is closed"
+            raise StoreFailed(msg)
+
+    def _check_writable(self) -> None:
+        """Raise while the journal cannot be written: no change may be acknowledged."""
+        if self._failure is not None:
+            msg = f"the journal cannot be written ({self._failure}); try again later"
             raise StoreFailed(msg)
 
     # -- maintenance ------------------------------------------------------------

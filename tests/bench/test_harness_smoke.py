@@ -101,7 +101,12 @@ def test_harness_runs_baseline_and_embedded_crossbank(tmp_path: Path) -> None:
 
 
 def test_process_cpu_counts_children_and_grandchildren() -> None:
-    busy = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end: pass"
+    # Busy for 0.4 s of CPU, then idle long enough for a sample (every 0.2 s) to see it
+    # all, however slowly a loaded machine ran the busy part.
+    busy = (
+        "import time\nend = time.process_time() + 0.4\n"
+        "while time.process_time() < end: pass\ntime.sleep(0.6)"
+    )
     spawner = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {busy!r}])"
     code, processes = process_cpu.run([sys.executable, "-c", spawner])
     assert code == 0

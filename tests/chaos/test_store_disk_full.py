@@ -1,16 +1,20 @@
-"""The promise store on a real, small, full disk: it refuses, never acknowledges, says so.
+"""The promise store on a real, small, full disk: it refuses writes, never acknowledges, says so.
 
 Run as root (it mounts a tmpfs). While its journal cannot be written the store
-refuses every request and answers /health 503 with the reason; a restart
-recovers every acknowledged write; and once space returns it serves again by
-itself: it writes a probe, rebuilds its state from the journal and takes work
+refuses every request that would change something, answers reads from what the
+journal holds, and answers /health 503 with the reason; a restart recovers
+every acknowledged write, and a store started on a full disk starts all the
+same; once space returns it takes writes again by itself (it writes a probe)
 (promise_store/README.md, "Durability").
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,3 +119,61 @@ async def _create_one(settings: Settings, promise_id: str) -> None:
         await _create(resonate, promise_id)
     finally:
         await close_resonate(resonate)
+
+
+@pytest.mark.timeout(120)
+def test_a_store_started_on_a_full_disk_serves_reads_then_writes_once_there_is_room(
+    store_on_small_disk,
+) -> None:
+    disk, store, settings = store_on_small_disk
+    health = f"{settings.resonate_url}/health"
+    asyncio.run(_create_one(settings, "before-full"))
+    store.stop()
+    disk.fill()
+    store.start(wait=False)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not _answers(health):
+        time.sleep(0.1)
+    assert store.running(), store.log_path and store.log_path.read_text()[-2000:]
+    status, body = _health(health)
+    assert status == 503
+    assert "cannot be written" in body["reason"]
+    assert asyncio.run(_ids(settings, "before-full")) == {"before-full": True}
+    assert asyncio.run(_fill_then_write_nothing(settings)) is not None
+    disk.free()
+    deadline = time.monotonic() + RECOVERY_S
+    while not is_healthy(health) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert is_healthy(health)
+    asyncio.run(_create_one(settings, "after-full"))
+    assert asyncio.run(_ids(settings, "before-full", "after-full")) == {
+        "before-full": True,
+        "after-full": True,
+    }
+
+
+def _answers(url: str) -> bool:
+    return _health(url)[0] != 0
+
+
+def _health(url: str) -> tuple[int, dict[str, str]]:
+    """``/health``'s status and body; (0, {}) while nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, {}
+
+
+async def _fill_then_write_nothing(settings: Settings) -> BaseException | None:
+    """A write while the disk is full: the error it gets (None would mean it was taken)."""
+    resonate = open_resonate(settings, role="client")
+    try:
+        await _create(resonate, "while-full")
+    except Exception as exc:
+        return exc
+    finally:
+        await close_resonate(resonate)
+    return None

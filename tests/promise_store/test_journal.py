@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sqlite3
 from pathlib import Path
@@ -12,7 +13,7 @@ import msgspec
 import pytest
 
 from promise_store import CorruptStore, StoreLocked
-from promise_store.journal import Journal, Snapshot
+from promise_store.journal import WAL_SIZE_LIMIT, Journal, Snapshot
 from promise_store.snapshot import ImageV1, canonical_state, decode_state, encode_state
 from promise_store.state import JournaledState
 
@@ -407,7 +408,7 @@ def test_an_unreadable_snapshot_or_file_refuses_to_start(tmp_path: Path) -> None
     asyncio.run(store.apply({"kind": "promise.create", "corrId": "c", "id": "p", "tags": {}}))
     store.snapshot_now()
     store.close_sync()
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("UPDATE snapshot SET body = x'00'")
     with pytest.raises(CorruptStore, match="snapshot"):
         JournaledState(path)
@@ -490,3 +491,35 @@ def test_a_snapshot_in_the_previous_format_still_opens(tmp_path: Path) -> None:
         assert list(reopened.state.promises) == order
     finally:
         reopened.close_sync()
+
+
+def test_the_wal_is_cut_back_after_a_burst(tmp_path: Path) -> None:
+    """One large commit grows the WAL far past its limit; the next checkpoints cut it back."""
+    path = tmp_path / "burst.db"
+    store = JournaledState(path)
+    wal = Path(f"{path}-wal")
+    pad = "x" * (64 << 10)
+
+    async def burst() -> None:
+        # Applied together, so they share one commit: one transaction of about 25 MB.
+        await asyncio.gather(
+            *(
+                store.apply(
+                    {"kind": "promise.create", "id": f"big-{i}", "param": {"data": pad}, "tags": {}}
+                )
+                for i in range(400)
+            )
+        )
+
+    async def small_writes() -> None:
+        for i in range(2000):
+            await store.apply({"kind": "promise.create", "id": f"small-{i}", "tags": {}})
+
+    try:
+        asyncio.run(burst())
+        peak = wal.stat().st_size
+        assert peak > 3 * WAL_SIZE_LIMIT, peak
+        asyncio.run(small_writes())  # past SQLite's own checkpoint, every 1,000 pages
+        assert wal.stat().st_size <= WAL_SIZE_LIMIT
+    finally:
+        store.close_sync()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -37,7 +38,8 @@ def envelope(kind: str, data: dict[str, Any], corr: str = "c-1") -> bytes:
 
 
 def journal_rows(path: Path) -> int:
-    with sqlite3.connect(path) as db:
+    """The journal's rows, read once the store is stopped (it keeps its file locked while it runs)."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
         return int(db.execute("SELECT count(*) FROM journal").fetchone()[0])
 
 
@@ -187,7 +189,7 @@ def test_a_damaged_journal_row_stops_replay_there_and_is_quarantined(
     for i in range(5):
         post(server.url, envelope("promise.create", {"id": f"d-{i}", "timeoutAt": 2**62}))
     server.stop()
-    with sqlite3.connect(server.path) as db:
+    with contextlib.closing(sqlite3.connect(server.path)) as db, db:
         last = db.execute("SELECT max(seq) FROM journal").fetchone()[0]
         db.execute("UPDATE journal SET body = x'7b6761726261676521' WHERE seq = ?", (last,))
     server.start()
@@ -200,7 +202,8 @@ def test_a_damaged_journal_row_stops_replay_there_and_is_quarantined(
     server.kill()
     server.start()
     assert post(server.url, envelope("promise.get", {"id": "d-new"}))[1]["head"]["status"] == 200
-    with sqlite3.connect(server.path) as db:
+    server.stop()
+    with contextlib.closing(sqlite3.connect(server.path)) as db:
         assert db.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 1
 
 
@@ -233,8 +236,11 @@ def test_served_store_holds_the_file_lock_and_stops_gracefully(server: StoreServ
 
 def test_reads_are_not_journaled(server: StoreServer) -> None:
     post(server.url, envelope("promise.create", {"id": "r-1", "timeoutAt": 2**62}))
+    server.stop()
     rows = journal_rows(server.path)
+    server.start()
     for _ in range(5):
         post(server.url, envelope("promise.get", {"id": "r-1"}))
         post(server.url, envelope("schedule.search", {}))
+    server.stop()
     assert journal_rows(server.path) == rows
