@@ -18,7 +18,9 @@
   connection also advances the database's timers (``process_timeouts()``) on
   every wake, which is what brings a dead worker's transfers back one lease
   after it died; that needs a role allowed to call it (orchestrator/README.md,
-  "Resonate on Postgres").
+  "Resonate on Postgres"). Once the database answers again after a failed
+  exchange (a restart, a failover), the process asks about every result it
+  waits for (:func:`ask_again`).
 - Embedded store (neither): one process runs the saga and waits
   for it, over the promise store's file at ``settings.store_path``, whatever
   the role.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 import weakref
 from collections.abc import AsyncIterator
@@ -69,8 +72,11 @@ def open_resonate(settings: Settings, *, role: Role) -> Resonate:
     if settings.resonate_pg_dsn is not None:
         group = settings.group if role == "worker" else client_group(settings)
         limit_repeated_warnings(settings.pg_warn_every)
+        refresh_secs = (
+            CLIENT_POLL_SECONDS if role == "client" else DEFAULT_SUBSCRIPTION_REFRESH_SECS
+        )
         resonate = _on_postgres(
-            settings.resonate_pg_dsn, group, ttl, settings.store_request_timeout
+            settings.resonate_pg_dsn, group, ttl, settings.store_request_timeout, refresh_secs
         )
         if role == "client":
             return resonate
@@ -201,18 +207,30 @@ async def ask_again(resonate: Resonate) -> None:
             resonate._settle_and_cleanup(promise_id, subscription, record.state, record.value)
 
 
-def _on_postgres(dsn: str, group: str, ttl: timedelta, query_timeout: float) -> Resonate:
+def _on_postgres(
+    dsn: str, group: str, ttl: timedelta, query_timeout: float, refresh_secs: float
+) -> Resonate:
     """A Resonate whose server is the database at ``dsn`` (``resonate.sql`` applied).
 
     Every query gives up after ``query_timeout`` seconds (``STORE_REQUEST_TIMEOUT``,
-    the same bound as a request to the served store).
+    the same bound as a request to the served store). Once the database answers
+    again after a failure, the process asks about every result it waits for.
     """
-    from orchestrator.postgres_connection import BoundedSessions, TimerKeepingConnection
+    from orchestrator.postgres_connection import BoundedSessions, RecoveringConnection
 
     pid = uuid.uuid4().hex
     sessions = BoundedSessions(dsn, query_timeout=query_timeout)
-    connection = TimerKeepingConnection(sessions=sessions, pid=pid, group=group)
-    return Resonate(network=connection, sources=[connection], pid=pid, group=group, ttl=ttl)
+    connection = RecoveringConnection(sessions=sessions, pid=pid, group=group)
+    resonate = Resonate(
+        network=connection,
+        sources=[connection],
+        pid=pid,
+        group=group,
+        ttl=ttl,
+        subscription_refresh_secs=refresh_secs,
+    )
+    connection.on_back = functools.partial(ask_again, resonate)
+    return resonate
 
 
 def client_group(settings: Settings) -> str:

@@ -120,6 +120,7 @@ class TransferHandle:
     request: TransferRequest
     handle: ResonateHandle[Any]
     resonate: Resonate
+    settings: Settings
 
     @property
     def transfer_id(self) -> str:
@@ -138,10 +139,27 @@ class TransferHandle:
             # store answers 404 and the SDK settles the handle as "not found",
             # although the transfer exists (start_transfer saw it created) and
             # runs. Attach again; a saga that really failed fails again here.
-            again = await self.resonate.get(self.transfer_id)
-            result = await again.result()
+            result = await (await self._attach_again()).result()
         check_same_transfer(self.request, result)
         return result
+
+    async def _attach_again(self) -> ResonateHandle[Any]:
+        """The transfer's handle, read again; started again if the store has lost it.
+
+        A store can lose a root promise it acknowledged: Resonate on Postgres,
+        failed over to a replica that had not received it yet (asynchronous
+        replication). This handle still holds the request, so it starts the
+        transfer again under the same id: the saga runs from the top, and its
+        op ids make each step it had already applied come back as applied,
+        never twice, so the result is the one the lost run had, or would have had.
+        """
+        try:
+            return await self.resonate.get(self.transfer_id)
+        except ServerError as exc:
+            if exc.code != 404:
+                raise
+        again = await start_transfer(self.resonate, self.settings, self.request)
+        return again.handle
 
 
 async def start_transfer(
@@ -180,7 +198,7 @@ async def start_transfer(
     created = asyncio.ensure_future(handle.id())
     created.add_done_callback(_seen)  # a failure after the caller left is not "never retrieved"
     await asyncio.shield(created)
-    return TransferHandle(request, handle, resonate)
+    return TransferHandle(request, handle, resonate, settings)
 
 
 def _seen(done: asyncio.Future[str]) -> None:

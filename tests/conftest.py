@@ -7,7 +7,9 @@ for the TLS tests are made once per run, by a CA made at the same time.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,3 +74,13 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
         unknown_ca=unknown_ca,
         unknown_server=issue(unknown_ca, elsewhere, "server", LOCAL_HOSTS),
     )
+
+
+@pytest.fixture
+def quiet_sdk_retries() -> Iterator[None]:
+    """The SDK's retry warnings silenced: in tests that take its server away on purpose."""
+    logger = logging.getLogger("resonate")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    yield
+    logger.setLevel(level)

@@ -200,6 +200,11 @@ class PrivatePostgres:
     :meth:`create_database` makes a database with resonate.sql applied and
     returns its DSN for ``RESONATE_PG_DSN``; the role in it is the owner, so
     workers may advance timers themselves (see orchestrator/README.md).
+
+    With ``standby_of``, the cluster is not made by initdb but copied from that
+    running server (``pg_basebackup``) and runs as its streaming replica, named
+    ``standby_name`` there, until :meth:`promote` (see
+    :mod:`orchestrator.local.replication`).
     """
 
     def __init__(
@@ -209,8 +214,12 @@ class PrivatePostgres:
         log_path: Path | None = None,
         env: Mapping[str, str] = os.environ,
         tls: LocalTls | None = None,
+        standby_of: PrivatePostgres | None = None,
+        standby_name: str = "standby",
     ) -> None:
         self.port = port
+        self.standby_of = standby_of
+        self.standby_name = standby_name
         self.log_path = log_path
         #: Serve TLS with this certificate; then :meth:`dsn` asks for ``verify-full``.
         self.tls = tls
@@ -247,17 +256,24 @@ class PrivatePostgres:
             bindir = _reachable_bindir(bindir, user, scratch)
         log_path = self.log_path or scratch / "postgres.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        initdb = [str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust",
-                  "--encoding=UTF8", "--no-locale", "--no-sync"]  # fmt: skip
+        if self.standby_of is None:
+            make = [str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust",
+                    "--encoding=UTF8", "--no-locale", "--no-sync"]  # fmt: skip
+        else:
+            # A copy of the primary as it is now, streaming its WAL from there on;
+            # standby.signal and primary_conninfo are written by the -R.
+            make = [str(bindir / "pg_basebackup"), "-D", str(data), "-d", self._primary_conninfo(),
+                    "-X", "stream", "-c", "fast", "-R", "--no-sync"]  # fmt: skip
         server = [str(bindir / "postgres"), "-D", str(data), "-p", str(self.port),
                   "-h", "127.0.0.1", "-k", str(scratch), "-c", "fsync=off"]  # fmt: skip
         with log_path.open("ab") as log:
             made = subprocess.run(
-                initdb, stdout=log, stderr=subprocess.STDOUT, **_child_of(user, scratch)
+                make, stdout=log, stderr=subprocess.STDOUT, **_child_of(user, scratch)
             )
             if made.returncode != 0:
                 raise PostgresUnavailable(
-                    f"initdb ({bindir}) failed with code {made.returncode} (log {log_path})"
+                    f"{Path(make[0]).name} ({bindir}) failed with code {made.returncode} "
+                    f"(log {log_path})"
                 )
         if self.tls is not None:
             server += _serve_tls(self.tls, data, user)
@@ -279,6 +295,23 @@ class PrivatePostgres:
         self.process = launch()
         self._wait_ready(timeout, log_path)
         return self
+
+    def _primary_conninfo(self) -> str:
+        """How this standby reaches its primary; the name it has there is ``standby_name``."""
+        assert self.standby_of is not None
+        return (
+            f"host=127.0.0.1 port={self.standby_of.port} user={SUPERUSER} "
+            f"application_name={self.standby_name}"
+        )
+
+    def promote(self, timeout: float = START_TIMEOUT) -> None:
+        """End this standby's recovery: from now on it is a primary and takes writes."""
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as admin:
+            promoted = admin.execute(
+                "SELECT pg_promote(wait => true, wait_seconds => %s)", (int(timeout),)
+            ).fetchone()
+        if promoted is None or not promoted[0]:
+            raise PostgresUnavailable(f"the standby on port {self.port} was not promoted")
 
     def restart(self, timeout: float = START_TIMEOUT) -> PrivatePostgres:
         """Start the server again on the same data after a :meth:`kill` (crash recovery runs).

@@ -14,7 +14,6 @@ stepped process stamped time with the stepped clock.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +44,9 @@ from orchestrator import audit
 from orchestrator.local.system import STORE_BACKEND
 from orchestrator.runtime import close_resonate, open_resonate
 from orchestrator.settings import Settings
+
+# The client retries a store that is down on purpose; those warnings are expected.
+pytestmark = pytest.mark.usefixtures("quiet_sdk_retries")
 
 NEW_KINDS = [
     kind
@@ -95,15 +97,6 @@ def cluster(kind: str, shared_cluster: Cluster, tmp_path: Path) -> Iterator[Clus
         yield from _running(tmp_path, disk_mb=FULL_DISK_MB)
     else:
         yield shared_cluster
-
-
-@pytest.fixture(autouse=True)
-def _quiet_sdk_retries() -> Iterator[None]:
-    logger = logging.getLogger("resonate")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    yield
-    logger.setLevel(level)
 
 
 async def _open_accounts(cluster: Cluster) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,9 @@ from chaos.runner import run_campaign
 from chaos.schedule import CLOCK_KINDS, DISK_KINDS, CampaignParams
 from orchestrator.local.system import POSTGRES_BACKEND, STORE_BACKEND
 from tests.postgres_available import require_postgres
+
+# The client retries a store that is down on purpose; those warnings are expected.
+pytestmark = pytest.mark.usefixtures("quiet_sdk_retries")
 
 SEED = 20261125
 #: Per backend: transfers, faults, seconds of faults, and the stall limit after them.
@@ -45,16 +47,6 @@ SIZES = {
         backend=POSTGRES_BACKEND,
     ),
 }
-
-
-@pytest.fixture(autouse=True)
-def _quiet_sdk_retries():
-    # The client retries a store that is down on purpose; those warnings are expected.
-    logger = logging.getLogger("resonate")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    yield
-    logger.setLevel(level)
 
 
 def _can_inject(kinds: tuple[str, ...]) -> list[str]:

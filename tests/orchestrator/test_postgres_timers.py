@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestrator.postgres_connection import TimerKeepingConnection
+from orchestrator.postgres_connection import RecoveringConnection
 
 pytestmark = pytest.mark.anyio
 
@@ -45,14 +45,14 @@ class Sessions:
         return None
 
 
-async def fire_timers(connection: TimerKeepingConnection, times: int) -> None:
+async def fire_timers(connection: RecoveringConnection, times: int) -> None:
     for _ in range(times):
         await connection._fire_timers()
 
 
 async def test_timers_keep_moving_after_the_database_was_away() -> None:
     sessions = Sessions(psycopg.OperationalError("server closed the connection"), failures=3)
-    connection = TimerKeepingConnection(sessions=sessions, pid="p", group="g")
+    connection = RecoveringConnection(sessions=sessions, pid="p", group="g")
     await fire_timers(connection, 5)
     assert sessions.executed == ["SELECT resonate.process_timeouts()"] * 2
 
@@ -60,6 +60,6 @@ async def test_timers_keep_moving_after_the_database_was_away() -> None:
 async def test_a_role_that_may_not_move_timers_stops_trying() -> None:
     refused = psycopg.errors.InsufficientPrivilege("permission denied for function")
     sessions = Sessions(refused, failures=1)
-    connection = TimerKeepingConnection(sessions=sessions, pid="p", group="g")
+    connection = RecoveringConnection(sessions=sessions, pid="p", group="g")
     await fire_timers(connection, 3)
     assert sessions.executed == []
