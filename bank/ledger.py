@@ -27,6 +27,10 @@ from typing import Literal
 MAX_BALANCE = 10**18
 #: How long a writer waits for another connection's transaction, in milliseconds.
 BUSY_TIMEOUT_MS = 30_000
+#: SQLite's ``synchronous`` level. FULL syncs the WAL at every commit, so a write is
+#: on the disk before its answer leaves. Only the power-cut campaign's control run
+#: lowers it (``python -m chaos.unsynced_bank``), to show the campaign sees the loss.
+SYNCHRONOUS = "FULL"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -272,7 +276,7 @@ class Ledger:
                 isolation_level=None,
                 check_same_thread=False,
             )
-            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
             connection.execute("PRAGMA foreign_keys = ON")
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._local.connection = connection

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from chaos.results import load_params
 from chaos.runner import run_campaign
-from chaos.schedule import FAULT_KINDS, CampaignParams
+from chaos.schedule import DRAWN_WHEN_NAMED, FAULT_KINDS, CampaignParams
 from orchestrator.local.system import BACKENDS, STORE_BACKEND
 
 
@@ -61,8 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--kinds",
-        help="comma-separated fault kinds to draw from (default: all the backend has): "
+        help="comma-separated fault kinds to draw from (default: all the backend has, but "
+        + ", ".join(sorted(DRAWN_WHEN_NAMED))
+        + ", drawn only when named): "
         + ", ".join(FAULT_KINDS),
+    )
+    parser.add_argument(
+        "--unsynced-bank",
+        action="store_true",
+        help="control run for power cuts: the source bank's ledger never syncs (SQLite "
+        "synchronous=OFF), so the campaign must report the entries a cut loses",
     )
     parser.add_argument("--out", type=Path, help="write seed, schedule and outcome here (JSON)")
     parser.add_argument(
@@ -93,6 +101,7 @@ def params_from(args: argparse.Namespace) -> CampaignParams:
         backend=args.backend,
         rate=args.rate,
         quiet_period=args.quiet_period,
+        unsynced_bank=args.unsynced_bank,
     )
 
 

@@ -18,6 +18,10 @@ and the store's journal sit on small filesystems of their own
 (:mod:`chaos.disks`, when run as root), and the store and ``worker-0`` run
 under libfaketime (:mod:`chaos.clock`, when installed), so the injector can
 fill their disks and step their clocks.
+
+A campaign that may cut the power puts those data files on the power-cut
+filesystem instead (:mod:`chaos.powercut`, over the small disk when there is
+one), so a cut loses exactly what was not synced.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Protocol
 
 from chaos.clock import SteppedClock, libfaketime
 from chaos.disks import SmallDisk, why_no_disks
+from chaos.powercut import PowerFs, why_no_power_cuts
 from chaos.proxy import ProxySet
 from chaos.schedule import (
     CLIENT,
@@ -111,6 +116,11 @@ class ClusterConfig:
     small_disks: bool = True
     #: Run the store and worker-0 under libfaketime, so their clocks can be stepped.
     stepped_clocks: bool = True
+    #: Put ledgers and the store's journal on the power-cut filesystem (skipped, with
+    #: a reason in :attr:`Cluster.no_power_cuts`, when it cannot be mounted here).
+    power_cuts: bool = False
+    #: Run the source bank with a ledger that never syncs: the power cuts' control run.
+    unsynced_bank: bool = False
     disk_mb: int = field(
         default_factory=lambda: integer(os.environ, DISK_MB_SETTING, DEFAULT_DISK_MB, low=1)
     )
@@ -138,13 +148,25 @@ class Cluster:
         workdir = config.workdir
         #: Why the disk faults cannot be carried out here (None: they can).
         self.no_disks = why_no_disks() if config.small_disks else "small disks are off"
+        data_parts = (SOURCE_BANK, TARGET_BANK) + (
+            (STORE,) if config.backend == STORE_BACKEND else ()
+        )
         self.disks: dict[str, SmallDisk] = {}
         if self.no_disks is None:
-            parts = (SOURCE_BANK, TARGET_BANK) + (
-                (STORE,) if config.backend == STORE_BACKEND else ()
-            )
             self.disks = {
-                part: SmallDisk(workdir / "disks" / part, config.disk_mb) for part in parts
+                part: SmallDisk(workdir / "disks" / part, config.disk_mb) for part in data_parts
+            }
+        #: Why power cuts cannot be carried out here (None: they can).
+        self.no_power_cuts = why_no_power_cuts() if config.power_cuts else "power cuts are off"
+        self.power: dict[str, PowerFs] = {}
+        if self.no_power_cuts is None:
+            self.power = {
+                part: PowerFs(
+                    self._data_dir(part),
+                    workdir / "power" / part,
+                    log_path=workdir / "logs" / f"powerfs-{part}.log",
+                )
+                for part in data_parts
             }
         library = libfaketime() if config.stepped_clocks else None
         #: Why the clock faults cannot be carried out here (None: they can).
@@ -156,10 +178,12 @@ class Cluster:
                 name: SteppedClock(workdir / "clocks" / f"{name}.offset", library) for name in names
             }
         env: dict[str, dict[str, str]] = {}
-        for part, disk in self.disks.items():
-            env.setdefault(_SYSTEM_PART[part], {})[_PATH_SETTING[part]] = str(
-                disk.path / _DISK_FILES[part]
-            )
+        for part in data_parts:
+            where = self.power[part].mountpoint if part in self.power else self._data_dir(part)
+            if part in self.power or part in self.disks:
+                env.setdefault(_SYSTEM_PART[part], {})[_PATH_SETTING[part]] = str(
+                    where / _DISK_FILES[part]
+                )
         if STORE in self.clocks:
             env.setdefault(STORE_PART, {}).update(self.clocks[STORE].env())
         # Workers are not waited for until they reach the store: the campaign
@@ -175,6 +199,9 @@ class Cluster:
             backend=config.backend,
             env=env,
         )
+        if config.unsynced_bank:
+            source = self.system.services[SOURCE]
+            source.module, source.args = "chaos.unsynced_bank", ("source",)
         self.source_url = self.system.settings.source_bank_url
         self.target_url = self.system.settings.target_bank_url
         self.proxies = ProxySet()
@@ -194,6 +221,11 @@ class Cluster:
             **({POSTGRES: PostgresPart(postgres)} if postgres is not None else {}),
             **{worker.name: worker for worker in self.system.workers},
         }
+
+    def _data_dir(self, part: str) -> Path:
+        """Where a part's data file is kept: its small disk, else the work dir's own folder."""
+        disk = self.disks.get(part)
+        return disk.path if disk is not None else self.config.workdir / "data" / part
 
     def _far_ports(self) -> dict[str, int]:
         """The real port of every part a link leads to."""
@@ -250,7 +282,21 @@ class Cluster:
         """Disks mounted, then store and banks (waiting for health), then the workers."""
         for disk in self.disks.values():
             disk.mount()
+        for power in self.power.values():
+            power.mount()
         self.system.start()
+
+    def cut_power(self) -> None:
+        """The power goes: every process is SIGKILLed and every unsynced byte is lost.
+
+        The filesystems are mounted again at once, holding what was synced;
+        the processes stay down until :meth:`ensure_running`.
+        """
+        for process in self.processes.values():
+            if process.running():
+                process.kill()
+        for power in self.power.values():
+            power.cut()
 
     def ensure_running(self) -> None:
         """Resume anything paused and start anything that is not running (Postgres first)."""
@@ -269,6 +315,8 @@ class Cluster:
             self.system.stop()
         finally:
             self.proxies.close()
+            for power in self.power.values():
+                power.unmount()
             for part, disk in self.disks.items():
                 disk.free()
                 with contextlib.suppress(OSError):

@@ -10,7 +10,9 @@ not be carried out is recorded as skipped, not counted as injected.
 Link faults set a proxy's mode for their duration (one fault per link at a
 time), disk faults fill a part's small filesystem and free it, clock faults
 step a process's clock and step it back; each is undone when it ends, and
-:meth:`Injector.recover` undoes whatever is left.
+:meth:`Injector.recover` undoes whatever is left. A power cut takes every
+process's lock, kills them all, drops every unsynced byte, and starts them all
+again after its downtime.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from chaos.schedule import (
     KILL_WORKER,
     LINK_KINDS,
     PAUSE,
+    POWER_CUT,
     SOURCE_BANK,
     TARGET_BANK,
     Fault,
@@ -61,6 +64,9 @@ class FaultRecord:
     error: str | None = None
     #: A disk fault whose part did not serve again by itself once space returned.
     restarted: bool = False
+    #: A power cut: how many ledger entries had been acknowledged (listed by a bank)
+    #: before it. Each must still be there at the end.
+    acknowledged: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,14 +75,23 @@ class FaultRecord:
             "started_at": self.started_at,
             "error": self.error,
             "restarted": self.restarted,
+            "acknowledged": self.acknowledged,
         }
 
 
 class Injector:
     """Runs faults; afterwards :meth:`recover` undoes every lasting effect."""
 
-    def __init__(self, cluster: Cluster, *, log: Any = None) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        log: Any = None,
+        acknowledged: Callable[[], int] = lambda: 0,
+    ) -> None:
+        """``acknowledged`` counts the ledger entries acknowledged so far (for power cuts)."""
         self.cluster = cluster
+        self._acknowledged = acknowledged
         self.records: list[FaultRecord] = []
         self._locks = {name: asyncio.Lock() for name in cluster.processes}
         # One fault at a time per link, per disk and per clock.
@@ -133,6 +148,8 @@ class Injector:
                 await self._fill_disk(record)
             elif fault.kind in CLOCK_KINDS:
                 await self._step_clock(record)
+            elif fault.kind == POWER_CUT:
+                await self._cut_power(record)
             else:
                 raise ValueError(f"unknown fault kind {fault.kind!r}")
         except Exception as exc:
@@ -281,6 +298,22 @@ class Injector:
                 await asyncio.sleep(fault.duration)
             finally:
                 clock.reset()
+
+    async def _cut_power(self, record: FaultRecord) -> None:
+        if not self.cluster.power:
+            record.error = self.cluster.no_power_cuts or "no power-cut filesystem"
+            return
+        async with contextlib.AsyncExitStack() as every_process:
+            # In one order, so two cuts cannot each hold half of the locks.
+            for name in sorted(self.cluster.processes):
+                await every_process.enter_async_context(self._locks[name])
+            record.acknowledged = self._acknowledged()
+            await asyncio.to_thread(self.cluster.cut_power)
+            self._injected(record)
+            await asyncio.sleep(record.fault.duration)
+            await asyncio.to_thread(self.cluster.ensure_running)
+            for bank in self._rules:
+                await self._push_rules(bank)
 
     async def recover(self) -> None:
         """The faults are over: links heal, disks have room, clocks are right, every process

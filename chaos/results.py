@@ -10,7 +10,7 @@ from typing import Any
 
 from chaos.injector import FaultRecord
 from chaos.lifetimes import Lifetimes
-from chaos.schedule import Campaign, CampaignParams, campaign_to_dict
+from chaos.schedule import POWER_CUT, Campaign, CampaignParams, campaign_to_dict
 from chaos.workload import TransferRun
 from orchestrator.audit import Violation
 
@@ -48,6 +48,14 @@ class Outcome:
             sorted(Counter(r.fault.target for r in self.fault_records if r.restarted).items())
         )
 
+    def acknowledged_before_cuts(self) -> list[int]:
+        """For each power cut, in order: the ledger entries acknowledged before it."""
+        return [
+            r.acknowledged
+            for r in self.fault_records
+            if r.fault.kind == POWER_CUT and r.injected and r.acknowledged is not None
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "seed": self.campaign.params.seed,
@@ -60,6 +68,7 @@ class Outcome:
                 "faults_injected_by_kind": self.injected_by_kind(),
                 "faults_skipped_by_kind": self.skipped_by_kind(),
                 "restarted_after_disk_full": self.restarted_after_disk_full(),
+                "entries_acknowledged_before_each_power_cut": self.acknowledged_before_cuts(),
                 "workload_seconds": self.workload_seconds,
                 "quiesce_seconds": self.quiesce_seconds,
                 "total_seconds": self.total_seconds,
@@ -92,6 +101,16 @@ class Outcome:
             lines.append(
                 "restarted after a full disk (did not serve again by itself): "
                 + _counts(self.restarted_after_disk_full())
+            )
+        if self.acknowledged_before_cuts():
+            lines.append(
+                "ledger entries acknowledged before each power cut (each must survive): "
+                + ", ".join(str(n) for n in self.acknowledged_before_cuts())
+            )
+        if params.unsynced_bank:
+            lines.append(
+                "control run: the source bank never syncs its ledger, so a power cut must "
+                "lose entries it acknowledged and they must show as violations"
             )
         lines.append(
             f"workload {_seconds(self.workload_seconds)}, time to quiesce after the faults "

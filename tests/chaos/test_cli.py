@@ -37,6 +37,20 @@ def test_a_kind_the_backend_has_not_is_refused_before_anything_starts(
     assert "kill_store" in capsys.readouterr().err
 
 
+def test_the_unsynced_control_is_refused_without_power_cuts_and_recorded_with_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--unsynced-bank", "--seed", "1"])
+    assert exit_.value.code == 2
+    assert "add power_cut to kinds" in capsys.readouterr().err
+    args = build_parser().parse_args(["--seed", "1", "--kinds", "power_cut", "--unsynced-bank"])
+    params = params_from(args)
+    assert params.unsynced_bank
+    assert params.power_cuts
+    assert params.to_dict()["unsynced_bank"] is True  # replayed as it ran
+
+
 def test_a_long_run_is_paced_and_has_quiet_windows() -> None:
     args = build_parser().parse_args(
         ["--seed", "3", "--duration", "1800", "--rate", "5", "--quiet-period", "330"]

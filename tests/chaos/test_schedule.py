@@ -14,13 +14,16 @@ from chaos.schedule import (
     KILL_POSTGRES,
     KILL_STORE,
     LINK_KINDS,
+    MACHINE,
     POSTGRES,
+    POWER_CUT,
     SOURCE_BANK,
     STORE,
     TARGET_BANK,
     CampaignParams,
     Fault,
     campaign_to_dict,
+    default_kinds,
     kinds_for,
     plan,
 )
@@ -47,16 +50,36 @@ def test_more_faults_do_not_change_the_workload() -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_fault_kind_of_the_backend_is_planned_when_there_is_room(backend: str) -> None:
-    kinds = kinds_for(backend)
+    kinds = default_kinds(backend)
     campaign = plan(CampaignParams(seed=3, faults=len(kinds), backend=backend))
     assert sorted(f.kind for f in campaign.faults) == sorted(kinds)
+
+
+def test_power_cuts_are_drawn_only_when_named_and_only_where_files_sit_on_the_fs() -> None:
+    assert POWER_CUT in kinds_for("store")
+    assert POWER_CUT not in default_kinds("store")
+    assert POWER_CUT not in kinds_for("postgres")
+    unnamed = CampaignParams(seed=5, faults=200)
+    assert not unnamed.power_cuts
+    assert POWER_CUT not in {f.kind for f in plan(unnamed).faults}
+    named = CampaignParams(seed=5, faults=20, kinds=(POWER_CUT, "kill_worker"))
+    cuts = [f for f in plan(named).faults if f.kind == POWER_CUT]
+    assert named.power_cuts
+    assert cuts
+    assert all(f.target == MACHINE and 0.1 <= f.duration <= 1.0 for f in cuts)
+
+
+def test_the_unsynced_bank_control_needs_power_cuts() -> None:
+    with pytest.raises(ValueError, match="unsynced_bank is a control for power cuts"):
+        CampaignParams(seed=1, unsynced_bank=True)
+    assert CampaignParams(seed=1, kinds=(POWER_CUT,), unsynced_bank=True).unsynced_bank
 
 
 def test_postgres_is_killed_only_on_postgres_and_the_store_only_on_the_store() -> None:
     on_store = plan(CampaignParams(seed=5, faults=200))
     on_postgres = plan(CampaignParams(seed=5, faults=200, backend="postgres"))
-    assert {f.kind for f in on_store.faults} == set(kinds_for("store"))
-    assert {f.kind for f in on_postgres.faults} == set(kinds_for("postgres"))
+    assert {f.kind for f in on_store.faults} == set(default_kinds("store"))
+    assert {f.kind for f in on_postgres.faults} == set(default_kinds("postgres"))
     assert set(kinds_for("store")) | set(kinds_for("postgres")) == set(FAULT_KINDS)
     assert KILL_POSTGRES not in kinds_for("store")
     assert KILL_STORE not in kinds_for("postgres")
