@@ -5,23 +5,27 @@ Views are thin: parse with :mod:`bank.validation`, run fault rules with
 including unknown routes and methods, is a JSON ``{"error": {code, message}}``.
 A write the ledger's storage refused (disk full, I/O error) answers 503
 ``storage_unavailable`` and turns ``/health`` to 503 until the bank can write
-again (:mod:`bank.storage_health`).
+again (:mod:`bank.storage_health`). ``GET /metrics`` serves the bank's
+Prometheus metrics (:mod:`bank.metrics`), behind the same checks as every call.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from bank.config import BankConfig
 from bank.connection import drop_client_connection
 from bank.faults import FaultInjector, Outcome, Target, parse_rules
 from bank.ledger import Conflict, Ledger, LedgerError, Rejected
+from bank.metrics import BankMetrics
 from bank.storage_health import StorageHealth, is_storage_error
 from bank.validation import (
     MAX_BODY_BYTES,
@@ -42,12 +46,13 @@ _OPEN_PATHS = frozenset({"/health"})
 
 @dataclass
 class BankState:
-    """What the views share: the config, the ledger and (when enabled) the fault rules."""
+    """What the views share: the config, the ledger, (when enabled) the fault rules, the metrics."""
 
     config: BankConfig
     ledger: Ledger
     faults: FaultInjector | None
     storage: StorageHealth
+    metrics: BankMetrics
 
 
 def create_app(config: BankConfig, ledger: Ledger | None = None) -> Flask:
@@ -57,10 +62,19 @@ def create_app(config: BankConfig, ledger: Ledger | None = None) -> Flask:
     # No redirects (they would answer HTML): "/entries//x" is simply not a route.
     app.url_map.merge_slashes = False
     faults = FaultInjector(config.initial_faults) if config.faults_enabled else None
+    ledger = ledger or Ledger(config.ledger_path)
     app.extensions["bank"] = BankState(
-        config, ledger or Ledger(config.ledger_path), faults, StorageHealth(config.ledger_path)
+        config,
+        ledger,
+        faults,
+        StorageHealth(config.ledger_path),
+        BankMetrics(config.name, ledger),
     )
 
+    # First in, last out: the clock runs before a check may answer early, and
+    # stops after every other hook (Flask calls after_request hooks in reverse).
+    app.before_request(_start_clock)
+    app.after_request(_time_request)
     app.before_request(_refuse_other_sites)
     app.before_request(_require_token)
     app.after_request(_note_write)
@@ -69,6 +83,7 @@ def create_app(config: BankConfig, ledger: Ledger | None = None) -> Flask:
     app.register_error_handler(Exception, _unexpected_error)
 
     app.get("/health")(health)
+    app.get("/metrics")(metrics)
     app.get("/accounts")(list_accounts)
     app.get("/accounts/<account_id>")(get_account)
     app.put("/accounts/<account_id>")(put_account)
@@ -99,6 +114,10 @@ def health() -> tuple[Response, int]:
     if failure is not None:
         return jsonify(status="failing", bank=state.config.name, reason=failure), 503
     return jsonify(status="ok", bank=state.config.name), 200
+
+
+def metrics() -> Response:
+    return Response(bank_state().metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
 
 def list_accounts() -> Response:
@@ -136,8 +155,10 @@ def post_entry() -> tuple[Response, int]:
             entry_request.op_id, entry_request.account_id, entry_request.kind, entry_request.amount
         )
         result = jsonify(entry.to_json()), 201 if created else 200
+        outcome: bool | LedgerError = created
     except LedgerError as exc:
-        result = _ledger_error(exc)
+        result, outcome = _ledger_error(exc), exc
+    state.metrics.entry_answered(entry_request.kind, outcome)
     return _after(state, target, result)
 
 
@@ -154,7 +175,8 @@ def void_entry(op_id: str) -> tuple[Response, int]:
     target = Target(op_id, None)
     if _fault(state, target, "before") is not None:
         return _injected()
-    op = state.ledger.void(op_id)
+    op, voided_now = state.ledger.void(op_id)
+    state.metrics.void_answered(op.state, voided_now)
     return _after(state, target, (jsonify(op.to_json()), 200))
 
 
@@ -296,6 +318,21 @@ def _http_error(exc: HTTPException) -> tuple[Response, int]:
             if key.lower() == "allow":
                 response.headers["Allow"] = value
     return response, status
+
+
+def _start_clock() -> None:
+    g.bank_request_started = time.perf_counter()
+
+
+def _time_request(response: Response) -> Response:
+    """Observe the request's duration under its route template (``unmatched`` for none)."""
+    started: float | None = g.get("bank_request_started")
+    if started is not None:
+        rule = request.url_rule
+        bank_state().metrics.request_took(
+            rule.rule if rule is not None else None, request.method, time.perf_counter() - started
+        )
+    return response
 
 
 #: The requests that write the ledger: a success among them shows the storage works.

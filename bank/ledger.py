@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+#: The kinds of entry, as the ``entries.kind`` column allows them.
+ENTRY_KINDS = ("debit", "credit", "reversal")
 #: No balance may grow beyond this (SQLite integers are 64-bit).
 MAX_BALANCE = 10**18
 #: How long a writer waits for another connection's transaction, in milliseconds.
@@ -178,7 +180,7 @@ class Ledger:
         rejections raise :class:`Rejected` and write nothing, so the same
         request may succeed once the cause is fixed.
         """
-        if kind not in ("debit", "credit", "reversal") or amount <= 0:
+        if kind not in ENTRY_KINDS or amount <= 0:
             raise ValueError(
                 f"post_entry needs a known kind and a positive amount: {kind} {amount}"
             )
@@ -223,16 +225,20 @@ class Ledger:
             assert seq is not None
             return Entry(seq, op_id, account_id, kind, amount, balance, created_at), True
 
-    def void(self, op_id: str) -> OpState:
-        """Fence an op id: voided for good unless it was applied already (then say so)."""
+    def void(self, op_id: str) -> tuple[OpState, bool]:
+        """Fence an op id: voided for good unless it was applied already (then say so).
+
+        True when the void was written now; False when the op id was applied, or
+        voided before (the answer is the same ``voided`` state either way).
+        """
         with self._write() as db:
             existing = _fetch_entry(db, op_id)
             if existing is not None:
-                return OpState(op_id, "applied", existing)
-            db.execute(
+                return OpState(op_id, "applied", existing), False
+            cursor = db.execute(
                 "INSERT OR IGNORE INTO voids (op_id, voided_at) VALUES (?, ?)", (op_id, _now())
             )
-            return OpState(op_id, "voided")
+            return OpState(op_id, "voided"), cursor.rowcount == 1
 
     def op_state(self, op_id: str) -> OpState | None:
         with self._read() as db:
@@ -257,6 +263,23 @@ class Ledger:
                 (account_id, after, limit),
             )
         return [Entry(*row) for row in rows]
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        """Per kind, the number of entries and the sum of their amounts, over the whole ledger.
+
+        Every kind is there, with ``(0, 0)`` when it has no entry. One statement
+        in autocommit mode: one snapshot, no transaction left open if it fails.
+        """
+        totals = dict.fromkeys(ENTRY_KINDS, (0, 0))
+        rows = self._conn().execute("SELECT kind, COUNT(*), SUM(amount) FROM entries GROUP BY kind")
+        for kind, count, amount in rows:
+            totals[kind] = (count, amount)
+        return totals
+
+    def voided_count(self) -> int:
+        """How many op ids are voided (fenced before they applied), over the whole ledger."""
+        (count,) = self._conn().execute("SELECT COUNT(*) FROM voids").fetchone()
+        return int(count)
 
     # -- connections ------------------------------------------------------------
 

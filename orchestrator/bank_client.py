@@ -25,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Any, Literal, Protocol, Self
 from urllib.parse import quote, urlencode
 
 import msgspec
@@ -85,6 +86,14 @@ class BankAnswer:
         return msgspec.json.decode(self.content)
 
 
+class BankObserver(Protocol):
+    """Told of every entry and void request's answer (a worker's metrics)."""
+
+    def answered(self, bank: str, kind: str, answer: str, seconds: float) -> None:
+        """``kind``: debit, credit, reversal or void; ``answer``: applied, rejected,
+        voided, or unknown (no definitive answer: :class:`BankUnavailable`)."""
+
+
 @dataclass(frozen=True)
 class EntryOutcome:
     """The definitive answer to ``POST /entries``: applied (with its entry) or rejected."""
@@ -124,6 +133,7 @@ class BankClient:
         name: str = "bank",
         tls: ssl.SSLContext | None = None,
         log_tls_failures: bool = False,
+        observer: BankObserver | None = None,
     ) -> None:
         endpoint = Endpoint.parse(base_url)
         self.endpoint = endpoint
@@ -139,6 +149,7 @@ class BankClient:
         self._log_tls_failures = log_tls_failures
         #: The TLS failure last logged, until a request gets through again.
         self._tls_failure: str | None = None
+        self._observer = observer
 
     async def __aenter__(self) -> Self:
         return self
@@ -156,17 +167,36 @@ class BankClient:
     ) -> EntryOutcome:
         """Apply an entry once per ``op_id``; a replay of the same request returns the same entry."""
         body = {"op_id": op_id, "account_id": account_id, "amount": amount, "kind": kind}
-        response = await self._request("POST", "/entries", json=body)
+        started = time.perf_counter()
+        try:
+            response = await self._request("POST", "/entries", json=body)
+        except BankUnavailable:
+            self._observe(kind, "unknown", started)
+            raise
         if response.status_code in (200, 201):
-            return EntryOutcome("applied", entry=_json(response))
-        code, message = _error(response)
-        return EntryOutcome("rejected", code=code, message=message)
+            outcome = EntryOutcome("applied", entry=_json(response))
+        else:
+            code, message = _error(response)
+            outcome = EntryOutcome("rejected", code=code, message=message)
+        self._observe(kind, outcome.status, started)
+        return outcome
 
     async def void(self, op_id: str) -> VoidOutcome:
         """Fence ``op_id``: afterwards it is either applied (and says so) or can never be."""
-        response = await self._request("POST", f"/entries/{op_id}/void")
-        self._expect(response, 200)
-        return _void_outcome(_json(response))
+        started = time.perf_counter()
+        try:
+            response = await self._request("POST", f"/entries/{op_id}/void")
+            self._expect(response, 200)
+        except BankError:
+            self._observe("void", "unknown", started)
+            raise
+        outcome = _void_outcome(_json(response))
+        self._observe("void", outcome.state, started)
+        return outcome
+
+    def _observe(self, kind: str, answer: str, started: float) -> None:
+        if self._observer is not None:
+            self._observer.answered(self.name, kind, answer, time.perf_counter() - started)
 
     # -- reads ------------------------------------------------------------------
 
@@ -330,23 +360,28 @@ class BankClient:
 
 
 def bank_clients(
-    settings: Settings, *, log_tls_failures: bool = False
+    settings: Settings, *, log_tls_failures: bool = False, observer: BankObserver | None = None
 ) -> tuple[BankClient, BankClient]:
     """The source and the target bank's clients as ``settings`` describe them.
 
     Named "source" and "target", the names every error message carries. The
     caller owns them: use them with ``async with`` or close them with ``aclose``.
     ``log_tls_failures`` is for a worker, whose log is where a TLS mistake is
-    read; a command says it in its own one-line refusal instead.
+    read; a command says it in its own one-line refusal instead. ``observer``
+    hears every entry and void request's answer (a worker's metrics).
     """
     return (
-        bank_client(settings, "source", log_tls_failures=log_tls_failures),
-        bank_client(settings, "target", log_tls_failures=log_tls_failures),
+        bank_client(settings, "source", log_tls_failures=log_tls_failures, observer=observer),
+        bank_client(settings, "target", log_tls_failures=log_tls_failures, observer=observer),
     )
 
 
 def bank_client(
-    settings: Settings, name: BankName, *, log_tls_failures: bool = False
+    settings: Settings,
+    name: BankName,
+    *,
+    log_tls_failures: bool = False,
+    observer: BankObserver | None = None,
 ) -> BankClient:
     """The client of one bank as ``settings`` describe it, named ``name``."""
     url = settings.source_bank_url if name == "source" else settings.target_bank_url
@@ -357,6 +392,7 @@ def bank_client(
         name=name,
         tls=settings.tls_for(url),
         log_tls_failures=log_tls_failures,
+        observer=observer,
     )
 
 

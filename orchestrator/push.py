@@ -25,8 +25,9 @@ never hears of work again. This channel:
   in between, so a planned reconnect loses nothing (the old stream is read
   for at most ``idle_timeout`` more seconds).
 
-A :class:`~orchestrator.health_file.HealthFile`, when given, is told whenever
-the stream opens or is lost, and refreshed while it stays open.
+Each of ``watchers`` (the worker's :class:`~orchestrator.health_file.HealthFile`,
+its :class:`~orchestrator.metrics.WorkerMetrics`) is told whenever the stream
+opens or is lost, and again now and then while it stays open.
 
 What a lost stream carried is gone with it (a result pushed into a dead
 connection, say). So once a stream is back after a loss, ``on_reopened`` is
@@ -41,13 +42,13 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 from resonate.connections.sse import SseFramer, resolve_target, unicast
 
-from orchestrator.health_file import HealthFile
 from orchestrator.store_network import RETRY_MAX_SECONDS, WARN_EVERY_ATTEMPTS, retry_delay
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,14 @@ class StreamRefused(ConnectionError):
     """The store answered the ``GET /poll`` with something other than 200."""
 
 
+class ChannelWatcher(Protocol):
+    """Told when the push channel is open (and again while it stays so), and when it is lost."""
+
+    def connected(self) -> None: ...
+
+    def disconnected(self, reason: str) -> None: ...
+
+
 class PushChannel:
     """``Source`` for a Resonate server at ``url``: one long-lived SSE stream, kept open."""
 
@@ -80,7 +89,7 @@ class PushChannel:
         group: str,
         token: str | None = None,
         limits: PushLimits | None = None,
-        health: HealthFile | None = None,
+        watchers: Sequence[ChannelWatcher] = (),
         tls: ssl.SSLContext | None = None,
         on_reopened: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -92,7 +101,7 @@ class PushChannel:
         self._headers = {"Accept": "text/event-stream"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
-        self._health = health
+        self._watchers = tuple(watchers)
         self._on_reopened = on_reopened
         self._callbacks: list[Callable[[str], None]] = []
         self._session: aiohttp.ClientSession | None = None
@@ -125,8 +134,8 @@ class PushChannel:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        if self._health is not None:
-            self._health.disconnected("the worker is stopping")
+        for watcher in self._watchers:
+            watcher.disconnected("the worker is stopping")
 
     # -- the loop -------------------------------------------------------------------
 
@@ -172,8 +181,8 @@ class PushChannel:
                 why = self._describe(reading.exception())
                 lost = (why, loop.time())
                 logger.warning("push channel lost (%s); reconnecting", why)
-                if self._health is not None:
-                    self._health.disconnected(why)
+                for watcher in self._watchers:
+                    watcher.disconnected(why)
                 # A stream that ends as soon as it opens backs off like a failed open.
                 attempt = 0 if loop.time() - opened >= RETRY_MAX_SECONDS else attempt + 1
                 await asyncio.sleep(retry_delay(attempt))
@@ -196,12 +205,12 @@ class PushChannel:
         return response
 
     async def _stay_open(self, reading: asyncio.Task[None], *, until: float) -> bool:
-        """Wait while ``reading`` runs, refreshing the health file; True if it ended before ``until``."""
+        """Wait while ``reading`` runs, telling the watchers it is open; True if it ended before ``until``."""
         loop = asyncio.get_running_loop()
         refresh = self.limits.idle_timeout / 3
         while (left := until - loop.time()) > 0:
-            if self._health is not None:
-                self._health.connected()
+            for watcher in self._watchers:
+                watcher.connected()
             done, _ = await asyncio.wait({reading}, timeout=min(refresh, left))
             if done:
                 return True

@@ -36,7 +36,7 @@ import contextlib
 import functools
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Literal
 
@@ -46,7 +46,8 @@ from resonate.resonate import DEFAULT_SUBSCRIPTION_REFRESH_SECS, Resonate
 
 from orchestrator.bank_client import bank_clients
 from orchestrator.health_file import HealthFile
-from orchestrator.push import PushChannel, PushLimits
+from orchestrator.metrics import WorkerMetrics
+from orchestrator.push import ChannelWatcher, PushChannel, PushLimits
 from orchestrator.repeated_warnings import limit_repeated_warnings
 from orchestrator.saga import SAGA_NAME, SagaDeps, transfer
 from orchestrator.settings import Settings
@@ -64,10 +65,16 @@ CLIENT_POLL_SECONDS = 10.0
 _opened: weakref.WeakKeyDictionary[Resonate, SagaDeps] = weakref.WeakKeyDictionary()
 
 
-def open_resonate(settings: Settings, *, role: Role) -> Resonate:
-    """A started Resonate for ``role`` (see the module docstring); needs a running loop."""
+def open_resonate(
+    settings: Settings, *, role: Role, metrics: WorkerMetrics | None = None
+) -> Resonate:
+    """A started Resonate for ``role`` (see the module docstring); needs a running loop.
+
+    ``metrics`` (a worker's) counts what its sagas do and whether its push channel is open.
+    """
     if role not in ("worker", "client"):
         raise ValueError(f"role must be 'worker' or 'client', got {role!r}")
+    metrics = metrics or WorkerMetrics(attention_after=settings.attention_after)
     ttl = timedelta(seconds=settings.lease_ttl)
     if settings.resonate_pg_dsn is not None:
         group = settings.group if role == "worker" else client_group(settings)
@@ -89,14 +96,15 @@ def open_resonate(settings: Settings, *, role: Role) -> Resonate:
         resonate = Resonate(network=store, pid=pid, group=settings.group, ttl=ttl)
         first_beat_after_an_interval(resonate)
     elif role == "worker":
-        health = None
+        watchers: list[ChannelWatcher] = [metrics]
         if settings.worker_health_file is not None:
             health = HealthFile(settings.worker_health_file, fresh_for=settings.push_idle_timeout)
-        resonate = _served(settings, settings.group, ttl, health=health)
+            watchers.append(health)
+        resonate = _served(settings, settings.group, ttl, watchers=watchers)
         first_beat_after_an_interval(resonate)
     else:
         return _served(settings, client_group(settings), ttl, refresh_secs=CLIENT_POLL_SECONDS)
-    deps = saga_deps(settings)
+    deps = saga_deps(settings, metrics)
     resonate.register(transfer, name=SAGA_NAME)
     resonate.with_dependency(deps)
     _opened[resonate] = deps
@@ -136,7 +144,7 @@ def _served(
     group: str,
     ttl: timedelta,
     *,
-    health: HealthFile | None = None,
+    watchers: Sequence[ChannelWatcher] = (),
     refresh_secs: float = DEFAULT_SUBSCRIPTION_REFRESH_SECS,
 ) -> Resonate:
     """A Resonate on the served store: requests over :class:`StoreNetwork`, pushes
@@ -167,7 +175,7 @@ def _served(
         token=token,
         tls=tls,
         limits=PushLimits(settings.push_idle_timeout, settings.push_max_lifetime),
-        health=health,
+        watchers=watchers,
         on_reopened=catch_up,
     )
     resonate = Resonate(
@@ -238,10 +246,10 @@ def client_group(settings: Settings) -> str:
     return f"{settings.group}-client-{uuid.uuid4().hex[:12]}"
 
 
-def saga_deps(settings: Settings) -> SagaDeps:
+def saga_deps(settings: Settings, metrics: WorkerMetrics) -> SagaDeps:
     """One pooled client per bank, shared by every transfer this process runs."""
-    source, target = bank_clients(settings, log_tls_failures=True)
-    return SagaDeps(source=source, target=target, settings=settings)
+    source, target = bank_clients(settings, log_tls_failures=True, observer=metrics)
+    return SagaDeps(source=source, target=target, settings=settings, metrics=metrics)
 
 
 async def close_resonate(resonate: Resonate) -> None:

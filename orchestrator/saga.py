@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from resonate.context import Context
 from resonate.retry import Exponential, RetryPolicy
 
 from orchestrator.bank_client import BankClient, BankError, BankName, EntryKind
+from orchestrator.metrics import WorkerMetrics
 from orchestrator.records import (
     Compensation,
     StepRecord,
@@ -66,7 +67,8 @@ UNBOUNDED_RETRIES = 1 << 30
 
 @dataclass(frozen=True)
 class SagaDeps:
-    """What the steps need from the process running them: one pooled client per bank.
+    """What the steps need from the process running them: one pooled client per bank,
+    and the process's metrics.
 
     Handed to the SDK with ``resonate.with_dependency`` and read back in steps
     with ``ctx.get_dependency(SagaDeps)``, so every transfer in a worker shares
@@ -76,6 +78,7 @@ class SagaDeps:
     source: BankClient
     target: BankClient
     settings: Settings
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
     def bank(self, name: BankName) -> BankClient:
         return self.source if name == "source" else self.target
@@ -191,9 +194,11 @@ async def apply_entry(
     kind: EntryKind,
 ) -> dict[str, Any]:
     """POST one entry; applied or rejected is the step's value, an unknown outcome raises."""
-    client = ctx.get_dependency(SagaDeps).bank(bank)
+    deps = ctx.get_dependency(SagaDeps)
+    client = deps.bank(bank)
     if kind == "debit":
         logger.info("transfer %s started: %s cents from source:%s", transfer_id, amount, account_id)
+        deps.metrics.transfer_started(transfer_id)
     oid = op_id(transfer_id, kind)
     outcome = await client.post_entry(oid, account_id, amount, kind)
     record = StepRecord(kind, oid, outcome.status, entry=outcome.entry)
@@ -206,7 +211,7 @@ async def apply_entry(
             record = StepRecord(kind, oid, "applied", settled_by="fence", entry=fenced.entry)
         else:
             record = StepRecord(kind, oid, "rejected", code=outcome.code, message=outcome.message)
-    log_if_decisive(transfer_id, record)
+    report_if_decisive(deps.metrics, transfer_id, record)
     return record.to_json()
 
 
@@ -216,9 +221,10 @@ async def fence_entry(
     """Void the op id so its outcome is settled for good: ``applied`` or ``voided``."""
     logger.warning("transfer %s: %s outcome unknown after retries, fencing it", transfer_id, kind)
     oid = op_id(transfer_id, kind)
-    outcome = await ctx.get_dependency(SagaDeps).bank(bank).void(oid)
+    deps = ctx.get_dependency(SagaDeps)
+    outcome = await deps.bank(bank).void(oid)
     record = StepRecord(kind, oid, outcome.state, settled_by="fence", entry=outcome.entry)
-    log_if_decisive(transfer_id, record)
+    report_if_decisive(deps.metrics, transfer_id, record)
     return record.to_json()
 
 
@@ -246,24 +252,28 @@ async def reverse_debit(
     oid = op_id(transfer_id, "reversal")
     outcome = await deps.source.post_entry(oid, account_id, amount, "reversal")
     if not outcome.applied:
+        deps.metrics.reversal_refused(transfer_id, began.since)
         raise ReversalRefused(
             f"source bank refused reversal {oid}: {outcome.code}: {outcome.message}"
         )
     reason = f" ({began.reason})" if began.reason else ""
     logger.info("transfer %s finished: compensated%s", transfer_id, reason)
+    deps.metrics.transfer_finished(transfer_id, "compensated", began.reason)
     return StepRecord("reversal", oid, "applied", entry=outcome.entry).to_json()
 
 
-def log_if_decisive(transfer_id: str, record: StepRecord) -> None:
-    """Log the transfer's outcome when this settled debit or credit decides it.
+def report_if_decisive(metrics: WorkerMetrics, transfer_id: str, record: StepRecord) -> None:
+    """Log and count the transfer's outcome when this settled debit or credit decides it.
 
     A debit that did not apply fails the transfer; a credit that applied
-    commits it (a reversal logs its own). Logged inside the step, not in the
-    body: a step's body runs again only when its result was never recorded (a
-    crash between the bank's answer and the checkpoint), so the line appears
-    once per outcome, rarely twice, where the body runs again on every replay.
+    commits it (a reversal reports its own). Reported inside the step, not in
+    the body: a step's body runs again only when its result was never recorded
+    (a crash between the bank's answer and the checkpoint), so an outcome is
+    reported once, rarely twice, where the body runs again on every replay.
     """
     if record.kind == "debit" and not record.applied:
         logger.info("transfer %s finished: failed (%s)", transfer_id, record.reason)
+        metrics.transfer_finished(transfer_id, "failed", record.reason)
     elif record.kind == "credit" and record.applied:
         logger.info("transfer %s finished: committed", transfer_id)
+        metrics.transfer_finished(transfer_id, "committed", None)

@@ -38,6 +38,7 @@ from resonate.resonate import Resonate
 
 from envsettings import SettingsError, number, optional_path
 from orchestrator.health_file import replace_json
+from orchestrator.metrics import WorkerMetrics, metrics_address
 from orchestrator.runtime import close_resonate, open_resonate
 from orchestrator.settings import Settings
 
@@ -103,7 +104,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     status_file, status_every = status_settings()
     if settings.resonate_pg_dsn is not None:
         await _check_database(settings.resonate_pg_dsn, settings.bank_timeout)
-    resonate = open_resonate(settings, role="worker")
+    metrics = WorkerMetrics(attention_after=settings.attention_after)
+    resonate = open_resonate(settings, role="worker", metrics=metrics)
+    metrics.running = lambda: len(running_transfers(resonate))
+    address = metrics_address()
+    if address is not None:
+        metrics.serve(address)
     keeper = (
         asyncio.create_task(_keep_status(resonate, status_file, status_every))
         if status_file is not None
@@ -191,11 +197,12 @@ def main() -> None:
     try:
         settings = Settings.from_env()
         status_settings()  # a bad WORKER_STATUS_* value is refused now, naming it
+        metrics_address()  # and so is a bad METRICS_PORT
     except SettingsError as exc:
         sys.exit(f"crossbank worker: {exc}")
     try:
         asyncio.run(run_worker(settings))
-    except DatabaseWithoutSchema as exc:
+    except (DatabaseWithoutSchema, SettingsError) as exc:
         sys.exit(f"crossbank worker: {exc}")
 
 
