@@ -281,6 +281,10 @@ class Mailboxes:
         for listener in list(self._listeners.values()):
             listener.close()
 
+    def listener_count(self) -> int:
+        """Listeners connected now (``GET /poll/...``); a pid that connects again replaces its own."""
+        return len(self._listeners)
+
     def held_count(self) -> int:
         return sum(len(q) for q in self._held_uni.values()) + sum(
             len(q) for q in self._held_any.values()

@@ -5,7 +5,7 @@ Why not a web framework: every transfer costs the store about eight small
 (request and response objects, routing, streams, middleware hooks) at over
 half of the store's CPU -- more than the state machine and the journal
 together -- on a machine where that CPU is taken from the banks and workers.
-Three fixed routes need none of it. uvicorn, on the same parser, serving the
+Four fixed routes need none of it. uvicorn, on the same parser, serving the
 same routes as a bare ASGI app cost 18% more store CPU per transfer. Parsing
 stays in a proven parser (``httptools``, llhttp, the one uvicorn uses); this
 module only frames requests and responses and bounds what a client can make
@@ -97,6 +97,8 @@ class Request:
     query: str = ""
     #: The client's address, as the connection reports it ("" when unknown).
     client: str = ""
+    #: When its last byte was read (``time.perf_counter()``): what an answer's time counts from.
+    received_at: float = 0.0
 
     @property
     def media_type(self) -> str:
@@ -143,6 +145,8 @@ Handler = Callable[[Request, Stream], Awaitable[Response | None]]
 HeadCheck = Callable[[Request], Response | None]
 #: The body of an error answer the server makes itself: (status, message) -> bytes.
 ErrorBody = Callable[[int, str], bytes]
+#: Told the status of each request the server refuses itself (a limit, or ``check_head``).
+Refused = Callable[[int], None]
 
 
 def plain_error(status: int, message: str) -> bytes:
@@ -349,6 +353,7 @@ class _Connection(asyncio.Protocol):
         self._continue_owed = False
         if not self._parser.should_keep_alive():
             request.headers["connection"] = "close"
+        request.received_at = time.perf_counter()
         self._enqueue(request)
 
     # -- queueing and back-pressure ---------------------------------------------
@@ -414,6 +419,8 @@ class _Connection(asyncio.Protocol):
         self._continue_owed = False
         self._pause()
         self._enqueue(_Refusal(response, head_only=head_only))
+        if self._server.refused is not None:
+            self._server.refused(response.status)
 
     def _answer_at_once(self, status: int, message: str) -> None:
         if self._transport is not None:
@@ -580,7 +587,8 @@ class Server:
 
     ``check_head`` sees each request before its body is read (say, for a
     token) and may refuse it; ``error_body`` shapes the answers the server
-    makes itself (refusals over a limit).
+    makes itself (refusals over a limit); ``refused`` is told the status of
+    each such refusal (for metrics: those requests never reach ``handler``).
     """
 
     def __init__(
@@ -590,11 +598,13 @@ class Server:
         limits: Limits | None = None,
         check_head: HeadCheck | None = None,
         error_body: ErrorBody = plain_error,
+        refused: Refused | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits or Limits()
         self.check_head: HeadCheck = check_head or (lambda request: None)
         self.error_body = error_body
+        self.refused = refused
         self.max_connections = self.limits.max_connections
         self.connections: set[_Connection] = set()
         #: Connections with nothing to answer, longest waiting on their client first.

@@ -36,11 +36,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """What to send back: a transport status, the envelope, and messages to deliver."""
+    """What to send back: a transport status, the envelope, and messages to deliver.
+
+    ``kind`` (the request's, as sent: ``None`` when unreadable) and ``status``
+    (the protocol status in the envelope's head) say what it was, for metrics.
+    """
 
     http_status: int
     body: bytes
     outgoing: list[OutgoingMessage]
+    kind: str | None
+    status: int
 
 
 def error_envelope(status: int, message: str, kind: Any = "", corr_id: Any = "") -> bytes:
@@ -92,20 +98,22 @@ async def handle(
     """Apply one raw request to ``store`` and build the answer to send."""
     flat = parse_request(raw, max_depth=max_depth)
     if isinstance(flat, str):
-        return Answer(400, error_envelope(400, flat), [])
+        return Answer(400, error_envelope(400, flat), [], None, 400)
+    kind: str = flat["kind"]
     try:
         applied = await store.apply(flat)
     except StoreFailed as exc:
-        body = error_envelope(503, str(exc), flat.get("kind"), flat.get("corrId"))
-        return Answer(503, body, [])
+        body = error_envelope(503, str(exc), kind, flat.get("corrId"))
+        return Answer(503, body, [], kind, 503)
     except Exception as exc:  # fail this request alone; the store stays up
-        logger.exception("request %r failed unexpectedly", flat.get("kind"))
-        body = error_envelope(500, f"internal error: {exc}", flat.get("kind"), flat.get("corrId"))
-        return Answer(500, body, [])
+        logger.exception("request %r failed unexpectedly", kind)
+        body = error_envelope(500, f"internal error: {exc}", kind, flat.get("corrId"))
+        return Answer(500, body, [], kind, 500)
     if applied.error is not None:
         status = applied.error.code
-        body = error_envelope(status, applied.error.message, flat.get("kind"), flat.get("corrId"))
-        return Answer(status if 400 <= status < 600 else 400, body, applied.outgoing)
+        body = error_envelope(status, applied.error.message, kind, flat.get("corrId"))
+        return Answer(status if 400 <= status < 600 else 400, body, applied.outgoing, kind, status)
+    envelope = wrap_response_envelope(applied.response)
     return Answer(
-        200, msgspec.json.encode(wrap_response_envelope(applied.response)), applied.outgoing
+        200, msgspec.json.encode(envelope), applied.outgoing, kind, envelope["head"]["status"]
     )

