@@ -21,6 +21,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from bank import tracing
 from bank.config import BankConfig
 from bank.connection import drop_client_connection
 from bank.faults import FaultInjector, Outcome, Target, parse_rules
@@ -75,6 +76,7 @@ def create_app(config: BankConfig, ledger: Ledger | None = None) -> Flask:
     # stops after every other hook (Flask calls after_request hooks in reverse).
     app.before_request(_start_clock)
     app.after_request(_time_request)
+    tracing.install(app, config.name)
     app.before_request(_refuse_other_sites)
     app.before_request(_require_token)
     app.after_request(_note_write)
@@ -147,6 +149,7 @@ def put_account(account_id: str) -> tuple[Response, int]:
 def post_entry() -> tuple[Response, int]:
     entry_request = parse_entry_request(_body())
     state = bank_state()
+    tracing.note_op_id(entry_request.op_id)
     target = Target(entry_request.op_id, entry_request.kind)
     if _fault(state, target, "before") is not None:
         return _injected()
@@ -171,6 +174,7 @@ def get_entry(op_id: str) -> tuple[Response, int]:
 
 def void_entry(op_id: str) -> tuple[Response, int]:
     check_id("op_id", op_id)
+    tracing.note_op_id(op_id)
     state = bank_state()
     target = Target(op_id, None)
     if _fault(state, target, "before") is not None:

@@ -36,6 +36,7 @@ import msgspec
 from orchestrator import connection_errors
 from orchestrator.http_pool import ConnectionPool, Endpoint
 from orchestrator.settings import Settings
+from orchestrator.tracing import traceparent_header
 
 EntryKind = Literal["debit", "credit", "reversal"]
 #: The two banks a transfer moves money between, by their role in it.
@@ -306,7 +307,7 @@ class BankClient:
         if method not in ("GET", "HEAD"):
             # Every write says JSON, bodiless or not: the bank refuses any other (a web page's).
             head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
-        head += b"\r\n"
+        head += traceparent_header() + b"\r\n"
         if self._slots is None:
             self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
         try:

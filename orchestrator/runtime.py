@@ -44,6 +44,7 @@ from resonate.error import ResonateError, ServerError
 from resonate.heartbeat import AsyncHeartbeat
 from resonate.resonate import DEFAULT_SUBSCRIPTION_REFRESH_SECS, Resonate
 
+from envsettings.tracing import start_tracing
 from orchestrator.bank_client import bank_clients
 from orchestrator.health_file import HealthFile
 from orchestrator.metrics import WorkerMetrics
@@ -75,6 +76,7 @@ def open_resonate(
     if role not in ("worker", "client"):
         raise ValueError(f"role must be 'worker' or 'client', got {role!r}")
     metrics = metrics or WorkerMetrics(attention_after=settings.attention_after)
+    start_tracing(f"crossbank-{role}")  # when OTEL_* asks for it: envsettings.tracing
     ttl = timedelta(seconds=settings.lease_ttl)
     if settings.resonate_pg_dsn is not None:
         group = settings.group if role == "worker" else client_group(settings)

@@ -54,6 +54,7 @@ from orchestrator.records import (
     op_id,
 )
 from orchestrator.settings import Settings
+from orchestrator.tracing import traced_saga, traced_step, transfer_event
 
 logger = logging.getLogger("orchestrator.saga")
 
@@ -111,6 +112,7 @@ def unbounded_policy(settings: Settings) -> RetryPolicy:
 # -- the workflow ----------------------------------------------------------------------
 
 
+@traced_saga
 async def transfer(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
     """Move ``request["amount"]`` cents from the source account to the target account, or not at all."""
     transfer_id: str = request["transfer_id"]
@@ -185,6 +187,7 @@ async def settled_step(
 # annotation, and records written by older code must still read back.
 
 
+@traced_step
 async def apply_entry(
     ctx: Context,
     bank: BankName,
@@ -215,6 +218,7 @@ async def apply_entry(
     return record.to_json()
 
 
+@traced_step
 async def fence_entry(
     ctx: Context, bank: BankName, transfer_id: str, kind: EntryKind
 ) -> dict[str, Any]:
@@ -228,12 +232,14 @@ async def fence_entry(
     return record.to_json()
 
 
+@traced_step
 async def begin_compensation(ctx: Context, transfer_id: str, reason: str | None) -> dict[str, Any]:
     """Record when compensation began (a clock read, hence a step) so a stuck one can be flagged."""
     logger.info("transfer %s: credit not applied (%s), reversing the debit", transfer_id, reason)
     return Compensation(since=time.time(), reason=reason).to_json()
 
 
+@traced_step
 async def reverse_debit(
     ctx: Context, transfer_id: str, account_id: str, amount: int, began: Compensation
 ) -> dict[str, Any]:
@@ -259,6 +265,7 @@ async def reverse_debit(
     reason = f" ({began.reason})" if began.reason else ""
     logger.info("transfer %s finished: compensated%s", transfer_id, reason)
     deps.metrics.transfer_finished(transfer_id, "compensated", began.reason)
+    transfer_event("transfer compensated")
     return StepRecord("reversal", oid, "applied", entry=outcome.entry).to_json()
 
 
@@ -274,6 +281,8 @@ def report_if_decisive(metrics: WorkerMetrics, transfer_id: str, record: StepRec
     if record.kind == "debit" and not record.applied:
         logger.info("transfer %s finished: failed (%s)", transfer_id, record.reason)
         metrics.transfer_finished(transfer_id, "failed", record.reason)
+        transfer_event("transfer failed")
     elif record.kind == "credit" and record.applied:
         logger.info("transfer %s finished: committed", transfer_id)
         metrics.transfer_finished(transfer_id, "committed", None)
+        transfer_event("transfer committed")

@@ -26,6 +26,7 @@ from orchestrator.money import MAX_CENTS
 from orchestrator.records import Compensation, TransferSteps, decide, parse_step_value
 from orchestrator.saga import SAGA_NAME, transfer
 from orchestrator.settings import Settings
+from orchestrator.tracing import trace_fields
 
 #: How long a transfer may stay unfinished before the store times its promise
 #: out. Generous on purpose: a reversal is retried until it lands, and a
@@ -180,24 +181,25 @@ async def start_transfer(
     to know before waiting reads the transfer first and calls
     :func:`check_same_transfer` on its ``request``, as ``crossbank transfer`` does.
     """
-    params = request.to_json()
-    if settings.served:
-        handle = resonate.options(target=settings.group, timeout=TRANSFER_TIMEOUT).rpc(
-            request.transfer_id, SAGA_NAME, params
-        )
-    else:
-        handle = resonate.options(timeout=TRANSFER_TIMEOUT).run(
-            request.transfer_id, transfer, params
-        )
-    # The root promise exists once this returns (created now, or earlier by
-    # someone). Shielded: the SDK's handle awaits its creation future bare, so
-    # a caller that gives up on the start (``wait_for``) cancelled that future,
-    # and the SDK's create, finishing later, died on it ("invalid state")
-    # before registering for the result, which then came only from the
-    # client's refresh loop (chaos/README.md, "Findings").
-    created = asyncio.ensure_future(handle.id())
-    created.add_done_callback(_seen)  # a failure after the caller left is not "never retrieved"
-    await asyncio.shield(created)
+    with trace_fields(request.transfer_id) as fields:
+        params = {**request.to_json(), **fields}
+        if settings.served:
+            handle = resonate.options(target=settings.group, timeout=TRANSFER_TIMEOUT).rpc(
+                request.transfer_id, SAGA_NAME, params
+            )
+        else:
+            handle = resonate.options(timeout=TRANSFER_TIMEOUT).run(
+                request.transfer_id, transfer, params
+            )
+        # The root promise exists once this returns (created now, or earlier by
+        # someone). Shielded: the SDK's handle awaits its creation future bare, so
+        # a caller that gives up on the start (``wait_for``) cancelled that future,
+        # and the SDK's create, finishing later, died on it ("invalid state")
+        # before registering for the result, which then came only from the
+        # client's refresh loop (chaos/README.md, "Findings").
+        created = asyncio.ensure_future(handle.id())
+        created.add_done_callback(_seen)  # a failure after the caller left is not "never retrieved"
+        await asyncio.shield(created)
     return TransferHandle(request, handle, resonate, settings)
 
 

@@ -1,0 +1,132 @@
+"""One trace per transfer, across the client, every worker that ran a step, and both banks.
+
+The context travels with the durable transfer: :func:`trace_fields` adds
+the starting span's W3C ``traceparent`` to the saga's request, which the
+store keeps with the root promise. Whatever worker runs the saga (the first,
+or the one that takes it over after a SIGKILL) reads it back
+(:func:`traced_saga`), so its step spans (:func:`traced_step`) are children
+of the same span, in the same trace. A bank request carries the step
+span's ``traceparent`` header (:func:`traceparent_header`), and the bank's
+own span is its child.
+
+Off (no ``OTEL_*`` endpoint, :mod:`envsettings.tracing`), each of these is one
+flag test: nothing is imported, no header is sent, no field is added. A
+transfer started without tracing has no ``traceparent``: a traced worker then
+starts its step spans in a trace of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+
+from envsettings.tracing import tracing_on
+
+#: The request field (and the HTTP header) that carries a trace context.
+TRACEPARENT = "traceparent"
+_TRACER = "crossbank"
+
+#: The transfer's trace context, set by :func:`traced_saga` for the steps it starts.
+_parent: contextvars.ContextVar[str | None] = contextvars.ContextVar("traceparent", default=None)
+
+
+@contextlib.contextmanager
+def trace_fields(transfer_id: str) -> Iterator[dict[str, str]]:
+    """A span for starting ``transfer_id``; yields the fields that carry it into the saga.
+
+    Empty when tracing is off; else ``{"traceparent": ...}``, to be merged
+    into the saga's request.
+    """
+    if not tracing_on():
+        yield {}
+        return
+    from opentelemetry import propagate, trace
+
+    tracer = trace.get_tracer(_TRACER)
+    with tracer.start_as_current_span(
+        "start transfer", attributes={"crossbank.transfer_id": transfer_id}
+    ):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        yield {TRACEPARENT: carrier[TRACEPARENT]} if TRACEPARENT in carrier else {}
+
+
+def traced_saga[**P, R](saga: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """``saga`` that makes its request's ``traceparent`` the parent of its steps' spans.
+
+    The SDK starts each ``ctx.run`` step in a task created from the saga's
+    own, so a context variable set here is what the steps see.
+    """
+
+    @functools.wraps(saga)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        request = args[1] if len(args) > 1 else kwargs.get("request")
+        if isinstance(request, dict):
+            _parent.set(request.get(TRACEPARENT))
+        return await saga(*args, **kwargs)
+
+    return run
+
+
+def traced_step[**P, R](step: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """``step`` run in a span of its name, a child of the transfer's trace context.
+
+    Each attempt is a span of its own, so a retried step shows every try and
+    what each raised; the span carries ``crossbank.transfer_id`` and, for a
+    bank step, ``crossbank.bank`` and ``crossbank.kind``.
+    """
+    signature = inspect.signature(step)
+
+    @functools.wraps(step)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        if not tracing_on():
+            return await step(*args, **kwargs)
+        from opentelemetry import propagate, trace
+
+        bound = signature.bind(*args, **kwargs).arguments
+        attributes = {
+            f"crossbank.{name}": str(bound[name])
+            for name in ("transfer_id", "bank", "kind")
+            if name in bound
+        }
+        parent = _parent.get()
+        context = propagate.extract({TRACEPARENT: parent}) if parent else None
+        tracer = trace.get_tracer(_TRACER)
+        with tracer.start_as_current_span(step.__name__, context, attributes=attributes):
+            return await step(*args, **kwargs)
+
+    return run
+
+
+def transfer_event(name: str, **attributes: str) -> None:
+    """An event on the current step's span: the outcome it decided, a fence's finding."""
+    if not tracing_on():
+        return
+    from opentelemetry import trace
+
+    trace.get_current_span().add_event(name, attributes)
+
+
+def traceparent_header() -> bytes:
+    """The current span's ``traceparent`` as an HTTP header line; empty when there is none."""
+    if not tracing_on():
+        return b""
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    value = carrier.get(TRACEPARENT)
+    return f"traceparent: {value}\r\n".encode("latin-1") if value else b""
+
+
+def current_trace_id() -> str | None:
+    """The current span's trace id (32 hex digits), for a log line; None when none."""
+    if not tracing_on():
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return f"{context.trace_id:032x}" if context.is_valid else None
