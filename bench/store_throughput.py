@@ -40,7 +40,8 @@ async def run_level(url: str, total: int, concurrency: int, prefix: str) -> dict
                 }
             )
             started = time.perf_counter()
-            async with session.post(url + "/", data=body) as response:
+            headers = {"Content-Type": "application/json"}
+            async with session.post(url + "/", data=body, headers=headers) as response:
                 answer = await response.json()
             latencies.append(time.perf_counter() - started)
             if answer["head"]["status"] != 201:

@@ -49,6 +49,7 @@ SYSTEMS: tuple[SystemEntry, ...] = (
     SystemEntry("crossbank served, 1 worker", "bench.peers.crossbank", "open_served_one"),
     SystemEntry("crossbank served, 2 workers", "bench.peers.crossbank", "open_served_two"),
     SystemEntry("crossbank served, TLS", "bench.peers.crossbank", "open_served_tls"),
+    SystemEntry("crossbank served, observed", "bench.peers.crossbank", "open_served_observed"),
     SystemEntry("Resonate on Postgres", "bench.peers.resonate_postgres", "open_resonate_postgres"),
     SystemEntry("DBOS on PostgreSQL", "bench.peers.dbos_transact", "open_dbos"),
     SystemEntry("Restate", "bench.peers.restate_peer", "open_restate"),

@@ -1,4 +1,4 @@
-"""crossbank itself: embedded store, served store with one worker, with two, and over TLS.
+"""crossbank itself: embedded store, served store with one worker, with two, over TLS, observed.
 
 Embedded: this process runs the saga over ``promise_store.embedded`` (one
 SQLite file, no server), exactly as ``crossbank transfer`` does without
@@ -12,22 +12,30 @@ store's place taken by a private Postgres.
 Served over TLS is the one-worker system with every link on https: its own
 two banks, the store and the worker serve and verify certificates from a CA
 made for the run, so the row beside "served, 1 worker" says what TLS costs.
-The shared banks stay plain for every other system.
+The shared banks stay plain for every other system. Served and observed is
+the one-worker system with metrics scraped and traces exported
+(:func:`open_served_observed`), beside it in the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from bench.banks import BankUrls, LedgerError
 from bench.driver import RunTransfer
+from bench.otlp_sink import OtlpSink
 from bench.workload import TransferSpec, source_accounts, target_accounts
 from orchestrator.accounts import open_accounts, opening_total
 from orchestrator.local.certs import local_tls
-from orchestrator.local.system import STORE, STORE_BACKEND, WORKERS, LocalSystem
+from orchestrator.local.supervisor import free_port
+from orchestrator.local.system import SOURCE, STORE, STORE_BACKEND, TARGET, WORKERS, LocalSystem
 from orchestrator.runtime import resonate_session
 from orchestrator.settings import Settings
 from orchestrator.transfers import TransferRequest, start_transfer
@@ -113,14 +121,75 @@ async def open_served_tls(banks: BankUrls, workdir: Path) -> AsyncIterator[RunTr
         tls=local_tls(workdir / "tls"),
     )
     with system:
-        accounts = [*source_accounts(), *target_accounts()]
-        async with system.banks() as (source, target):
-            await open_accounts(source, target, accounts)
-        async with _session(system.settings) as run:
+        async with _on_own_banks(system) as run:
             yield run
-        balances = await system.balances()
-        if min(balances.values()) < 0 or sum(balances.values()) != opening_total(accounts):
-            raise LedgerError(f"money not conserved on the TLS banks: {balances}")
+
+
+@asynccontextmanager
+async def _on_own_banks(system: LocalSystem) -> AsyncIterator[RunTransfer]:
+    """Transfers on ``system``'s own banks, seeded like the shared ones; conservation checked."""
+    accounts = [*source_accounts(), *target_accounts()]
+    async with system.banks() as (source, target):
+        await open_accounts(source, target, accounts)
+    async with _session(system.settings) as run:
+        yield run
+    balances = await system.balances()
+    if min(balances.values()) < 0 or sum(balances.values()) != opening_total(accounts):
+        raise LedgerError(f"money not conserved on the system's own banks: {balances}")
+
+
+@asynccontextmanager
+async def open_served_observed(banks: BankUrls, workdir: Path) -> AsyncIterator[RunTransfer]:
+    """One worker with metrics and traces on: what observing a system costs it.
+
+    Its own banks (seeded like the shared ones) and worker export every span
+    over OTLP/HTTP to a local sink (:mod:`bench.otlp_sink`); the worker serves
+    ``/metrics``; every part's ``/metrics`` is scraped each second, as a
+    Prometheus with a 1 s interval would (15 s is the usual).
+    """
+    with OtlpSink() as sink:
+        tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
+        metrics_port = free_port()
+        system = LocalSystem(
+            workdir / "crossbank-served-observed",
+            _settings(banks),
+            workers=1,
+            env={
+                SOURCE: tracing,
+                TARGET: tracing,
+                WORKERS: {"LOG_LEVEL": "WARNING", "METRICS_PORT": str(metrics_port), **tracing},
+            },
+            wait_for_workers=False,
+            fresh=True,
+        )
+        with system:
+            settings = system.settings
+            targets = [
+                (f"http://127.0.0.1:{system.ports[SOURCE]}/metrics", settings.bank_token),
+                (f"http://127.0.0.1:{system.ports[TARGET]}/metrics", settings.bank_token),
+                (f"http://127.0.0.1:{system.ports[STORE]}/metrics", settings.resonate_token),
+                (f"http://127.0.0.1:{metrics_port}/metrics", None),
+            ]
+            scraping = asyncio.create_task(_scrape_every_second(targets))
+            try:
+                async with _on_own_banks(system) as run:
+                    yield run
+            finally:
+                scraping.cancel()
+        if sink.requests == 0:
+            raise LedgerError("no span reached the OTLP sink: tracing was not on")
+
+
+async def _scrape_every_second(targets: list[tuple[str, str | None]]) -> None:
+    """GET each ``/metrics`` once a second, as a scraper would, until cancelled."""
+    async with aiohttp.ClientSession() as session:
+        while True:
+            for url, token in targets:
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(url, headers=headers) as answer:
+                        await answer.read()
+            await asyncio.sleep(1)
 
 
 def open_served_one(banks: BankUrls, workdir: Path) -> AbstractAsyncContextManager[RunTransfer]:
