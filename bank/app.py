@@ -249,7 +249,9 @@ def _after(state: BankState, target: Target, result: tuple[Response, int]) -> tu
     """The after-commit faults: hold, then answer normally, fail, or drop the connection."""
     outcome = _fault(state, target, "after")
     if outcome == "drop" and drop_client_connection(request.environ):
-        log.info("fault: dropped the connection after op %s", target.op_id)
+        log.info(
+            "fault: dropped the connection after op %s", target.op_id, extra={"op_id": target.op_id}
+        )
         return Response(status=204), 204
     if outcome is not None:
         return _injected()

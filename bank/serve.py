@@ -23,9 +23,12 @@ from bank.fd_limit import fit_connection_cap
 from bank.guarded_server import ConnectionLimits, GuardedServer
 from bank.validation import MAX_BODY_BYTES
 from envsettings import SettingsError
+from envsettings.logs import configure_logging
 from envsettings.tls import server_context
 
 log = logging.getLogger("bank")
+#: The banks' log lines with ``LOG_FORMAT`` text (the default).
+TEXT_LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 #: On SIGTERM, how long in-flight requests get to finish before the process exits.
 DRAIN_SECONDS = 10.0
@@ -34,8 +37,8 @@ LOOP_SECONDS = 0.2
 
 
 def main(bank_name: str, default_port: int) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
+        configure_logging(logging.INFO, TEXT_LOG_FORMAT)
         config = BankConfig.from_env(bank_name, default_port)
     except SettingsError as exc:
         print(f"{bank_name}_bank: {exc}", file=sys.stderr)

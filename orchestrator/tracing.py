@@ -13,6 +13,11 @@ Off (no ``OTEL_*`` endpoint, :mod:`envsettings.tracing`), each of these is one
 flag test: nothing is imported, no header is sent, no field is added. A
 transfer started without tracing has no ``traceparent``: a traced worker then
 starts its step spans in a trace of their own.
+
+The same step context names a worker's log lines, traced or not: every line
+logged while a step runs (the saga's, the bank client's) carries the step's
+``transfer_id`` and ``op_id`` (:class:`StepLogContext`), which
+``LOG_FORMAT=json`` writes as fields.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 
 from envsettings.tracing import tracing_on
 
@@ -31,6 +38,30 @@ _TRACER = "crossbank"
 
 #: The transfer's trace context, set by :func:`traced_saga` for the steps it starts.
 _parent: contextvars.ContextVar[str | None] = contextvars.ContextVar("traceparent", default=None)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """The transfer and op a step works on (``op_id`` None for a step with no bank op)."""
+
+    transfer_id: str
+    op_id: str | None
+
+
+#: The step running in this task, set by :func:`traced_step`.
+_step: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar("step", default=None)
+
+
+class StepLogContext(logging.Filter):
+    """Gives each record logged inside a step its ``transfer_id`` and ``op_id`` (a handler filter)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        step = _step.get()
+        if step is not None:
+            record.__dict__.setdefault("transfer_id", step.transfer_id)
+            if step.op_id is not None:
+                record.__dict__.setdefault("op_id", step.op_id)
+        return True
 
 
 @contextlib.contextmanager
@@ -72,7 +103,8 @@ def traced_saga[**P, R](saga: Callable[P, Awaitable[R]]) -> Callable[P, Awaitabl
 
 
 def traced_step[**P, R](step: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """``step`` run in a span of its name, a child of the transfer's trace context.
+    """``step`` run in a span of its name, a child of the transfer's trace context, and
+    in its :class:`StepContext` (for log lines).
 
     Each attempt is a span of its own, so a retried step shows every try and
     what each raised; the span carries ``crossbank.transfer_id`` and, for a
@@ -82,11 +114,16 @@ def traced_step[**P, R](step: Callable[P, Awaitable[R]]) -> Callable[P, Awaitabl
 
     @functools.wraps(step)
     async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        from orchestrator.records import op_id  # not at import: records imports the bank client
+
+        bound = signature.bind(*args, **kwargs).arguments
+        transfer_id, kind = str(bound["transfer_id"]), bound.get("kind")
+        # Each step runs in a task of its own: this is seen by it alone.
+        _step.set(StepContext(transfer_id, op_id(transfer_id, kind) if kind else None))
         if not tracing_on():
             return await step(*args, **kwargs)
         from opentelemetry import propagate, trace
 
-        bound = signature.bind(*args, **kwargs).arguments
         attributes = {
             f"crossbank.{name}": str(bound[name])
             for name in ("transfer_id", "bank", "kind")

@@ -37,12 +37,16 @@ from pathlib import Path
 from resonate.resonate import Resonate
 
 from envsettings import SettingsError, number, optional_path
+from envsettings.logs import configure_logging as configure_log_output
 from orchestrator.health_file import replace_json
 from orchestrator.metrics import WorkerMetrics, metrics_address
 from orchestrator.runtime import close_resonate, open_resonate
 from orchestrator.settings import Settings
+from orchestrator.tracing import StepLogContext
 
 logger = logging.getLogger("orchestrator.worker")
+#: A worker's log lines with ``LOG_FORMAT`` text (the default).
+TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 #: Seconds between two looks at which transfers the worker runs (``WORKER_STATUS_EVERY``).
@@ -178,11 +182,13 @@ def _stop_on_signals() -> asyncio.Event:
 
 def configure_logging() -> None:
     """One line per transfer start and finish; the SDK's and aiohttp's chatter
-    only at ``LOG_LEVEL=DEBUG``; the store connection's state always."""
+    only at ``LOG_LEVEL=DEBUG``; the store connection's state always. Lines of
+    text, or JSON objects with ``LOG_FORMAT=json`` (:mod:`envsettings.logs`);
+    a bad ``LOG_FORMAT`` raises :class:`~envsettings.SettingsError`."""
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_log_output(level, TEXT_LOG_FORMAT, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(StepLogContext())  # lines logged inside a step name its transfer
     if level != "DEBUG":
         for noisy in ("aiohttp", "resonate"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -193,8 +199,8 @@ def configure_logging() -> None:
 
 def main() -> None:
     """Entry point of ``python -m orchestrator.worker`` and ``crossbank worker``."""
-    configure_logging()
     try:
+        configure_logging()
         settings = Settings.from_env()
         status_settings()  # a bad WORKER_STATUS_* value is refused now, naming it
         metrics_address()  # and so is a bad METRICS_PORT

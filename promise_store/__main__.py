@@ -7,18 +7,24 @@ import gc
 import logging
 import sys
 
+from envsettings import SettingsError
+from envsettings.logs import configure_logging
 from promise_store.config import ConfigError, Settings
 from promise_store.errors import StoreError
 from promise_store.server import serve
 from promise_store.state import JournaledState
 
 logger = logging.getLogger("promise_store")
+#: The store's log lines with ``LOG_FORMAT`` text (the default).
+TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        configure_logging(logging.INFO, TEXT_LOG_FORMAT)
+    except SettingsError as exc:  # no log to say it in: one line on stderr
+        print(f"promise_store: {exc}", file=sys.stderr)
+        return 2
     try:
         settings = Settings.from_env()
         store = JournaledState(

@@ -270,12 +270,17 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _run_console(args: argparse.Namespace) -> int:
     """``crossbank console``: serve the page until Ctrl-C; refuse what it cannot serve from."""
+    import logging
     from dataclasses import replace
 
+    from envsettings.logs import JSON, configure_logging
     from orchestrator.console.config import ConsoleSettings
     from orchestrator.console.running import serve
     from orchestrator.console.server import Listening, needs_served_store
 
+    # Text: Python's default, as ever (warnings and errors, the message alone);
+    # LOG_FORMAT=json: those as JSON lines, and the console's own lines with them.
+    log_format = configure_logging(logging.WARNING)
     settings = Settings.from_env()
     console = ConsoleSettings.from_env()
     if args.port is not None:
@@ -283,6 +288,16 @@ def _run_console(args: argparse.Namespace) -> int:
     needs_served_store(settings)
 
     def announce(listening: Listening) -> None:
+        if log_format == JSON:
+            log = logging.getLogger("orchestrator.console")
+            log.setLevel(logging.INFO)
+            fields = {"address": listening.address}
+            if listening.login_link is not None:
+                fields["login_link"] = listening.login_link
+            log.info(
+                "console: %s (reading %s)", listening.address, settings.store_name(), extra=fields
+            )
+            return
         print(
             f"console: {listening.address}  (reading {settings.store_name()}; Ctrl-C stops it)",
             flush=True,
