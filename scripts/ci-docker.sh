@@ -5,7 +5,7 @@
 #   scripts/ci-docker.sh setup   install docker.io/docker-compose/debootstrap if missing,
 #                                start dockerd if no engine answers, and make the
 #                                python:3.13-slim base image if it is absent
-#   scripts/ci-docker.sh build   build crossbank-{bank,promise-store,orchestrator,postgres}:dev
+#   scripts/ci-docker.sh build   build crossbank-{bank,promise-store,orchestrator,postgres,prometheus}:dev
 #   scripts/ci-docker.sh stop    stop the dockerd that `setup` started (nothing else)
 #   scripts/ci-docker.sh all     setup, then build
 #
@@ -27,7 +27,7 @@ TAG=${CROSSBANK_IMAGE_TAG:-dev}
 STATE_DIR=${CROSSBANK_STATE_DIR:-/tmp/crossbank-docker}
 BASE_IMAGE=python:3.13-slim
 SUITE=${BASE_IMAGE_SUITE:-trixie}
-TARGETS=(bank promise-store orchestrator postgres)
+TARGETS=(bank promise-store orchestrator postgres prometheus)
 
 say() { printf '[ci-docker] %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }

@@ -51,6 +51,8 @@ IMAGE_SOURCES = (
     "deploy/Dockerfile",
     "deploy/healthcheck.py",
     "deploy/postgres",
+    "deploy/prometheus",
+    "envsettings",
 )
 BASE_IMAGE = "python:3.13-slim"
 

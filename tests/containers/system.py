@@ -25,7 +25,7 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
 IMAGE_TAG = os.environ.get("CROSSBANK_IMAGE_TAG", "dev")
-PARTS = ("bank", "promise-store", "orchestrator", "postgres")
+PARTS = ("bank", "promise-store", "orchestrator", "postgres", "prometheus")
 TOKEN = "container-test-token"
 #: Where the postgres image's entrypoint looks for resonate.sql (deploy/Dockerfile).
 RESONATE_SQL_MOUNT = "/etc/resonate/resonate.sql"

@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
 POSTGRES_OVERRIDE = ROOT / "compose.postgres.yaml"
 TLS_OVERRIDE = ROOT / "compose.tls.yaml"
+OBSERVE_OVERRIDE = ROOT / "compose.observe.yaml"
 SERVICES_UP = ("promise-store", "source-bank", "target-bank", "worker", "console")
 #: compose.yaml refuses to run without these (a guessable token lets anyone mint money).
 TOKENS = {"BANK_TOKEN": "compose-test-bank-token", "RESONATE_TOKEN": "compose-test-store-token"}
@@ -70,8 +72,10 @@ def compose_or_skip() -> list[str]:
         [COMPOSE_FILE, POSTGRES_OVERRIDE],
         [COMPOSE_FILE, TLS_OVERRIDE],
         [COMPOSE_FILE, TLS_OVERRIDE, POSTGRES_OVERRIDE],
+        [COMPOSE_FILE, OBSERVE_OVERRIDE],
+        [COMPOSE_FILE, POSTGRES_OVERRIDE, OBSERVE_OVERRIDE],
     ],
-    ids=["compose", "postgres", "tls", "tls-postgres"],
+    ids=["compose", "postgres", "tls", "tls-postgres", "observe", "postgres-observe"],
 )
 def test_compose_files_are_valid_for_every_compose_installed(files: list[Path]) -> None:
     commands = compose_commands()
@@ -171,9 +175,10 @@ class ComposeProject:
     ``certs``: compose.tls.yaml on top, with the certificates in that directory.
     """
 
-    def __init__(self, certs: Path | None = None) -> None:
+    def __init__(self, certs: Path | None = None, *, observed: bool = False) -> None:
         self.command = compose_or_skip()
         self.files = [COMPOSE_FILE] + ([TLS_OVERRIDE] if certs is not None else [])
+        self.files += [OBSERVE_OVERRIDE] if observed else []
         self.name = f"crossbank-test-{uuid.uuid4().hex[:8]}"
         self.env = {
             **os.environ,
@@ -182,6 +187,8 @@ class ComposeProject:
             "TARGET_BANK_PORT": str(free_port()),
             "PROMISE_STORE_PORT": str(free_port()),
             "CONSOLE_PORT": str(free_port()),
+            "PROMETHEUS_PORT": str(free_port()),
+            "SCRAPE_INTERVAL": "1s",
             **TOKENS,
             "LEASE_TTL": "2",
             **({"CROSSBANK_CERTS": str(certs)} if certs is not None else {}),
@@ -299,6 +306,45 @@ def test_compose_on_tls_runs_every_link_on_https(tls_project: ComposeProject) ->
             assert answer.status == 200
         with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10)
+
+
+@pytest.fixture
+def observed_project(crossbank_images: None) -> Iterator[ComposeProject]:
+    with brought_down(ComposeProject(observed=True)) as compose:
+        yield compose
+
+
+def prometheus_value(project: ComposeProject, query: str) -> float | None:
+    """The one number Prometheus's query API gives for ``query`` (None when none yet)."""
+    url = f"http://127.0.0.1:{project.env['PROMETHEUS_PORT']}/api/v1/query?" + (
+        urllib.parse.urlencode({"query": query})
+    )
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            result = json.load(answer)["data"]["result"]
+    except (urllib.error.URLError, ConnectionError):
+        return None
+    return float(result[0]["value"][1]) if len(result) == 1 else None
+
+
+@pytest.mark.containers
+@pytest.mark.slow
+def test_compose_observe_scrapes_every_part(observed_project: ComposeProject) -> None:
+    """compose.observe.yaml: its Prometheus scrapes both banks and the store with their
+    tokens and the worker on its metrics port, and counts the transfer that ran."""
+    observed_project.up_and_transfer("observe-1", "2.00")
+    wanted = {
+        'sum(up{job="banks"})': 2,
+        'sum(up{job="store"})': 1,
+        'sum(up{job="workers"})': 1,
+        'crossbank_bank_ledger_entries{bank="target",kind="credit"}': 1,
+        'sum(crossbank_worker_transfers_finished_total{status="committed"})': 1,
+        'sum(crossbank_store_requests_total{kind="task.fulfill"})': 1,
+    }
+    deadline = time.monotonic() + 90
+    while (seen := {q: prometheus_value(observed_project, q) for q in wanted}) != wanted:
+        assert time.monotonic() < deadline, seen
+        time.sleep(1)
 
 
 def console_call(project: ComposeProject, path: str, token: str | None) -> tuple[int, Any]:
