@@ -12,9 +12,9 @@ store's place taken by a private Postgres.
 Served over TLS is the one-worker system with every link on https: its own
 two banks, the store and the worker serve and verify certificates from a CA
 made for the run, so the row beside "served, 1 worker" says what TLS costs.
-The shared banks stay plain for every other system. Served and observed is
-the one-worker system with metrics scraped and traces exported
-(:func:`open_served_observed`), beside it in the same way.
+The shared banks stay plain for every other system. The observed systems
+(:func:`observed`) are the one-worker system on banks of its own with
+nothing, metrics, or traces on: the rows side by side say what each costs.
 """
 
 from __future__ import annotations
@@ -139,26 +139,27 @@ async def _on_own_banks(system: LocalSystem) -> AsyncIterator[RunTransfer]:
 
 
 @asynccontextmanager
-async def open_served_observed(banks: BankUrls, workdir: Path) -> AsyncIterator[RunTransfer]:
-    """One worker with metrics and traces on: what observing a system costs it.
+async def observed(
+    banks: BankUrls, workdir: Path, *, metrics: bool, traces: bool
+) -> AsyncIterator[RunTransfer]:
+    """One worker on banks of its own (seeded like the shared ones), observed.
 
-    Its own banks (seeded like the shared ones) and worker export every span
-    over OTLP/HTTP to a local sink (:mod:`bench.otlp_sink`); the worker serves
-    ``/metrics``; every part's ``/metrics`` is scraped each second, as a
-    Prometheus with a 1 s interval would (15 s is the usual).
+    ``metrics``: the worker serves ``/metrics`` and every part's ``/metrics``
+    is scraped each second, as a Prometheus with a 1 s interval would (15 s
+    is the usual). ``traces``: the worker and the banks export every span
+    over OTLP/HTTP to a local sink (:mod:`bench.otlp_sink`).
     """
     with OtlpSink() as sink:
-        tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
+        tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url} if traces else {}
         metrics_port = free_port()
+        worker_env = {"LOG_LEVEL": "WARNING", **tracing}
+        if metrics:
+            worker_env["METRICS_PORT"] = str(metrics_port)
         system = LocalSystem(
-            workdir / "crossbank-served-observed",
+            workdir / f"crossbank-served-observed-{metrics}-{traces}",
             _settings(banks),
             workers=1,
-            env={
-                SOURCE: tracing,
-                TARGET: tracing,
-                WORKERS: {"LOG_LEVEL": "WARNING", "METRICS_PORT": str(metrics_port), **tracing},
-            },
+            env={SOURCE: tracing, TARGET: tracing, WORKERS: worker_env},
             wait_for_workers=False,
             fresh=True,
         )
@@ -170,14 +171,29 @@ async def open_served_observed(banks: BankUrls, workdir: Path) -> AsyncIterator[
                 (f"http://127.0.0.1:{system.ports[STORE]}/metrics", settings.resonate_token),
                 (f"http://127.0.0.1:{metrics_port}/metrics", None),
             ]
-            scraping = asyncio.create_task(_scrape_every_second(targets))
+            scraping = asyncio.create_task(_scrape_every_second(targets)) if metrics else None
             try:
                 async with _on_own_banks(system) as run:
                     yield run
             finally:
-                scraping.cancel()
-        if sink.requests == 0:
+                if scraping is not None:
+                    scraping.cancel()
+        if traces and sink.requests == 0:
             raise LedgerError("no span reached the OTLP sink: tracing was not on")
+
+
+def open_served_own_banks(
+    banks: BankUrls, workdir: Path
+) -> AbstractAsyncContextManager[RunTransfer]:
+    return observed(banks, workdir, metrics=False, traces=False)
+
+
+def open_served_metrics(banks: BankUrls, workdir: Path) -> AbstractAsyncContextManager[RunTransfer]:
+    return observed(banks, workdir, metrics=True, traces=False)
+
+
+def open_served_traced(banks: BankUrls, workdir: Path) -> AbstractAsyncContextManager[RunTransfer]:
+    return observed(banks, workdir, metrics=False, traces=True)
 
 
 async def _scrape_every_second(targets: list[tuple[str, str | None]]) -> None:
