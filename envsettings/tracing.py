@@ -23,6 +23,8 @@ from collections.abc import Mapping
 logger = logging.getLogger(__name__)
 
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+#: The W3C trace context's header (and the saga's request field that keeps it).
+TRACEPARENT = "traceparent"
 _on = False
 
 
@@ -74,3 +76,15 @@ def stop_tracing() -> None:
     shutdown = getattr(provider, "shutdown", None)
     if shutdown is not None:
         shutdown()
+
+
+def traceparent_header() -> bytes:
+    """The current span's ``traceparent`` as an HTTP header line; empty when there is none."""
+    if not tracing_on():
+        return b""
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    value = carrier.get(TRACEPARENT)
+    return f"traceparent: {value}\r\n".encode("latin-1") if value else b""

@@ -33,10 +33,10 @@ from urllib.parse import quote, urlencode
 
 import msgspec
 
+from envsettings.tracing import traceparent_header
 from orchestrator import connection_errors
 from orchestrator.http_pool import ConnectionPool, Endpoint
 from orchestrator.settings import Settings
-from orchestrator.tracing import traceparent_header
 
 EntryKind = Literal["debit", "credit", "reversal"]
 #: The two banks a transfer moves money between, by their role in it.

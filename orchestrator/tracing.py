@@ -6,7 +6,7 @@ store keeps with the root promise. Whatever worker runs the saga (the first,
 or the one that takes it over after a SIGKILL) reads it back
 (:func:`traced_saga`), so its step spans (:func:`traced_step`) are children
 of the same span, in the same trace. A bank request carries the step
-span's ``traceparent`` header (:func:`traceparent_header`), and the bank's
+span's ``traceparent`` header (:func:`envsettings.tracing.traceparent_header`), and the bank's
 own span is its child.
 
 Off (no ``OTEL_*`` endpoint, :mod:`envsettings.tracing`), each of these is one
@@ -30,10 +30,9 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
-from envsettings.tracing import tracing_on
+from envsettings.tracing import TRACEPARENT, tracing_on
+from orchestrator.records import op_id
 
-#: The request field (and the HTTP header) that carries a trace context.
-TRACEPARENT = "traceparent"
 _TRACER = "crossbank"
 
 #: The transfer's trace context, set by :func:`traced_saga` for the steps it starts.
@@ -114,8 +113,6 @@ def traced_step[**P, R](step: Callable[P, Awaitable[R]]) -> Callable[P, Awaitabl
 
     @functools.wraps(step)
     async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        from orchestrator.records import op_id  # not at import: records imports the bank client
-
         bound = signature.bind(*args, **kwargs).arguments
         transfer_id, kind = str(bound["transfer_id"]), bound.get("kind")
         # Each step runs in a task of its own: this is seen by it alone.
@@ -145,18 +142,6 @@ def transfer_event(name: str, **attributes: str) -> None:
     from opentelemetry import trace
 
     trace.get_current_span().add_event(name, attributes)
-
-
-def traceparent_header() -> bytes:
-    """The current span's ``traceparent`` as an HTTP header line; empty when there is none."""
-    if not tracing_on():
-        return b""
-    from opentelemetry import propagate
-
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    value = carrier.get(TRACEPARENT)
-    return f"traceparent: {value}\r\n".encode("latin-1") if value else b""
 
 
 def current_trace_id() -> str | None:
