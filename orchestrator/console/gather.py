@@ -8,11 +8,17 @@ come from the ledgers' op ids (``{id}-debit``, ...) and from the transfers
 this console started; finished transfers are not read again (a settled
 promise never changes). A bank that does not answer is shown as down, never
 as a zero balance.
+
+Each poll also reads both banks' ``GET /metrics`` for the live charts
+(:mod:`orchestrator.console.charts`): the target bank first, then the
+source bank, so that every credit counted has its debit counted too and
+money in flight is never below zero.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import audit, money
 from orchestrator.bank_client import BANK_URL_VARIABLE, BankClient, BankError
 from orchestrator.cli import commands, views
+from orchestrator.console import charts
 from orchestrator.console.config import ConsoleSettings
+from orchestrator.console.scrape import MetricsScraper, ScrapeFailed
 from orchestrator.settings import Settings, redact_dsn
 
 if TYPE_CHECKING:
@@ -81,6 +89,22 @@ class Reader:
         self.cursors = {"source": BankCursor(), "target": BankCursor()}
         self.tracked: OrderedDict[str, Tracked] = OrderedDict()
         self.store_error: str | None = None
+        self.charts = charts.Charts()
+        self.scrapers = {
+            name: MetricsScraper(
+                client.base_url,
+                name=name,
+                token=settings.bank_token,
+                tls=settings.tls_for(client.base_url),
+                timeout=console.read_timeout,
+            )
+            for name, client in self.banks.items()
+        }
+
+    def close(self) -> None:
+        """Close the connections the charts' scrapes keep (the bank clients are the caller's)."""
+        for scraper in self.scrapers.values():
+            scraper.close()
 
     # -- what the console itself started ----------------------------------------------
 
@@ -100,19 +124,51 @@ class Reader:
 
     async def snapshot(self) -> dict[str, Any]:
         """Every section of the page, as the banks and the store answer now."""
-        source, target = await asyncio.gather(self._bank("source"), self._bank("target"))
-        banks = {"source": source, "target": target}
-        transfers = await self._transfers()
-        workers = await self.workers() if self.workers is not None else None
-        if workers is not None:
-            _name_workers(transfers, workers)
+        banks, transfers, workers = await self._read()
+        # Then the charts: never between a bank's entries and the store's read of the
+        # transfers they name (a transfer that committed in between would show no entries).
+        await self._sample(banks)
         return {
             "system": self._system(),
             "banks": banks,
             "totals": _totals(banks),
             "transfers": transfers,
             "workers": workers,
+            "charts": self.charts.section(self.console.poll_interval),
         }
+
+    async def _read(
+        self,
+    ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
+        """Both banks, then the transfers they and this console name, then the workers."""
+        source, target = await asyncio.gather(self._bank("source"), self._bank("target"))
+        transfers = await self._transfers()
+        workers = await self.workers() if self.workers is not None else None
+        if workers is not None:
+            _name_workers(transfers, workers)
+        return {"source": source, "target": target}, transfers, workers
+
+    async def _sample(self, banks: dict[str, dict[str, Any]]) -> None:
+        """Read both banks' metrics into the charts' ring: the target bank's first (see above).
+
+        A bank that did not answer this poll's reads is not asked again (a bank that hangs
+        would hold the poll up twice): it is down on the charts too.
+        """
+        at = time.monotonic()
+        figures: dict[str, charts.BankFigures | None] = {}
+        errors: dict[str, str | None] = {}
+        for name in ("target", "source"):
+            if not banks[name]["up"]:
+                figures[name], errors[name] = None, banks[name]["error"]
+                continue
+            try:
+                figures[name] = charts.parse(await self.scrapers[name].text())
+                errors[name] = None
+            except ScrapeFailed as exc:
+                figures[name], errors[name] = None, str(exc)
+            except charts.MetricsUnreadable as exc:
+                figures[name], errors[name] = None, f"the {name} bank's /metrics: {exc}"
+        self.charts.add(charts.Sample(at, figures), errors)
 
     def _system(self) -> dict[str, Any]:
         settings = self.settings

@@ -24,8 +24,9 @@ from orchestrator.console.config import ConsoleSettings
 from orchestrator.console.local import LocalControl
 from orchestrator.console.running import ConsoleThread
 from orchestrator.local.stage import demo_settings
-from orchestrator.local.supervisor import free_port
+from orchestrator.local.supervisor import LocalTls, free_port
 from orchestrator.local.system import STORE_BACKEND, LocalSystem
+from orchestrator.settings import Settings
 
 
 @pytest.fixture
@@ -85,13 +86,28 @@ def call(url: str, *, body: Any = None, headers: dict[str, str] | None = None) -
 
 @contextlib.contextmanager
 def local_console(
-    data_dir: Path, *, backend: str = STORE_BACKEND, console: ConsoleSettings | None = None
+    data_dir: Path,
+    *,
+    backend: str = STORE_BACKEND,
+    console: ConsoleSettings | None = None,
+    settings: Settings | None = None,
+    tls: LocalTls | None = None,
 ) -> Iterator[LocalConsole]:
-    """A seeded local system (fault injection on) with one worker and its console."""
-    system = LocalSystem(data_dir, demo_settings(LEASE_TTL), faults=True, backend=backend)
+    """A seeded local system (fault injection on) with one worker and its console.
+
+    ``settings`` (default: the demo's) may give the banks and the store tokens;
+    ``tls`` makes them serve https.
+    """
+    system = LocalSystem(
+        data_dir,
+        settings or demo_settings(LEASE_TTL),
+        faults=True,
+        backend=backend,
+        tls=tls,
+    )
     with system:
         asyncio.run(commands.seed_command(system.settings))
-        settings = console or ConsoleSettings(port=free_port())
-        with ConsoleThread(system.settings, settings, LocalControl(system)) as running:
+        serving = console or ConsoleSettings(port=free_port())
+        with ConsoleThread(system.settings, serving, LocalControl(system)) as running:
             assert running.address is not None
             yield LocalConsole(system, running.address)

@@ -3,7 +3,9 @@
 One local system and one browser for the module. The page starts a transfer
 and sees it commit; holds a credit, SIGKILLs the worker running the transfer
 and starts a new one, all from the page, and sees the transfer finish with
-each op applied once and the totals equal; shows a bank that is down as down.
+each op applied once and the totals equal; its live charts count what its
+table lists and show the held credit as money in flight; shows a bank that
+is down as down, on the charts too.
 ``CONSOLE_SCREENSHOT=docs/console.png`` makes the crash test save the page as
 it ends (the README's screenshot).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -154,8 +157,10 @@ def test_a_failed_and_a_compensated_transfer_show_as_such(
     wait_for(lambda: "reversal: applied" in text(browser, "#detail"), what="the reversal")
     click(browser, "acct-open")
     wait_for(lambda: "account frank is open" in text(browser, "#message"), what="frank reopened")
-    assert balance(browser, "source", "bob") == "250.00"
-    assert text(browser, "#total") == text(browser, "#opening-total")
+    # The poll that sees frank open draws both banks' cards again: read them within wait_for,
+    # which looks again when an element it found was just replaced.
+    wait_for(lambda: balance(browser, "source", "bob") == "250.00", what="bob's balance")
+    wait_for(lambda: text(browser, "#total") == text(browser, "#opening-total"), what="totals")
 
 
 def test_kill_the_worker_from_the_page_and_the_transfer_still_finishes(
@@ -178,6 +183,8 @@ def test_kill_the_worker_from_the_page_and_the_transfer_still_finishes(
     assert text(browser, "#detail").count("kill -9 ") == 1
     # Half done: money left alice and has not reached dave.
     assert balance(browser, "target", "dave") == "50.00"
+    wait_for(lambda: in_flight(browser) == "7500", what="75.00 in flight on the chart")
+    assert "75.00" in chart_text(browser, "#chart-flight-now")
     victim.click()
     wait_for(lambda: "SIGKILL worker-" in text(browser, "#message"), what="the kill")
     wait_for(
@@ -194,6 +201,7 @@ def test_kill_the_worker_from_the_page_and_the_transfer_still_finishes(
     )
     wait_for(lambda: balance(browser, "target", "dave") == "125.00", what="dave credited")
     assert text(browser, "#total") == text(browser, "#opening-total") == "1,310.00"
+    wait_for(lambda: in_flight(browser) == "0", what="nothing in flight on the chart")
     assert played.op_counts(transfer_id) == {
         f"{transfer_id}-debit": 1,
         f"{transfer_id}-credit": 1,
@@ -213,6 +221,84 @@ def test_kill_the_worker_from_the_page_and_the_transfer_still_finishes(
         browser.get_screenshot_as_file(screenshot)
 
 
+def test_the_live_charts_count_what_the_table_lists(played: LocalConsole, browser: Chrome) -> None:
+    """The charts read the banks' /metrics; the table reads the store and the ledgers' op ids."""
+    start_from_page(browser, "alice", "carol", "1.25", "page-chart-1")
+    wait_for(lambda: row_status(browser, "page-chart-1") == "committed", what="the commit")
+    # Committed in the last seconds: a rate above zero (the rate is over 5 s), drawn as a line.
+    wait_for(
+        lambda: float(figure(browser, "rates", '[data-outcome="committed"]', "data-rate") or 0) > 0,
+        what="a committed rate above zero",
+    )
+    assert "/s (" in chart_text(browser, '#chart-rates-now [data-outcome="committed"]')
+    assert "L" in line(browser, "chart-rates", "committed")
+    # Each bank's step times, in ms, from its POST /entries histogram (over 10 s).
+    for bank in ("source", "target"):
+        wait_for(partial(timed, browser, bank), what=f"the {bank} bank's p50")
+        shown = chart_text(browser, f'#chart-latency-now [data-bank="{bank}"]')
+        assert shown.startswith(f"{bank} p50 "), shown
+        assert " ms · p99 " in shown, shown
+        assert shown.endswith(("request)", "requests)")), shown
+        assert line(browser, "chart-latency", f"{bank}-p50").startswith("M")
+
+    def agree() -> bool:
+        for outcome in ("committed", "compensated", "failed"):
+            rows = browser.find_elements(By.CSS_SELECTOR, f'tr[data-status="{outcome}"]')
+            if chart_count(browser, outcome) != str(len(rows)):
+                return False
+        return True
+
+    # The "all" filter lists every transfer this page started: each is counted once.
+    browser.find_element(By.CSS_SELECTOR, '[data-filter="all"]').send_keys(Keys.ENTER)
+    wait_for(agree, what="the chart's counts and the table's rows to agree")
+    assert int(chart_count(browser, "committed") or 0) >= 1
+    assert in_flight(browser) == "0"
+    assert "0.00" in chart_text(browser, "#chart-flight-now")
+    assert "L" in line(browser, "chart-flight", "in-flight")
+
+
+# The charts are drawn again at every poll: each read is one script, never a stale element.
+
+
+def chart_text(browser: Chrome, css: str) -> str:
+    found = browser.execute_script(
+        "const node = document.querySelector(arguments[0]); return node && node.textContent", css
+    )
+    return str(found or "")
+
+
+def figure(browser: Chrome, chart: str, css: str, attribute: str) -> str | None:
+    found = browser.execute_script(
+        "const node = document.querySelector(arguments[0]);"
+        "return node && node.getAttribute(arguments[1])",
+        f"#chart-{chart}-now {css}",
+        attribute,
+    )
+    return None if found is None else str(found)
+
+
+def chart_count(browser: Chrome, outcome: str) -> str | None:
+    return figure(browser, "rates", f'[data-outcome="{outcome}"]', "data-count")
+
+
+def in_flight(browser: Chrome) -> str | None:
+    return figure(browser, "flight", "[data-cents]", "data-cents")
+
+
+def line(browser: Chrome, chart: str, series: str) -> str:
+    """The ``d`` of a chart's line: ``M`` where it starts or starts again after a gap, ``L`` on."""
+    found = browser.execute_script(
+        "const node = document.querySelector(arguments[0]); return node && node.getAttribute('d')",
+        f'#{chart} path[data-series="{series}"]',
+    )
+    return str(found or "")
+
+
+def timed(browser: Chrome, bank: str) -> bool:
+    """Whether the latency chart has a p50 for ``bank`` now."""
+    return float(figure(browser, "latency", f'[data-bank="{bank}"]', "data-p50") or 0) > 0
+
+
 def test_a_bank_that_is_down_shows_as_down_not_as_zero(
     played: LocalConsole, browser: Chrome
 ) -> None:
@@ -223,6 +309,17 @@ def test_a_bank_that_is_down_shows_as_down_not_as_zero(
         assert "total unknown" in text(browser, "#totals")
         assert "the target bank is down" in text(browser, "#totals")
         assert balance(browser, "source", "alice") != ""
+        # The charts: what needs the target bank is unknown, shown so, never 0.
+        wait_for(
+            lambda: "target bank DOWN" in chart_text(browser, "#chart-flight-now"),
+            what="the charts' outage",
+        )
+        assert in_flight(browser) == ""
+        assert chart_count(browser, "committed") is None
+        assert "committed: target bank DOWN" in chart_text(browser, "#chart-rates-now")
+        assert "target bank DOWN" in chart_text(browser, '#chart-latency-now [data-bank="target"]')
+        assert chart_count(browser, "failed") not in (None, "")  # the source bank still answers
+        assert browser.find_elements(By.CSS_SELECTOR, "#chart-flight rect.down-band")
     finally:
         played.system.restart(TARGET)
     wait_for(lambda: balance(browser, "target", "dave") == "125.00", what="the bank back")

@@ -180,6 +180,7 @@ function render(keys) {
     renderBank($("bank-target"), sections.banks.target);
   }
   if (keys.includes("totals")) renderTotals(sections.totals);
+  if (keys.includes("charts") && sections.charts) renderCharts(sections.charts);
   if (keys.includes("transfers") || keys.includes("workers")) renderTransfers();
   if (keys.includes("workers")) renderWorkers(sections.workers);
   if (keys.includes("transfers") && view.selected) {
@@ -252,6 +253,143 @@ function renderTotals(totals) {
       ? el("span", { class: "verdict", text: " · equal: no money created or destroyed" })
       : el("span", { class: "verdict", text: " · not equal now: money is between a debit and its credit or reversal (or something is wrong: run crossbank audit)" }),
   );
+}
+
+// -- the live charts (the banks' own /metrics, sampled by the console at each poll) -------
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+// The plot's box in its viewBox (index.html): room above for the scale, below for the time.
+const PLOT = { width: 320, height: 120, top: 14, bottom: 14 };
+// Which bank each outcome is counted on.
+const OUTCOME_BANK = { committed: "target", compensated: "source", failed: "source" };
+const BANK_NAMES = ["source", "target"];
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value !== null && value !== undefined) node.setAttribute(key, String(value));
+  }
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// Cents for people, as the console's money.format_cents: 131000 -> "1,310.00".
+function formatCents(cents) {
+  const sign = cents < 0 ? "-" : "";
+  const whole = Math.abs(cents);
+  return `${sign}${Math.floor(whole / 100).toLocaleString("en-US")}.${String(whole % 100).padStart(2, "0")}`;
+}
+
+function formatMs(ms) {
+  return `${ms < 10 ? ms.toFixed(2) : ms.toFixed(1)} ms`;
+}
+
+// The top of a chart's scale: 1, 2 or 5 times a power of ten, at least `floor`.
+function scaleTop(value, floor) {
+  const top = Math.max(value, floor);
+  const power = 10 ** Math.floor(Math.log10(top));
+  for (const step of [1, 2, 5]) if (step * power >= top) return step * power;
+  return 10 * power;
+}
+
+// One chart: each line a path broken where its value is null (a bank down: a gap,
+// never a drop to 0), bands where a bank was down, its scale's top and the time span.
+function drawPlot(node, charts, lines, { floor, label }) {
+  const { width, height, top, bottom } = PLOT;
+  const span = charts.span;
+  const shown = charts.t.map((t) => t >= -span);
+  const values = lines.flatMap((line) => line.values.filter((v, i) => shown[i] && v !== null));
+  const max = scaleTop(values.length ? Math.max(...values) : 0, floor);
+  const x = (t) => ((t + span) / span) * width;
+  const y = (v) => top + (1 - Math.max(v, 0) / max) * (height - top - bottom);
+  const parts = [
+    svg("line", { class: "gridline", x1: 0, x2: width, y1: y(max), y2: y(max) }),
+    svg("line", { class: "axis", x1: 0, x2: width, y1: y(0), y2: y(0) }),
+  ];
+  const down = charts.t.map((_, i) => shown[i] && BANK_NAMES.some((name) => !charts.up[name][i]));
+  let first = null;
+  for (let i = 0; i <= down.length; i++) {
+    if (i < down.length && down[i]) {
+      if (first === null) first = i;
+      continue;
+    }
+    if (first !== null) {
+      const x0 = x(charts.t[first]);
+      const x1 = x(charts.t[i - 1]);
+      parts.push(svg("rect", { class: "down-band", x: Math.max(0, x0 - 1.5), y: top, width: Math.max(3, x1 - x0 + 3), height: height - top - bottom }));
+      first = null;
+    }
+  }
+  for (const line of lines) {
+    let path = "";
+    let pen = false;
+    line.values.forEach((value, i) => {
+      if (!shown[i] || value === null) {
+        pen = false;
+        return;
+      }
+      path += `${pen ? "L" : "M"}${x(charts.t[i]).toFixed(1)} ${y(value).toFixed(1)} `;
+      pen = true;
+    });
+    parts.push(svg("path", { class: `line ${line.cls}`, d: path.trim(), "data-series": line.name }));
+  }
+  parts.push(
+    svg("text", { class: "scale", x: 2, y: 10 }, label(max)),
+    svg("text", { class: "scale", x: 2, y: height - 2 }, `−${Math.round(span)} s`),
+    svg("text", { class: "scale", x: width - 2, y: height - 2, "text-anchor": "end" }, "now"),
+  );
+  node.replaceChildren(...parts);
+}
+
+function figure(attrs, cls, ...children) {
+  return el("span", { ...attrs, class: `figure ${cls}` }, el("span", { class: `swatch ${cls}`, "aria-hidden": "true" }), ...children);
+}
+
+// Why a figure that needs `name`'s metrics is unknown: its bank is down, it serves no
+// metrics (answering the rest), or it could not read its ledger's totals.
+function unknownWhy(now, name) {
+  if (now.banks[name].up) return `the ${name} bank's ledger totals are missing`;
+  const bank = (view.sections.banks || {})[name];
+  return bank && bank.up ? `no metrics from the ${name} bank` : `${name} bank DOWN`;
+}
+
+function renderCharts(charts) {
+  const now = charts.now;
+  $("chart-rates-how").textContent = `(over the last ${charts.rate_window} s)`;
+  $("chart-latency-how").textContent = `(p50 and p99 over the last ${charts.latency_window} s)`;
+
+  drawPlot($("chart-rates").querySelector("svg"), charts,
+    ["committed", "compensated", "failed"].map((name) => ({ name, cls: name, values: charts.rates[name] })),
+    { floor: 1, label: (max) => `${max}/s` });
+  $("chart-rates-now").replaceChildren(...["committed", "compensated", "failed"].map((outcome) => {
+    const count = now.counts[outcome];
+    const rate = now.rates[outcome];
+    const attrs = { "data-outcome": outcome, "data-count": count, "data-rate": rate };
+    if (count === null) return figure(attrs, outcome, `${outcome}: `, el("strong", { class: "error", text: unknownWhy(now, OUTCOME_BANK[outcome]) }));
+    return figure(attrs, outcome, `${outcome} `, el("strong", { text: rate === null ? "…" : `${rate.toFixed(2)}/s` }), ` (${count} in all)`);
+  }));
+
+  const latencyLines = BANK_NAMES.flatMap((bank) => ["p50", "p99"].map((q) => ({ name: `${bank}-${q}`, cls: `${bank} ${q}`, values: charts.latency_ms[bank][q] })));
+  drawPlot($("chart-latency").querySelector("svg"), charts, latencyLines, { floor: 5, label: (max) => `${max} ms` });
+  $("chart-latency-now").replaceChildren(...BANK_NAMES.map((bank) => {
+    const shown = now.latency[bank];
+    const attrs = { "data-bank": bank, "data-p50": shown && shown.p50, "data-p99": shown && shown.p99, "data-requests": shown && shown.requests };
+    if (!now.banks[bank].up) return figure(attrs, bank, `${bank}: `, el("strong", { class: "error", text: unknownWhy(now, bank) }));
+    if (shown.requests === null) return figure(attrs, bank, `${bank}: measuring…`);
+    if (shown.requests === 0) return figure(attrs, bank, `${bank}: no POST /entries in the last ${charts.latency_window} s`);
+    return figure(attrs, bank, `${bank} p50 `, el("strong", { text: formatMs(shown.p50) }), " · p99 ", el("strong", { text: formatMs(shown.p99) }), ` (${shown.requests} ${shown.requests === 1 ? "request" : "requests"})`);
+  }));
+
+  drawPlot($("chart-flight").querySelector("svg"), charts, [{ name: "in-flight", cls: "flight", values: charts.in_flight }],
+    { floor: 100, label: formatCents });
+  const missing = BANK_NAMES.filter((name) => !now.banks[name].up);
+  const why = (missing.length ? missing : BANK_NAMES).map((name) => unknownWhy(now, name)).join("; ");
+  $("chart-flight-now").replaceChildren(now.in_flight === null
+    ? figure({ "data-cents": "" }, "flight", "unknown: ", el("strong", { class: "error", text: why }), ", not zero")
+    : figure({ "data-cents": now.in_flight }, "flight", el("strong", { class: "big", text: now.in_flight_text }), " debited and not yet credited or given back"));
+  for (const id of ["chart-rates", "chart-latency", "chart-flight"]) $(id).classList.toggle("down", missing.length > 0);
+  const errors = BANK_NAMES.map((name) => now.banks[name].error).filter(Boolean);
+  $("charts-errors").textContent = errors.join(" · ");
 }
 
 const STATUS_CLASS = { committed: "ok", compensated: "warn", failed: "bad", "in progress": "run", compensating: "warn" };
