@@ -36,11 +36,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import itertools
 import json
 import logging
 import math
 import resource
 import ssl
+import struct
+import termios
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -60,6 +64,9 @@ ACCEPT_BATCH = 32
 #: ...and the kernel's queue of connections waiting to be accepted is not:
 #: a burst of connects past the batch waits there instead of being dropped.
 LISTEN_BACKLOG = 1024
+#: At the cap, how many of the connections waiting longest on their clients are
+#: looked at for one whose client has sent nothing the server has not read.
+EVICTION_LOOKS = 16
 #: Descriptors kept free of connections: accepted sockets the cap has not
 #: turned away yet (up to three batches), and the journal, logs and loop.
 FD_RESERVE = 3 * ACCEPT_BATCH + 64
@@ -226,6 +233,17 @@ class _Connection(asyncio.Protocol):
             self._worker = asyncio.get_running_loop().create_task(self._serve())
         else:
             self._answer_at_once(503, "too many connections; try again")
+
+    def has_unread_input(self) -> bool:
+        """Whether bytes from the client wait in the kernel, not read yet (``FIONREAD``)."""
+        sock = self._transport.get_extra_info("socket") if self._transport is not None else None
+        if sock is None:
+            return False
+        try:
+            waiting = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4)
+        except OSError:
+            return False
+        return bool(struct.unpack("i", waiting)[0])
 
     def data_received(self, data: bytes) -> None:
         if self._reading == _REFUSED:
@@ -647,13 +665,28 @@ class Server:
         streaming), so there is none to close: the new one is turned away.
         """
         if len(self.connections) >= self.max_connections:
-            oldest = next(iter(self.evictable), None)
-            if oldest is None:
+            idle = self._most_idle()
+            if idle is None:
                 return False
-            oldest.close()
+            idle.close()
         self.connections.add(connection)
         self.evictable[connection] = None
         return True
+
+    def _most_idle(self) -> _Connection | None:
+        """The connection waiting longest on its client, passing over those whose request
+        is already here and unread.
+
+        A burst of connects is accepted a batch at a time before the loop reads
+        what the first ones sent: a page that connected just before a flood of
+        idle sockets would otherwise be closed with its request unread.
+        """
+        oldest = None
+        for connection in itertools.islice(self.evictable, EVICTION_LOOKS):
+            oldest = oldest or connection
+            if not connection.has_unread_input():
+                return connection
+        return oldest
 
     def forget(self, connection: _Connection) -> None:
         self.connections.discard(connection)
