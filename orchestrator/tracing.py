@@ -107,7 +107,7 @@ def traced_step[**P, R](step: Callable[P, Awaitable[R]]) -> Callable[P, Awaitabl
 
     Each attempt is a span of its own, so a retried step shows every try and
     what each raised; the span carries ``crossbank.transfer_id`` and, for a
-    bank step, ``crossbank.bank`` and ``crossbank.kind``.
+    bank step, ``crossbank.bank``, ``crossbank.kind`` and ``crossbank.op_id``.
     """
     signature = inspect.signature(step)
 
@@ -116,7 +116,8 @@ def traced_step[**P, R](step: Callable[P, Awaitable[R]]) -> Callable[P, Awaitabl
         bound = signature.bind(*args, **kwargs).arguments
         transfer_id, kind = str(bound["transfer_id"]), bound.get("kind")
         # Each step runs in a task of its own: this is seen by it alone.
-        _step.set(StepContext(transfer_id, op_id(transfer_id, kind) if kind else None))
+        context = StepContext(transfer_id, op_id(transfer_id, kind) if kind else None)
+        _step.set(context)
         if not tracing_on():
             return await step(*args, **kwargs)
         from opentelemetry import propagate, trace
@@ -126,10 +127,12 @@ def traced_step[**P, R](step: Callable[P, Awaitable[R]]) -> Callable[P, Awaitabl
             for name in ("transfer_id", "bank", "kind")
             if name in bound
         }
+        if context.op_id is not None:
+            attributes["crossbank.op_id"] = context.op_id
         parent = _parent.get()
-        context = propagate.extract({TRACEPARENT: parent}) if parent else None
+        parent_context = propagate.extract({TRACEPARENT: parent}) if parent else None
         tracer = trace.get_tracer(_TRACER)
-        with tracer.start_as_current_span(step.__name__, context, attributes=attributes):
+        with tracer.start_as_current_span(step.__name__, parent_context, attributes=attributes):
             return await step(*args, **kwargs)
 
     return run

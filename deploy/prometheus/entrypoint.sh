@@ -7,6 +7,7 @@
 #   banks    source-bank:5001, target-bank:5002   (BANK_TOKEN)
 #   store    promise-store:8001                   (RESONATE_TOKEN; absent on Postgres)
 #   workers  every address of `worker`, port 9100 (no token: an internal port)
+# and records crossbank:money_in_flight_cents (cents debited, not yet credited or returned).
 set -eu
 
 : "${BANK_TOKEN:?set BANK_TOKEN}"
@@ -23,10 +24,22 @@ if [ -n "${RESONATE_TOKEN:-}" ] && [ "${SCRAPE_STORE:-true}" = "true" ]; then
     authorization: {credentials_file: $dir/store-token}
     static_configs: [{targets: ['promise-store:8001']}]"
 fi
+# One series to alert on: debited at the source, neither credited nor returned yet.
+cat > "$dir/rules.yml" <<'YAML'
+groups:
+  - name: crossbank
+    rules:
+      - record: crossbank:money_in_flight_cents
+        expr: >
+          sum(crossbank_bank_ledger_cents{bank="source", kind="debit"})
+          - sum(crossbank_bank_ledger_cents{bank="source", kind="reversal"})
+          - sum(crossbank_bank_ledger_cents{bank="target", kind="credit"})
+YAML
 cat > "$dir/prometheus.yml" <<YAML
 global:
   scrape_interval: $SCRAPE_INTERVAL
   evaluation_interval: $SCRAPE_INTERVAL
+rule_files: ['$dir/rules.yml']
 scrape_configs:
   - job_name: banks
     authorization: {credentials_file: $dir/bank-token}

@@ -340,6 +340,7 @@ def test_compose_observe_scrapes_every_part(observed_project: ComposeProject) ->
         'crossbank_bank_ledger_entries{bank="target",kind="credit"}': 1,
         'sum(crossbank_worker_transfers_finished_total{status="committed"})': 1,
         'sum(crossbank_store_requests_total{kind="task.fulfill"})': 1,
+        "crossbank:money_in_flight_cents": 0,
     }
     deadline = time.monotonic() + 90
     while (seen := {q: prometheus_value(observed_project, q) for q in wanted}) != wanted:

@@ -241,6 +241,12 @@ async def test_each_transfer_is_one_trace_across_client_workers_and_banks(
         steps = [s for s in trace if s.service == "crossbank-worker"]
         assert steps, transfer_id
         assert all(s.parent_id == client[0].span_id for s in steps), transfer_id
+        for s in steps:
+            if "crossbank.kind" in s.attributes:
+                assert (
+                    s.attributes["crossbank.op_id"]
+                    == f"{transfer_id}-{s.attributes['crossbank.kind']}"
+                )
         bank_spans = [s for s in trace if s.service.endswith("-bank")]
         assert bank_spans, transfer_id
         orphans = []
