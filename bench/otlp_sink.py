@@ -8,9 +8,10 @@ whose CPU the harness counts with the machine's.
 
 from __future__ import annotations
 
+import gzip
 import http.server
 import threading
-from typing import Any
+from typing import Any, Self
 
 from orchestrator.local.supervisor import free_port
 
@@ -18,8 +19,8 @@ from orchestrator.local.supervisor import free_port
 class OtlpSink(http.server.ThreadingHTTPServer):
     """``with OtlpSink() as sink:`` then point ``OTEL_EXPORTER_OTLP_ENDPOINT`` at ``sink.url``."""
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", free_port()), _Handler)
+    def __init__(self, port: int | None = None) -> None:
+        super().__init__(("127.0.0.1", port or free_port()), _Handler)
         self.requests = 0
         self.bytes = 0
         self._lock = threading.Lock()
@@ -29,12 +30,13 @@ class OtlpSink(http.server.ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def took(self, size: int) -> None:
+    def took(self, body: bytes) -> None:
+        """One export arrived (``body``: an ``ExportTraceServiceRequest``, not decoded here)."""
         with self._lock:
             self.requests += 1
-            self.bytes += size
+            self.bytes += len(body)
 
-    def __enter__(self) -> OtlpSink:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -48,9 +50,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
-        size = int(self.headers.get("Content-Length", "0"))
-        self.rfile.read(size)
-        self.server.took(size)
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.server.took(body)
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")

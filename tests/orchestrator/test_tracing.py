@@ -1,7 +1,7 @@
 """One trace per transfer, from ``crossbank transfer`` through each worker's steps to each bank.
 
-A real OTLP/HTTP receiver (a small HTTP server here, decoding with
-``opentelemetry-proto``) takes the spans of the CLI, the workers and both
+A real OTLP/HTTP receiver (the benchmark's sink, :mod:`bench.otlp_sink`,
+decoding here with ``opentelemetry-proto``) takes the spans of the CLI, the workers and both
 banks, all configured by the standard ``OTEL_*`` variables only. For a
 committed, a compensated and a crash-recovered transfer (its credit held at
 the bank, the worker running it SIGKILLed, another taking it over): exactly
@@ -12,8 +12,6 @@ the recovered transfer's steps, from both workers, are in that one trace.
 from __future__ import annotations
 
 import asyncio
-import gzip
-import http.server
 import json
 import subprocess
 import sys
@@ -26,7 +24,7 @@ from typing import Any
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from orchestrator.local.supervisor import free_port
+from bench.otlp_sink import OtlpSink
 from orchestrator.local.system import SOURCE, TARGET, WORKERS, wait_until
 from tests.orchestrator.cluster import TEST_SETTINGS, Cluster, wait_for_hold
 
@@ -44,15 +42,16 @@ class Span:
     attributes: dict[str, str]
 
 
-class Receiver(http.server.ThreadingHTTPServer):
+class Receiver(OtlpSink):
     """An OTLP/HTTP traces endpoint (``POST /v1/traces``, protobuf) keeping every span."""
 
-    def __init__(self, port: int) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
+    def __init__(self) -> None:
+        super().__init__()
         self.spans: list[Span] = []
         self.lock = threading.Lock()
 
-    def add(self, body: bytes) -> None:
+    def took(self, body: bytes) -> None:
+        super().took(body)
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
         spans = []
@@ -79,23 +78,6 @@ class Receiver(http.server.ThreadingHTTPServer):
             return list(self.spans)
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        if self.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        self.server.add(body)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
 def _attributes(pairs: Any) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -107,18 +89,14 @@ def _attributes(pairs: Any) -> dict[str, str]:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    server = Receiver(free_port())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with Receiver() as server:
+        yield server
 
 
 def otel_env(receiver: Receiver) -> dict[str, str]:
     """What a user sets to send a part's spans to the receiver (flushed every 0.1 s)."""
     return {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_address[1]}",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
 
