@@ -253,6 +253,12 @@ class BankClient:
             if after is None or not page["entries"]:
                 return
 
+    async def metrics_text(self) -> str:
+        """The bank's ``GET /metrics``: Prometheus's text format (bank/README.md, "Metrics")."""
+        response = await self._request("GET", "/metrics")
+        self._expect(response, 200)
+        return response.text
+
     async def health(self) -> dict[str, Any]:
         response = await self._request("GET", "/health")
         self._expect(response, 200)

@@ -29,7 +29,6 @@ from orchestrator.bank_client import BANK_URL_VARIABLE, BankClient, BankError
 from orchestrator.cli import commands, views
 from orchestrator.console import charts
 from orchestrator.console.config import ConsoleSettings
-from orchestrator.console.scrape import MetricsScraper, ScrapeFailed
 from orchestrator.settings import Settings, redact_dsn
 
 if TYPE_CHECKING:
@@ -90,21 +89,6 @@ class Reader:
         self.tracked: OrderedDict[str, Tracked] = OrderedDict()
         self.store_error: str | None = None
         self.charts = charts.Charts()
-        self.scrapers = {
-            name: MetricsScraper(
-                client.base_url,
-                name=name,
-                token=settings.bank_token,
-                tls=settings.tls_for(client.base_url),
-                timeout=console.read_timeout,
-            )
-            for name, client in self.banks.items()
-        }
-
-    def close(self) -> None:
-        """Close the connections the charts' scrapes keep (the bank clients are the caller's)."""
-        for scraper in self.scrapers.values():
-            scraper.close()
 
     # -- what the console itself started ----------------------------------------------
 
@@ -162,10 +146,16 @@ class Reader:
                 figures[name], errors[name] = None, banks[name]["error"]
                 continue
             try:
-                figures[name] = charts.parse(await self.scrapers[name].text())
-                errors[name] = None
-            except ScrapeFailed as exc:
+                text = await asyncio.wait_for(
+                    self.banks[name].metrics_text(), timeout=self.console.read_timeout
+                )
+                figures[name], errors[name] = charts.parse(text), None
+            except BankError as exc:
                 figures[name], errors[name] = None, str(exc)
+            except TimeoutError:
+                timeout = self.console.read_timeout
+                figures[name] = None
+                errors[name] = f"the {name} bank's /metrics did not come within {timeout:g}s"
             except charts.MetricsUnreadable as exc:
                 figures[name], errors[name] = None, f"the {name} bank's /metrics: {exc}"
         self.charts.add(charts.Sample(at, figures), errors)

@@ -184,7 +184,6 @@ class Console:
                 await stop.wait()
             finally:
                 poller.cancel()
-                self.reader.close()
                 http.stop_listening()
                 for subscriber in list(self.feed.subscribers):
                     self.feed.unsubscribe(subscriber).drop()

@@ -104,13 +104,18 @@ def test_the_store_serves_again_by_itself_once_space_returns(store_on_small_disk
     health = f"{settings.resonate_url}/health"
     asyncio.run(_fill_then_write(disk, settings))
     disk.free()
+    _takes_writes_again(health, settings)
+    found = asyncio.run(_ids(settings, "before-full", "while-full", "after-full"))
+    assert found == {"before-full": True, "while-full": False, "after-full": True}
+
+
+def _takes_writes_again(health: str, settings: Settings) -> None:
+    """Once its disk has room: healthy within RECOVERY_S, and it keeps a new promise."""
     deadline = time.monotonic() + RECOVERY_S
     while not is_healthy(health) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert is_healthy(health)
     asyncio.run(_create_one(settings, "after-full"))
-    found = asyncio.run(_ids(settings, "before-full", "while-full", "after-full"))
-    assert found == {"before-full": True, "while-full": False, "after-full": True}
 
 
 async def _create_one(settings: Settings, promise_id: str) -> None:
@@ -141,11 +146,7 @@ def test_a_store_started_on_a_full_disk_serves_reads_then_writes_once_there_is_r
     assert asyncio.run(_ids(settings, "before-full")) == {"before-full": True}
     assert asyncio.run(_fill_then_write_nothing(settings)) is not None
     disk.free()
-    deadline = time.monotonic() + RECOVERY_S
-    while not is_healthy(health) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert is_healthy(health)
-    asyncio.run(_create_one(settings, "after-full"))
+    _takes_writes_again(health, settings)
     assert asyncio.run(_ids(settings, "before-full", "after-full")) == {
         "before-full": True,
         "after-full": True,

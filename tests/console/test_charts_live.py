@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.bank_client import BankClient
+from orchestrator.bank_client import BankClient, BankError, BankUnavailable
 from orchestrator.console import charts, gather
 from orchestrator.console.config import ConsoleSettings
-from orchestrator.console.scrape import MetricsScraper, ScrapeFailed
 from orchestrator.local.stage import demo_settings
 from orchestrator.local.supervisor import LocalTls
 from orchestrator.local.system import TARGET, with_fresh_tokens
@@ -172,21 +171,13 @@ def test_metrics_are_read_with_the_bank_s_token(played: LocalConsole) -> None:
     assert settings.target_bank_url.startswith("https://")
 
     async def scrape(token: str | None) -> str:
-        scraper = MetricsScraper(
-            settings.target_bank_url,
-            name="target",
-            token=token,
-            tls=settings.tls_for(settings.target_bank_url),
-            timeout=5.0,
-        )
-        try:
-            return await scraper.text()
-        finally:
-            scraper.close()
+        url = settings.target_bank_url
+        async with BankClient(url, token=token, tls=settings.tls_for(url), name="target") as bank:
+            return await bank.metrics_text()
 
     figures = charts.parse(asyncio.run(scrape(settings.bank_token)))
     assert figures.entries is not None
-    with pytest.raises(ScrapeFailed, match="answered 401"):
+    with pytest.raises(BankError, match="answered 401"):
         asyncio.run(scrape("not-the-token"))
 
 
@@ -204,7 +195,7 @@ async def test_the_target_bank_is_read_before_the_source_bank(
         async def read() -> str:
             asked.append(name)
             if text is None:
-                raise ScrapeFailed(f"{name} bank at ... is unreachable")
+                raise BankUnavailable(f"{name} bank at ... is unreachable")
             return text
 
         return read
@@ -214,8 +205,8 @@ async def test_the_target_bank_is_read_before_the_source_bank(
         'crossbank_bank_ledger_cents{bank="source",kind="debit"} 300\n'
         'crossbank_bank_ledger_voids{bank="source"} 1\n'
     )
-    monkeypatch.setattr(reader.scrapers["source"], "text", answer("source", metrics))
-    monkeypatch.setattr(reader.scrapers["target"], "text", answer("target", None))
+    monkeypatch.setattr(source, "metrics_text", answer("source", metrics))
+    monkeypatch.setattr(target, "metrics_text", answer("target", None))
     up = {"up": True, "error": None}
     await reader._sample({"source": up, "target": up})
     assert asked == ["target", "source"]
@@ -234,4 +225,3 @@ async def test_the_target_bank_is_read_before_the_source_bank(
     now = reader.charts.section(poll_interval=0.5)["now"]
     assert now["banks"]["source"] == {"up": False, "error": "source bank not reachable at ..."}
     assert now["counts"] == {"committed": None, "compensated": None, "failed": None}
-    reader.close()
