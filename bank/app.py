@@ -25,7 +25,7 @@ from bank import tracing
 from bank.config import BankConfig
 from bank.connection import drop_client_connection
 from bank.faults import FaultInjector, Outcome, Target, parse_rules
-from bank.ledger import Conflict, Ledger, LedgerError, Rejected
+from bank.ledger import Cancelled, Conflict, Ledger, LedgerError, Rejected
 from bank.metrics import BankMetrics
 from bank.storage_health import StorageHealth, is_storage_error
 from bank.validation import (
@@ -37,6 +37,7 @@ from bank.validation import (
     parse_entry_query,
     parse_entry_request,
     parse_json_object,
+    parse_void_request,
 )
 
 log = logging.getLogger("bank")
@@ -174,13 +175,22 @@ def get_entry(op_id: str) -> tuple[Response, int]:
 
 def void_entry(op_id: str) -> tuple[Response, int]:
     check_id("op_id", op_id)
+    note = parse_void_request(_body())
     tracing.note_op_id(op_id)
     state = bank_state()
     target = Target(op_id, None)
     if _fault(state, target, "before") is not None:
         return _injected()
-    op, voided_now = state.ledger.void(op_id)
+    op, voided_now = state.ledger.void(op_id, note)
     state.metrics.void_answered(op.state, voided_now)
+    if voided_now and op.cancelled is not None:
+        log.info(
+            "op %s cancelled by %s: %s",
+            op_id,
+            op.cancelled.by,
+            op.cancelled.reason,
+            extra={"op_id": op_id},
+        )
     return _after(state, target, (jsonify(op.to_json()), 200))
 
 
@@ -302,6 +312,8 @@ def _require_token() -> tuple[Response, int] | None:
 
 def _ledger_error(exc: LedgerError) -> tuple[Response, int]:
     status = 409 if isinstance(exc, Conflict) else 422 if isinstance(exc, Rejected) else 400
+    if isinstance(exc, Cancelled):
+        return _error(status, exc.code, exc.message, cancelled=exc.cancellation.to_json())
     return _error(status, exc.code, exc.message)
 
 

@@ -2,17 +2,19 @@
 
 The ledger is what makes the saga safe to retry: an op id is applied at most
 once, an identical replay gets the very same entry back, and a voided op id can
-never be applied afterwards. Each write runs in one ``BEGIN IMMEDIATE``
-transaction, so the overdraft check and the insert cannot interleave with
-another writer, whether it is another thread or another process on the file.
-WAL with ``synchronous=FULL`` makes a committed write survive a SIGKILL (and a
-power cut) before the caller gets its answer.
+never be applied afterwards (an operator's void may carry a cancel note, who
+and why, kept with it and told to every later caller). Each write runs in one
+``BEGIN IMMEDIATE`` transaction, so the overdraft check and the insert cannot
+interleave with another writer, whether it is another thread or another
+process on the file. WAL with ``synchronous=FULL`` makes a committed write
+survive a SIGKILL (and a power cut) before the caller gets its answer.
 
 Callers pass values already checked by :mod:`bank.validation`.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -52,10 +54,18 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_by_account ON entries (account_id, seq);
 CREATE TABLE IF NOT EXISTS voids (
-    op_id     TEXT PRIMARY KEY,
-    voided_at TEXT NOT NULL
+    op_id       TEXT PRIMARY KEY,
+    voided_at   TEXT NOT NULL,
+    cancel_note TEXT CHECK (cancel_note IS NULL OR json_valid(cancel_note))
 );
 """
+
+#: Columns added after the ledger's first release, as ``(table, column, definition)``.
+#: A ledger file written by earlier code gets each one at open (every row it had
+#: keeps NULL); the definition is the one ``_SCHEMA`` gives a new file.
+_ADDED_COLUMNS = (
+    ("voids", "cancel_note", "TEXT CHECK (cancel_note IS NULL OR json_valid(cancel_note))"),
+)
 
 
 class LedgerError(Exception):
@@ -73,6 +83,37 @@ class Conflict(LedgerError):
 
 class Rejected(LedgerError):
     """A business rule says no, and nothing was written: HTTP 422."""
+
+
+@dataclass(frozen=True)
+class CancelNote:
+    """Who cancelled an op id and why: an operator's void carries one (a saga's fence none)."""
+
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """A cancel note as the ledger keeps it with its void; ``at`` is the void's ``voided_at``."""
+
+    by: str
+    reason: str
+    at: str
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Cancelled(Conflict):
+    """The op id was voided with a cancel note: HTTP 409 ``cancelled``, naming who and why."""
+
+    def __init__(self, op_id: str, cancellation: Cancellation) -> None:
+        super().__init__(
+            "cancelled",
+            f"op {op_id} was cancelled by {cancellation.by}: {cancellation.reason}",
+        )
+        self.cancellation = cancellation
 
 
 @dataclass(frozen=True)
@@ -102,16 +143,19 @@ class Entry:
 
 @dataclass(frozen=True)
 class OpState:
-    """What an op id is now: applied (with its entry) or voided."""
+    """What an op id is now: applied (with its entry) or voided (with its cancel note, if any)."""
 
     op_id: str
     state: Literal["applied", "voided"]
     entry: Entry | None = None
+    cancelled: Cancellation | None = None
 
     def to_json(self) -> dict[str, object]:
         body: dict[str, object] = {"op_id": self.op_id, "state": self.state}
         if self.entry is not None:
             body["entry"] = self.entry.to_json()
+        if self.cancelled is not None:
+            body["cancelled"] = self.cancelled.to_json()
         return body
 
 
@@ -225,29 +269,37 @@ class Ledger:
             assert seq is not None
             return Entry(seq, op_id, account_id, kind, amount, balance, created_at), True
 
-    def void(self, op_id: str) -> tuple[OpState, bool]:
+    def void(self, op_id: str, note: CancelNote | None = None) -> tuple[OpState, bool]:
         """Fence an op id: voided for good unless it was applied already (then say so).
 
-        True when the void was written now; False when the op id was applied, or
-        voided before (the answer is the same ``voided`` state either way).
+        ``note`` (an operator's cancel: who and why) is kept with the void when
+        this call writes it. Voids never change: an op id voided before keeps
+        its first void, note or none, and the answer is that void. True when
+        the void was written now; False when the op id was applied, or voided
+        before.
         """
         with self._write() as db:
             existing = _fetch_entry(db, op_id)
             if existing is not None:
                 return OpState(op_id, "applied", existing), False
+            voided_at = _now()
             cursor = db.execute(
-                "INSERT OR IGNORE INTO voids (op_id, voided_at) VALUES (?, ?)", (op_id, _now())
+                "INSERT OR IGNORE INTO voids (op_id, voided_at, cancel_note) VALUES (?, ?, ?)",
+                (op_id, voided_at, None if note is None else _note_column(note)),
             )
-            return OpState(op_id, "voided"), cursor.rowcount == 1
+            if cursor.rowcount == 1:
+                cancelled = None if note is None else Cancellation(note.by, note.reason, voided_at)
+                return OpState(op_id, "voided", cancelled=cancelled), True
+            first = _fetch_void(db, op_id)
+            assert first is not None, "INSERT OR IGNORE ignored the row only if one was there"
+            return first, False
 
     def op_state(self, op_id: str) -> OpState | None:
         with self._read() as db:
             entry = _fetch_entry(db, op_id)
             if entry is not None:
                 return OpState(op_id, "applied", entry)
-            if _is_voided(db, op_id):
-                return OpState(op_id, "voided")
-            return None
+            return _fetch_void(db, op_id)
 
     def list_entries(self, account_id: str | None, after: int, limit: int) -> list[Entry]:
         """Entries with ``seq > after`` in ledger order, optionally for one account."""
@@ -348,6 +400,12 @@ class Ledger:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     write.execute(statement)
+            # In the same transaction as the check, so processes opening one old
+            # file at once add each column once.
+            for table, column, definition in _ADDED_COLUMNS:
+                columns = {row[1] for row in write.execute(f"PRAGMA table_info({table})")}
+                if column not in columns:
+                    write.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 def _fetch_account(db: sqlite3.Connection, account_id: str) -> Account | None:
@@ -375,13 +433,33 @@ def _settled(
                 f"{existing.amount} on {existing.account_id}",
             )
         return existing
-    if _is_voided(db, op_id):
+    void = _fetch_void(db, op_id)
+    if void is not None:
+        if void.cancelled is not None:
+            raise Cancelled(op_id, void.cancelled)
         raise Conflict("op_voided", f"op {op_id} was voided and can never be applied")
     return None
 
 
-def _is_voided(db: sqlite3.Connection, op_id: str) -> bool:
-    return db.execute("SELECT 1 FROM voids WHERE op_id = ?", (op_id,)).fetchone() is not None
+def _fetch_void(db: sqlite3.Connection, op_id: str) -> OpState | None:
+    """The op id's void, with its cancel note when it has one; None when it is not voided."""
+    row = db.execute(
+        "SELECT voided_at, cancel_note FROM voids WHERE op_id = ?", (op_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    voided_at, note = row
+    if note is None:
+        return OpState(op_id, "voided")
+    fields = json.loads(note)
+    return OpState(
+        op_id, "voided", cancelled=Cancellation(fields["by"], fields["reason"], voided_at)
+    )
+
+
+def _note_column(note: CancelNote) -> str:
+    """A cancel note as ``voids.cancel_note`` holds it: a JSON object ``{"by", "reason"}``."""
+    return json.dumps({"by": note.by, "reason": note.reason}, ensure_ascii=False)
 
 
 def _now() -> str:

@@ -89,7 +89,7 @@ class BankMetrics:
             answer, code = "applied", ""
         elif outcome is False:
             answer, code = "replayed", ""
-        elif outcome.code == "op_voided":
+        elif outcome.code in ("op_voided", "cancelled"):
             answer, code = "voided", ""
         else:
             answer, code = "rejected", outcome.code

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
+from bank.ledger import CancelNote
+
 #: Largest request body accepted, in bytes.
 MAX_BODY_BYTES = 16 * 1024
 #: Largest single amount (one entry, or an opening balance), in minor units:
@@ -30,6 +32,10 @@ MAX_ID_LENGTH = 128
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:@~+-]+")
 #: Ids that are path segments of their own in a URL.
 _DOT_SEGMENTS = frozenset({".", ".."})
+#: Longest ``by`` and ``reason`` of a cancel note, in characters.
+MAX_NOTE_LENGTH = 200
+#: The fields of a cancel note, both required.
+_NOTE_FIELDS = ("by", "reason")
 #: Default and largest page of ``GET /entries``.
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -162,6 +168,43 @@ def parse_account_update(raw: bytes) -> AccountUpdate:
         if opening is None
         else check_int("opening_balance", opening, low=0, high=MAX_AMOUNT),
     )
+
+
+def parse_void_request(raw: bytes) -> CancelNote | None:
+    """The body of ``POST /entries/{op_id}/void``: a cancel note, or None for no body or ``{}``.
+
+    A note is ``{"cancel": {"by": str, "reason": str}}``, both required.
+    """
+    body = parse_json_object(raw, allow_empty=True)
+    check_fields(body, required=(), optional=("cancel",))
+    if "cancel" not in body:
+        return None
+    cancel = body["cancel"]
+    if not isinstance(cancel, dict):
+        raise InvalidRequest("cancel", "must be an object with by and reason")
+    for name in _NOTE_FIELDS:
+        if name not in cancel:
+            raise InvalidRequest(f"cancel.{name}", "is required")
+    for name in cancel:
+        if name not in _NOTE_FIELDS:
+            raise InvalidRequest(f"cancel.{_printable(name)}", "is not an accepted field")
+    return CancelNote(
+        by=check_note_text("cancel.by", cancel["by"]),
+        reason=check_note_text("cancel.reason", cancel["reason"]),
+    )
+
+
+def check_note_text(field: str, value: object) -> str:
+    """Printable text of 1 to ``MAX_NOTE_LENGTH`` characters, not only spaces; kept as given."""
+    if not isinstance(value, str):
+        raise InvalidRequest(field, "must be a string")
+    if not value.strip():
+        raise InvalidRequest(field, "must not be empty or blank")
+    if len(value) > MAX_NOTE_LENGTH:
+        raise InvalidRequest(field, f"must be at most {MAX_NOTE_LENGTH} characters")
+    if not value.isprintable():
+        raise InvalidRequest(field, "must be printable text (no line breaks or control characters)")
+    return value
 
 
 def parse_entry_query(args: Mapping[str, str]) -> EntryQuery:

@@ -110,11 +110,41 @@ class EntryOutcome:
 
 
 @dataclass(frozen=True)
+class CancelNote:
+    """Who cancels an op id and why, sent with its void (:meth:`BankClient.void`).
+
+    The bank takes each as printable text of 1 to 200 characters, not only
+    spaces; anything else is a 400 (a :class:`BankError`) that voids nothing.
+    """
+
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """A void's cancel note as the bank keeps it: who, why, and when.
+
+    ``at`` is the time the bank wrote the void, ISO-8601 UTC (``2026-01-31T12:00:00.000000Z``).
+    """
+
+    by: str
+    reason: str
+    at: str
+
+
+@dataclass(frozen=True)
 class VoidOutcome:
-    """The answer of the void fence: the op id is now voided for good, or it was applied."""
+    """The answer of the void fence: the op id is now voided for good, or it was applied.
+
+    ``cancelled`` is the note of the op id's void when it carries one: the
+    note sent now if this call voided it, the first void's otherwise (voids
+    never change, so a note sent to an op id voided without one is not kept).
+    """
 
     state: Literal["applied", "voided"]
     entry: dict[str, Any] | None = None
+    cancelled: Cancellation | None = None
 
 
 class BankClient:
@@ -182,11 +212,16 @@ class BankClient:
         self._observe(kind, outcome.status, started)
         return outcome
 
-    async def void(self, op_id: str) -> VoidOutcome:
-        """Fence ``op_id``: afterwards it is either applied (and says so) or can never be."""
+    async def void(self, op_id: str, *, cancel: CancelNote | None = None) -> VoidOutcome:
+        """Fence ``op_id``: afterwards it is either applied (and says so) or can never be.
+
+        ``cancel`` (an operator cancelling a transfer) is kept with the void if
+        this call writes it; without it the request has no body, the saga's fence.
+        """
+        body = None if cancel is None else {"cancel": {"by": cancel.by, "reason": cancel.reason}}
         started = time.perf_counter()
         try:
-            response = await self._request("POST", f"/entries/{op_id}/void")
+            response = await self._request("POST", f"/entries/{op_id}/void", json=body)
             self._expect(response, 200)
         except BankError:
             self._observe("void", "unknown", started)
@@ -428,7 +463,18 @@ def _error(response: BankAnswer) -> tuple[str, str]:
 def _void_outcome(body: dict[str, Any]) -> VoidOutcome:
     state = body.get("state")
     if state == "voided":
-        return VoidOutcome("voided")
+        return VoidOutcome("voided", cancelled=_cancellation(body.get("cancelled")))
     if state == "applied":
         return VoidOutcome("applied", entry=body.get("entry"))
     raise BankError(f"void answered an unknown state {state!r}")
+
+
+def _cancellation(value: object) -> Cancellation | None:
+    """A void answer's ``cancelled`` (absent: None); BankError if it is not ``{by, reason, at}``."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        by, reason, at = (value.get(name) for name in ("by", "reason", "at"))
+        if isinstance(by, str) and isinstance(reason, str) and isinstance(at, str):
+            return Cancellation(by, reason, at)
+    raise BankError(f"void answered a malformed cancelled {value!r:.200}")

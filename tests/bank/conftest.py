@@ -99,18 +99,22 @@ def start_bank_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
         module: str = "source_bank",
         *,
         share_ledger_with: RunningBank | None = None,
+        data_dir: Path | None = None,
         token: str | None = TOKEN,
         faults: bool | Sequence[Mapping[str, object]] = True,
         extra_env: dict[str, str] | None = None,
     ) -> RunningBank:
         """A bank alone (``module`` is ``source_bank`` or ``target_bank``) in a new directory.
 
-        ``share_ledger_with`` runs it on that bank's ledger file (a second process).
+        ``share_ledger_with`` runs it on that bank's ledger file (a second process);
+        ``data_dir`` on the ledger file already there (``source.db`` or ``target.db``).
         """
         role = {"source_bank": SOURCE, "target_bank": TARGET}[module]
         logs = tmp_path_factory.mktemp("bank")
+        if share_ledger_with is not None:
+            data_dir = share_ledger_with.system.data_dir
         system = LocalSystem(
-            share_ledger_with.system.data_dir if share_ledger_with else logs,
+            data_dir or logs,
             Settings(bank_token=token),
             run=(role,),
             workers=0,

@@ -9,12 +9,21 @@ client to that whatever its HTTP layer is.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
-from orchestrator.bank_client import BankClient, BankError, BankUnavailable, BankUnreachable
+from orchestrator.bank_client import (
+    BankClient,
+    BankError,
+    BankUnavailable,
+    BankUnreachable,
+    Cancellation,
+    CancelNote,
+    VoidOutcome,
+)
 from orchestrator.local.supervisor import free_port, local_url
 from orchestrator.local.system import SOURCE, LocalSystem
 from orchestrator.settings import Settings
@@ -167,3 +176,98 @@ async def test_a_chunked_answer_is_read_and_the_connection_kept() -> None:
     assert first[0] == b"POST /entries HTTP/1.1"
     assert b"Authorization: Bearer t" in first
     assert b"Content-Type: application/json" in first
+
+
+# -- an operator's cancel: a void with a note ------------------------------------------
+
+
+async def test_a_cancel_note_is_kept_with_the_void_and_read_back(bank: BankClient) -> None:
+    account = fresh("acct")
+    await bank.put_account(account, "open", opening_balance=100)
+    op = fresh("op")
+    voided = await bank.void(op, cancel=CancelNote("alice", "customer withdrew"))
+    assert voided.state == "voided"
+    assert voided.entry is None
+    cancelled = voided.cancelled
+    assert isinstance(cancelled, Cancellation)
+    assert (cancelled.by, cancelled.reason) == ("alice", "customer withdrew")
+    assert cancelled.at.endswith("Z")
+    # Later voids, with a note or without, answer the first one's note.
+    assert await bank.void(op) == voided
+    assert await bank.void(op, cancel=CancelNote("bob", "other")) == voided
+    refused = await bank.post_entry(op, account, 10, "debit")
+    assert (refused.status, refused.entry, refused.code) == ("rejected", None, "cancelled")
+    assert refused.message == f"op {op} was cancelled by alice: customer withdrew"
+    assert (await bank.get_entry(op) or {})["cancelled"] == {
+        "by": "alice",
+        "reason": "customer withdrew",
+        "at": cancelled.at,
+    }
+    assert (await bank.get_account(account) or {})["balance"] == 100
+
+
+async def test_a_cancel_note_changes_no_earlier_outcome(bank: BankClient) -> None:
+    account = fresh("acct")
+    await bank.put_account(account, "open", opening_balance=100)
+    applied = fresh("op")
+    entry = (await bank.post_entry(applied, account, 10, "debit")).entry
+    late = await bank.void(applied, cancel=CancelNote("alice", "too late"))
+    assert late == VoidOutcome("applied", entry=entry)
+    fenced = fresh("op")
+    assert await bank.void(fenced) == VoidOutcome("voided")
+    assert await bank.void(fenced, cancel=CancelNote("alice", "after the fence")) == VoidOutcome(
+        "voided"
+    )
+    refused = await bank.post_entry(fenced, account, 10, "debit")
+    assert refused.code == "op_voided"
+
+
+async def test_a_bad_cancel_note_is_a_bank_error_and_voids_nothing(bank: BankClient) -> None:
+    op = fresh("op")
+    for note, field in (
+        (CancelNote("", "why"), "cancel.by"),
+        (CancelNote("alice", "x" * 201), "cancel.reason"),
+        (CancelNote("alice", "two\nlines"), "cancel.reason"),
+    ):
+        with pytest.raises(BankError, match=rf"answered 400 invalid_request: {field}:") as raised:
+            await bank.void(op, cancel=note)
+        assert not isinstance(raised.value, BankUnavailable)
+    assert await bank.get_entry(op) is None
+
+
+async def test_the_void_sends_a_body_only_with_a_note() -> None:
+    bodies: list[bytes] = []
+    answers = iter(
+        [
+            b'{"op_id": "op-1", "state": "voided"}',
+            b'{"op_id": "op-1", "state": "voided", "cancelled": '
+            b'{"by": "al ice", "reason": "why", "at": "2026-01-31T12:00:00.000000Z"}}',
+            b'{"op_id": "op-1", "state": "voided", "cancelled": {"by": "al ice"}}',
+        ]
+    )
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            bodies.append(await reader.readexactly(length))
+            body = next(answers)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+
+    server, url = await serving(answer)
+    async with server, BankClient(url, timeout=5.0, name="source") as client:
+        assert await client.void("op-1") == VoidOutcome("voided")
+        outcome = await client.void("op-1", cancel=CancelNote("al ice", "why"))
+        assert outcome.cancelled == Cancellation("al ice", "why", "2026-01-31T12:00:00.000000Z")
+        with pytest.raises(BankError, match="malformed cancelled"):
+            await client.void("op-1", cancel=CancelNote("al ice", "why"))
+    assert bodies[0] == b""
+    assert json.loads(bodies[1]) == {"cancel": {"by": "al ice", "reason": "why"}}
