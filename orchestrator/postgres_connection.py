@@ -29,6 +29,12 @@ SDK's refresh loop registers again. :class:`RecoveringConnection` calls
 client asks at once (:func:`orchestrator.runtime.ask_again`): in a failover
 under load this brought the last results from 60 s after the failover to
 within seconds of it.
+
+resonate.sql answers ``promise.search`` 501. :class:`RecoveringConnection`
+answers it with a query of its own over resonate.sql's ``promises`` table,
+meaning what a search means on crossbank's store (``promise_store/search.py``
+parses the request and makes the cursor, for both): it needs ``SELECT`` on
+``resonate.promises``, which resonate.sql's ``resonate_worker`` role lacks.
 """
 
 from __future__ import annotations
@@ -40,12 +46,16 @@ import math
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from resonate_base import ConnectorError
+from psycopg.types.json import Jsonb
+from resonate_base import PROTOCOL_VERSION, ConnectorError
 from resonate_pg import PostgresConnection, PsycopgSessions
 from resonate_pg.client import PgConn, PgCursor, PgNotify
 from resonate_pg.connection import PROCESS_TIMEOUTS_SQL
+
+from promise_store.search import SEARCH_KIND, Search, page_of, parse_search
 
 logger = logging.getLogger("resonate_pg.connection")
 
@@ -61,10 +71,41 @@ class RecoveringConnection(PostgresConnection):
 
     async def send(self, req: str, headers: dict[str, str] | None = None) -> str:
         try:
+            search = _search_envelope(req)
+            if search is not None:
+                return await self._search(search)
             return await super().send(req, headers)
         except ConnectorError:
             self._failed = True
             raise
+
+    async def _search(self, envelope: dict[str, Any]) -> str:
+        """Answer a ``promise.search`` envelope from ``resonate.promises`` (resonate.sql answers 501).
+
+        One bounded query per page, the newest ``limit + 1`` matches, so it
+        fails, and the SDK retries, as any other request on a lost database
+        does; a role refused the table gets a 403 that says which grant it needs.
+        """
+        if self._stopped:
+            raise ConnectorError(RuntimeError("connection has been stopped"))
+        data = envelope.get("data")
+        search = parse_search(data if isinstance(data, dict) else {})
+        if isinstance(search, str):
+            return _search_answer(envelope, 400, {"error": search})
+        sql, params = search_query(search)
+        try:
+            async with self._sessions.session() as conn:
+                rows = await (await conn.execute(sql, params)).fetchall()
+        except psycopg.errors.InsufficientPrivilege as exc:
+            message = (
+                f"promise.search reads resonate.promises, which this role may not ({exc}); "
+                "the schema's owner can GRANT SELECT ON resonate.promises TO it"
+            )
+            return _search_answer(envelope, 403, {"error": message})
+        except Exception as exc:
+            raise ConnectorError(exc) from exc
+        found = [((row[8], row[0]), promise_record(row)) for row in rows]
+        return _search_answer(envelope, 200, page_of(found, search.limit))
 
     async def _drain(self) -> None:
         try:
@@ -90,6 +131,86 @@ class RecoveringConnection(PostgresConnection):
             )
         except Exception as exc:  # the database is away: try again on the next wake
             logger.warning("resonate.process_timeouts() failed, trying again: %s", exc)
+
+
+#: A promise as resonate.sql's ``promise_get`` shapes it (``_promise_json``), from its columns.
+_PROMISE_COLUMNS = (
+    "id, state, param_headers, param_data, value_headers, value_data, tags, "
+    "timeout_at, created_at, settled_at"
+)
+
+
+def search_query(search: Search) -> tuple[str, list[Any]]:
+    """The SQL and parameters for one page of ``search`` over resonate.sql's ``promises``.
+
+    Ids compare by code point (``COLLATE "C"``), as on crossbank's store,
+    whatever the database's collation. No index serves this order: each
+    page sorts the matching rows (a top-N sort, bounded memory).
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    if search.states is not None:
+        where.append("state = ANY(%s)")
+        params.append(sorted(search.states))
+    if search.tags:
+        where.append("tags @> %s")
+        params.append(Jsonb(search.tags))
+    if search.before is not None:
+        created_at, promise_id = search.before
+        where.append('(created_at < %s OR (created_at = %s AND id COLLATE "C" < %s))')
+        params += [created_at, created_at, promise_id]
+    sql = f"SELECT {_PROMISE_COLUMNS} FROM resonate.promises"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += ' ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT %s'
+    params.append(search.limit + 1)
+    return sql, params
+
+
+def promise_record(row: Sequence[Any]) -> dict[str, Any]:
+    """The promise record of one row of :data:`_PROMISE_COLUMNS`, as stored (no timeout applied)."""
+    promise_id, state, param_headers, param_data, value_headers, value_data = row[:6]
+    tags, timeout_at, created_at, settled_at = row[6:]
+    return {
+        "id": promise_id,
+        "state": state,
+        "param": {"headers": param_headers, "data": param_data},
+        "value": {"headers": value_headers, "data": value_data},
+        "tags": tags,
+        "timeoutAt": timeout_at,
+        "createdAt": created_at,
+        "settledAt": settled_at,
+    }
+
+
+def _search_envelope(req: str) -> dict[str, Any] | None:
+    """``req`` decoded when it is a ``promise.search`` envelope; ``None`` for any other
+    (those go to resonate.sql unopened, as before: a substring test first keeps them cheap)."""
+    if SEARCH_KIND not in req:
+        return None
+    try:
+        envelope = msgspec.json.decode(req)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(envelope, dict) or envelope.get("kind") != SEARCH_KIND:
+        return None
+    return envelope
+
+
+def _search_answer(envelope: dict[str, Any], status: int, data: dict[str, Any]) -> str:
+    """The response envelope: kind and corrId echoed, as the SDK checks they are."""
+    head = envelope.get("head")
+    head = head if isinstance(head, dict) else {}
+    answer = {
+        "kind": SEARCH_KIND,
+        "head": {
+            "corrId": head.get("corrId"),
+            "status": status,
+            "version": head.get("version", PROTOCOL_VERSION),
+        },
+        "data": data,
+    }
+    return msgspec.json.encode(answer).decode()
 
 
 class BoundedSessions(PsycopgSessions):

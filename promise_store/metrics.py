@@ -39,7 +39,7 @@ from prometheus_client import (
 )
 
 from promise_store.delivery import Mailboxes
-from promise_store.rules import KNOWN_KINDS
+from promise_store.rules import SERVED_KINDS
 from promise_store.state import JournaledState
 
 __all__ = ["CONTENT_TYPE_LATEST", "StoreMetrics"]
@@ -160,7 +160,7 @@ class StoreMetrics:
 
     def answered(self, kind: str | None, status: int, seconds: float) -> None:
         """A protocol request of ``kind`` got ``status`` after ``seconds``."""
-        label = kind if kind in KNOWN_KINDS else OTHER
+        label = kind if kind in SERVED_KINDS else OTHER
         key = (label, status if 100 <= status <= 599 else 0)  # 0: counted as "other"
         children = self._children.get(key)
         if children is None:

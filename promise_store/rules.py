@@ -33,8 +33,15 @@ KNOWN_KINDS = frozenset(
     }
 )
 
+#: Kinds the store answers itself, from its promises (``search.py``): the state
+#: machine has no handler for them. Reads that time nothing out: never journaled.
+STORE_READS = frozenset({"promise.search"})
+
+#: Every request kind the store serves.
+SERVED_KINDS = KNOWN_KINDS | STORE_READS
+
 #: Kinds whose handler only reads (and which trigger no auto-timeout).
-PURE_READS = frozenset({"schedule.get", "schedule.search"})
+PURE_READS = frozenset({"schedule.get", "schedule.search"}) | STORE_READS
 
 
 #: Task operations the SDK fences with the version it was handed, but which the

@@ -66,15 +66,20 @@ from promise_store.limits import unstorable
 from promise_store.lock import FileLock
 from promise_store.rules import (
     KNOWN_KINDS,
+    STORE_READS,
     request_changes_state,
     stale_task_request,
     tick_changes_state,
 )
+from promise_store.search import Page, parse_search
 from promise_store.snapshot import decode_state, encode_state
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SNAPSHOT_EVERY = 10_000
+
+#: Promises a search reads between two turns of the event loop (a few ms of CPU).
+SEARCH_SLICE = 10_000
 
 #: SQLite's codes for a file that is sound but cannot be written now (no space,
 #: an I/O error, a read-only disk): said as such, not called a damaged store.
@@ -292,6 +297,8 @@ class JournaledState:
         """
         await self._until_usable()
         kind = req.get("kind")
+        if kind in STORE_READS:
+            return await self._search(req)
         if kind not in KNOWN_KINDS:
             return Applied(None, ServerError(400, f"unknown request kind: {kind}"), [])
         problem = unstorable(req)
@@ -320,6 +327,33 @@ class JournaledState:
             self._append(now, REQUEST, body)
         await self._until_durable(self._seq)
         return Applied(response, error, outgoing)
+
+    async def _search(self, req: dict[str, Any]) -> Applied:
+        """Answer a ``promise.search`` (``search.py``) from the promises held; nothing is journaled.
+
+        It reads a copy of the table a slice at a time, with a turn of the
+        event loop between slices, so a large store keeps answering others
+        meanwhile. A state replaced meanwhile (a rebuild, or a failed write
+        that put it back to the journal's) is read again, and, like every
+        read, the answer waits until every entry it could have seen is durable.
+        """
+        search = parse_search(req)
+        if isinstance(search, str):
+            return Applied(None, ServerError(400, search), [])
+        while True:
+            state = self.state
+            held = list(dict.items(state.promises))
+            page = Page(search)
+            for end in range(len(held), 0, -SEARCH_SLICE):
+                if end < len(held):
+                    await asyncio.sleep(0)
+                page.feed(reversed(held[max(end - SEARCH_SLICE, 0) : end]))
+            if self.state is state and (self._failure is None or self._matches_journal):
+                break
+            await self._until_usable()
+        answer = {"kind": req["kind"], "corrId": req.get("corrId"), "status": 200, **page.answer()}
+        await self._until_durable(self._seq)
+        return Applied(answer, None, [])
 
     async def tick(self) -> list[OutgoingMessage]:
         """Advance the clock; journal and return what fired (nothing is journaled if nothing did)."""

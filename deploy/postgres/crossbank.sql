@@ -9,6 +9,11 @@
 -- entrypoints only), nothing else. It cannot call process_timeouts(); pg_cron does.
 CREATE ROLE crossbank LOGIN PASSWORD :'worker_password' IN ROLE resonate_worker;
 
+-- resonate.sql's promise search answers 501, so the operator's commands (crossbank
+-- transfers, versions, status's operator record) search the promises table themselves:
+-- reading it is the one thing this role may do beyond the entrypoints.
+GRANT SELECT ON resonate.promises TO crossbank;
+
 -- resonate.sql schedules process_timeouts() every 5 s. Timers are what hand a killed
 -- worker's transfer to another worker when its lease runs out, so every second of
 -- this interval is a second added to recovery: pg_cron 1.5+ runs jobs in seconds.
