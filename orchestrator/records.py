@@ -50,6 +50,9 @@ _SETTLED_BY: frozenset[str] = frozenset(get_args(SettledBy))
 #: The ``step`` name of the record that says when compensation began.
 COMPENSATING = "compensating"
 
+#: The reason of a transfer an operator cancelled (``crossbank cancel``).
+CANCELLED = "cancelled"
+
 
 def op_id(transfer_id: str, kind: EntryKind) -> str:
     """The bank op id of one step: ``{transfer_id}-debit`` / ``-credit`` / ``-reversal``."""
@@ -67,6 +70,9 @@ class StepRecord:
     entry: dict[str, Any] | None = None
     code: str | None = None
     message: str | None = None
+    #: When an operator cancelled the transfer by voiding this op id: the note
+    #: the bank keeps with the void (``{"by", "reason", "at"}``).
+    cancelled: dict[str, str] | None = None
 
     @property
     def applied(self) -> bool:
@@ -75,6 +81,8 @@ class StepRecord:
     @property
     def reason(self) -> str | None:
         """Why the step did not apply, as the transfer's result reports it."""
+        if self.cancelled is not None and not self.applied:
+            return CANCELLED
         if self.status == "rejected":
             return self.code
         if self.status == "voided" and self.settled_by == "fence":
@@ -90,6 +98,7 @@ class StepRecord:
             "entry": self.entry,
             "code": self.code,
             "message": self.message,
+            "cancelled": self.cancelled,
         }
 
     @classmethod
@@ -118,6 +127,7 @@ class StepRecord:
             entry=value.get("entry"),
             code=value.get("code"),
             message=value.get("message"),
+            cancelled=value.get("cancelled"),
         )
 
 
@@ -166,6 +176,13 @@ class TransferSteps:
     def get(self, kind: EntryKind) -> StepRecord | None:
         record: StepRecord | None = getattr(self, kind)
         return record
+
+    def cancellation(self) -> dict[str, str] | None:
+        """Who cancelled the transfer, when and why (the void's note), if an operator did."""
+        for record in (self.debit, self.credit):
+            if record is not None and not record.applied and record.cancelled is not None:
+                return record.cancelled
+        return None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -278,6 +295,7 @@ class TransferResult:
             "source_account": self.source_account,
             "target_account": self.target_account,
             "steps": self.steps.to_json(),
+            "cancelled": self.steps.cancellation(),
         }
 
     @classmethod

@@ -50,7 +50,8 @@ from orchestrator.health_file import HealthFile
 from orchestrator.metrics import WorkerMetrics
 from orchestrator.push import ChannelWatcher, PushChannel, PushLimits
 from orchestrator.repeated_warnings import limit_repeated_warnings
-from orchestrator.saga import SAGA_NAME, SagaDeps, transfer
+from orchestrator.saga import SAGA_NAME, SagaDeps
+from orchestrator.saga_versions import SagaBody, carried, group_for
 from orchestrator.settings import Settings
 from orchestrator.store_network import StoreNetwork
 
@@ -72,14 +73,49 @@ def open_resonate(
     """A started Resonate for ``role`` (see the module docstring); needs a running loop.
 
     ``metrics`` (a worker's) counts what its sagas do and whether its push channel is open.
+    A worker's carries the saga versions of ``settings``; on a served store or
+    Postgres, where each version has a group of its own, a worker that
+    carries more than one needs :func:`open_workers`.
     """
     if role not in ("worker", "client"):
         raise ValueError(f"role must be 'worker' or 'client', got {role!r}")
+    bodies = carried(settings)  # a bad SAGA_VERSIONS is refused before anything opens
+    if role == "worker" and settings.served and len(bodies) > 1:
+        raise ValueError("a worker that carries several saga versions opens one per version")
+    version = next(iter(bodies))
+    return _open(settings, role, group_for(settings.group, version), bodies, metrics)
+
+
+def open_workers(settings: Settings, metrics: WorkerMetrics | None = None) -> list[Resonate]:
+    """A worker's Resonates: one per saga version it carries (one in all with the embedded store).
+
+    On a served store or Postgres each version's transfers go to a group of
+    their own (:func:`orchestrator.saga_versions.group_for`), and a Resonate
+    joins one group; the embedded store runs whatever its one process starts.
+    """
+    metrics = metrics or WorkerMetrics(attention_after=settings.attention_after)
+    bodies = carried(settings)
+    if not settings.served:
+        return [_open(settings, "worker", settings.group, bodies, metrics)]
+    return [
+        _open(settings, "worker", group_for(settings.group, version), {version: body}, metrics)
+        for version, body in bodies.items()
+    ]
+
+
+def _open(
+    settings: Settings,
+    role: Role,
+    group: str,
+    bodies: dict[int, SagaBody],
+    metrics: WorkerMetrics | None,
+) -> Resonate:
+    """One started Resonate in ``group`` (a worker's) that runs ``bodies``, by version."""
     metrics = metrics or WorkerMetrics(attention_after=settings.attention_after)
     start_tracing(f"crossbank-{role}")  # when OTEL_* asks for it: envsettings.tracing
     ttl = timedelta(seconds=settings.lease_ttl)
     if settings.resonate_pg_dsn is not None:
-        group = settings.group if role == "worker" else client_group(settings)
+        group = group if role == "worker" else client_group(settings)
         limit_repeated_warnings(settings.pg_warn_every)
         refresh_secs = (
             CLIENT_POLL_SECONDS if role == "client" else DEFAULT_SUBSCRIPTION_REFRESH_SECS
@@ -102,12 +138,13 @@ def open_resonate(
         if settings.worker_health_file is not None:
             health = HealthFile(settings.worker_health_file, fresh_for=settings.push_idle_timeout)
             watchers.append(health)
-        resonate = _served(settings, settings.group, ttl, watchers=watchers)
+        resonate = _served(settings, group, ttl, watchers=watchers)
         first_beat_after_an_interval(resonate)
     else:
         return _served(settings, client_group(settings), ttl, refresh_secs=CLIENT_POLL_SECONDS)
     deps = saga_deps(settings, metrics)
-    resonate.register(transfer, name=SAGA_NAME)
+    for version, body in bodies.items():
+        resonate.register(body, name=SAGA_NAME, version=version)
     resonate.with_dependency(deps)
     _opened[resonate] = deps
     return resonate

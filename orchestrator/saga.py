@@ -28,6 +28,17 @@ A reversal is retried until it is applied: returning money must not give up.
 The saga records when compensation began so a reversal stuck for longer than
 ``settings.attention_after`` is reported as needing attention.
 
+The fence and the reversal may wait for a long time, so they wait durably
+(:func:`until_done`): each failed attempt is recorded, then the saga sleeps
+on a timer promise for the backoff. Nothing is held in a worker meanwhile,
+and ``crossbank retry`` settles that timer to make the next attempt now. An operator's cancel is a void with a note (the fence again),
+so the bank decides every race between a cancel and a step.
+
+Versions: this body is version :data:`SAGA_VERSION`. A change that alters
+the sequence of durable steps, or what a step is called with, is a new
+version, and the old body stays, frozen, for the transfers that started on
+it (:mod:`orchestrator.saga_v1`; the registry is :mod:`orchestrator.saga_versions`).
+
 The body is its own rule. :func:`orchestrator.records.decide` says the same
 thing for the readers of a transfer's status (the CLI, the console, the
 audit), and the saga table test holds the two to each other on every row.
@@ -37,13 +48,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from resonate.context import Context
-from resonate.retry import Exponential, RetryPolicy
+from resonate.retry import Exponential, Never, RetryPolicy
 
-from orchestrator.bank_client import BankClient, BankError, BankName, EntryKind
+from orchestrator.bank_client import BankClient, BankError, BankName, EntryKind, VoidOutcome
 from orchestrator.metrics import WorkerMetrics
 from orchestrator.records import (
     Compensation,
@@ -60,6 +72,9 @@ logger = logging.getLogger("orchestrator.saga")
 
 #: The name the saga is registered and dispatched under.
 SAGA_NAME = "transfer"
+
+#: The version the body below is registered under (see "Versions" above).
+SAGA_VERSION = 2
 
 #: Effectively "forever" for the SDK's retry counter: a reversal or a fence
 #: retries until the bank answers.
@@ -109,6 +124,14 @@ def unbounded_policy(settings: Settings) -> RetryPolicy:
     )
 
 
+def unbounded_backoff(settings: Settings, attempt: int) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (0-based) of :func:`until_done`:
+    the same ladder as :func:`unbounded_policy`."""
+    delay = unbounded_policy(settings).next(attempt + 1)
+    assert delay is not None, "an unbounded policy always has a next attempt"
+    return delay
+
+
 # -- the workflow ----------------------------------------------------------------------
 
 
@@ -136,10 +159,9 @@ async def transfer(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
     if not credit.applied:
         # Compensation: the target refused the credit, or the fence voided it. Either
         # way it never lands, so the debited money goes back to the source.
-        settings = ctx.get_dependency(SagaDeps).settings
         began = await ctx.run(begin_compensation, transfer_id, credit.reason)
-        reversal = await ctx.options(retry_policy=unbounded_policy(settings)).run(
-            reverse_debit, transfer_id, source_account, amount, Compensation.from_json(began)
+        reversal = await until_done(
+            ctx, reverse_debit, transfer_id, source_account, amount, Compensation.from_json(began)
         )
         steps = TransferSteps(debit, credit, StepRecord.from_json(reversal, kind="reversal"))
         return finished("compensated", credit.reason, steps)
@@ -158,9 +180,9 @@ async def settled_step(
     """One bank entry, settled: applied or rejected as the bank answered it, or, once
     the retries run out, applied or voided as the fence finds it.
 
-    Two durable steps at most: :func:`apply_entry` with bounded retries, then,
-    only if it never got a definitive answer, :func:`fence_entry` until the
-    bank answers.
+    :func:`apply_entry` with bounded retries (seconds, inside the worker),
+    then, only if it never got a definitive answer, :func:`fence_entry` until
+    the bank answers.
     """
     settings = ctx.get_dependency(SagaDeps).settings
     try:
@@ -174,10 +196,39 @@ async def settled_step(
     # of them: letting one escape would reject the transfer with its money possibly
     # moved and never settled.
     except Exception:
-        value = await ctx.options(retry_policy=unbounded_policy(settings)).run(
-            fence_entry, bank, transfer_id, kind
-        )
+        value = await until_done(ctx, fence_entry, bank, transfer_id, kind)
     return StepRecord.from_json(value, kind=kind)
+
+
+async def until_done(ctx: Context, step: Any, *args: Any) -> dict[str, Any]:
+    """Run ``step`` until it returns, waiting durably between attempts.
+
+    Each attempt is one durable step, not retried by the SDK: its failure is
+    recorded, and then the saga sleeps durably for the backoff
+    (:func:`wait_before_retry`). The sequence of durable
+    steps depends only on what was recorded, so a replay walks it again
+    whatever the backoff settings are now.
+    """
+    settings = ctx.get_dependency(SagaDeps).settings
+    attempt = 0
+    while True:
+        try:
+            value: dict[str, Any] = await ctx.options(retry_policy=Never()).run(step, *args)
+            return value
+        except Exception:
+            await wait_before_retry(ctx, unbounded_backoff(settings, attempt))
+            attempt += 1
+
+
+async def wait_before_retry(ctx: Context, seconds: float) -> None:
+    """Sleep ``seconds`` durably, or less if ``crossbank retry`` ends the sleep first.
+
+    The sleep is a timer promise that the store settles at its deadline;
+    anyone with its id may settle it earlier, which is all ``crossbank retry``
+    does. The worker lets the transfer go meanwhile; whichever worker of the
+    version's group the store hands it to next makes the attempt.
+    """
+    await ctx.sleep(timedelta(seconds=seconds))
 
 
 # -- steps: each runs inside ctx.run, so its result is checkpointed ----------------
@@ -213,7 +264,14 @@ async def apply_entry(
         if fenced.state == "applied":
             record = StepRecord(kind, oid, "applied", settled_by="fence", entry=fenced.entry)
         else:
-            record = StepRecord(kind, oid, "rejected", code=outcome.code, message=outcome.message)
+            record = StepRecord(
+                kind,
+                oid,
+                "rejected",
+                code=outcome.code,
+                message=outcome.message,
+                cancelled=note_of(fenced),
+            )
     report_if_decisive(deps.metrics, transfer_id, record)
     return record.to_json()
 
@@ -227,7 +285,14 @@ async def fence_entry(
     oid = op_id(transfer_id, kind)
     deps = ctx.get_dependency(SagaDeps)
     outcome = await deps.bank(bank).void(oid)
-    record = StepRecord(kind, oid, outcome.state, settled_by="fence", entry=outcome.entry)
+    record = StepRecord(
+        kind,
+        oid,
+        outcome.state,
+        settled_by="fence",
+        entry=outcome.entry,
+        cancelled=note_of(outcome),
+    )
     report_if_decisive(deps.metrics, transfer_id, record)
     return record.to_json()
 
@@ -267,6 +332,11 @@ async def reverse_debit(
     deps.metrics.transfer_finished(transfer_id, "compensated", began.reason)
     transfer_event("transfer compensated")
     return StepRecord("reversal", oid, "applied", entry=outcome.entry).to_json()
+
+
+def note_of(void: VoidOutcome) -> dict[str, str] | None:
+    """An operator's cancel note on a void (who, why, when), as a step record keeps it."""
+    return None if void.cancelled is None else asdict(void.cancelled)
 
 
 def report_if_decisive(metrics: WorkerMetrics, transfer_id: str, record: StepRecord) -> None:

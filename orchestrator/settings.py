@@ -8,7 +8,9 @@ value fails at start-up with the variable's name, not later mid-transfer.
 
 from __future__ import annotations
 
+import getpass
 import os
+import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,6 +57,11 @@ class Settings:
     is shown while the database is down (see :mod:`orchestrator.repeated_warnings`).
     ``tls`` is what an ``https://`` bank or store is verified against, and the
     certificate presented to one that asks (see :mod:`envsettings.tls`).
+    ``saga_versions`` are the saga versions a worker carries (empty: all this
+    code has) and ``saga_version`` the one new transfers start on (None: the
+    newest); :mod:`orchestrator.saga_versions` says what they mean.
+    ``operator`` names whoever runs an operator's command (cancel, retry), in
+    the record it leaves.
     """
 
     resonate_url: str | None = None
@@ -77,6 +84,9 @@ class Settings:
     pg_warn_every: float = 10.0
     store_request_timeout: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
     tls: ClientTls = field(default_factory=ClientTls)
+    saga_versions: tuple[int, ...] = ()
+    saga_version: int | None = None
+    operator: str = field(default_factory=lambda: default_operator())
 
     def tls_for(self, url: str) -> ssl.SSLContext | None:
         """The client TLS context for ``url``: the configured one for ``https://``, else None."""
@@ -127,6 +137,9 @@ class Settings:
                 env, "STORE_REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT_SECONDS, low=0.1, high=3600.0
             ),
             tls=ClientTls.from_env(env),
+            saga_versions=_versions(env, "SAGA_VERSIONS"),
+            saga_version=_version(env, "SAGA_VERSION"),
+            operator=optional_string(env, "CROSSBANK_OPERATOR") or default_operator(),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -157,7 +170,42 @@ class Settings:
             "PG_WARN_EVERY": repr(self.pg_warn_every),
             "STORE_REQUEST_TIMEOUT": repr(self.store_request_timeout),
             **self.tls.to_env(),
+            "SAGA_VERSIONS": ",".join(str(v) for v in self.saga_versions),
+            "SAGA_VERSION": str(self.saga_version or ""),
+            "CROSSBANK_OPERATOR": self.operator,
         }
+
+
+def default_operator() -> str:
+    """Who runs this process, when ``CROSSBANK_OPERATOR`` does not say: ``user@host``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's)
+        user = f"uid-{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _versions(env: Mapping[str, str], name: str) -> tuple[int, ...]:
+    """A comma-separated list of saga versions (positive integers); empty when unset."""
+    text = optional_string(env, name)
+    if text is None:
+        return ()
+    versions = []
+    for part in text.split(","):
+        if not part.strip().isdigit() or int(part) < 1:
+            raise SettingsError(
+                name, f"must be saga versions separated by commas, like 1,2; got {text!r}"
+            )
+        versions.append(int(part))
+    return tuple(sorted(set(versions)))
+
+
+def _version(env: Mapping[str, str], name: str) -> int | None:
+    """One saga version (a positive integer), or None when unset."""
+    versions = _versions(env, name)
+    if len(versions) > 1:
+        raise SettingsError(name, f"must be one saga version, got {env[name]!r}")
+    return versions[0] if versions else None
 
 
 def _pg_dsn(env: Mapping[str, str]) -> str | None:

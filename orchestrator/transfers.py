@@ -24,7 +24,8 @@ from resonate.types import PromiseRecord
 
 from orchestrator.money import MAX_CENTS
 from orchestrator.records import Compensation, TransferSteps, decide, parse_step_value
-from orchestrator.saga import SAGA_NAME, transfer
+from orchestrator.saga import SAGA_NAME
+from orchestrator.saga_versions import group_for, starting_version
 from orchestrator.settings import Settings
 from orchestrator.tracing import trace_fields
 
@@ -168,8 +169,9 @@ async def start_transfer(
 ) -> TransferHandle:
     """Start transfer ``request.transfer_id``, or attach to it if it exists; ``await handle.result()``.
 
-    Against a served store the saga is dispatched to the workers' group
-    (``settings.group``) and this process only waits. With the embedded store
+    The transfer runs on saga version ``SAGA_VERSION`` (default the newest,
+    :mod:`orchestrator.saga_versions`) to the end. Against a served store it is
+    dispatched to that version's workers' group and this process only waits. With the embedded store
     this process runs it. Either way the store creates the root promise once:
     a second start, even a concurrent one, gets the first one's promise.
 
@@ -181,15 +183,16 @@ async def start_transfer(
     to know before waiting reads the transfer first and calls
     :func:`check_same_transfer` on its ``request``, as ``crossbank transfer`` does.
     """
+    version = starting_version(settings)
     with trace_fields(request.transfer_id) as fields:
         params = {**request.to_json(), **fields}
         if settings.served:
-            handle = resonate.options(target=settings.group, timeout=TRANSFER_TIMEOUT).rpc(
-                request.transfer_id, SAGA_NAME, params
-            )
+            handle = resonate.options(
+                target=group_for(settings.group, version), timeout=TRANSFER_TIMEOUT, version=version
+            ).rpc(request.transfer_id, SAGA_NAME, params)
         else:
-            handle = resonate.options(timeout=TRANSFER_TIMEOUT).run(
-                request.transfer_id, transfer, params
+            handle = resonate.options(timeout=TRANSFER_TIMEOUT, version=version).run(
+                request.transfer_id, SAGA_NAME, params
             )
         # The root promise exists once this returns (created now, or earlier by
         # someone). Shielded: the SDK's handle awaits its creation future bare, so
@@ -239,6 +242,7 @@ async def transfer_record(
       ``in_progress`` or ``compensating`` while pending (from the steps so
       far), the root's state if it was rejected;
     - ``request``: the transfer's parameters (source, target, amount);
+    - ``saga_version``: the saga version it runs on (:mod:`orchestrator.saga_versions`);
     - ``steps``: the recorded steps in the order they ran, each
       ``{"id", "state", "value", "error"}``. A settled bank step's ``value`` is
       a step record (:class:`orchestrator.records.StepRecord`: ``step``,
@@ -247,7 +251,9 @@ async def transfer_record(
       through :func:`orchestrator.records.parse_step_value`); the compensation
       step's value is ``{"step": "compensating", "since", "reason"}``; a step
       whose retries ran out is ``rejected`` with the last ``error`` message; the
-      step in progress is ``pending``;
+      step in progress is ``pending``; a sleep between two attempts (saga
+      version 2) is a ``timer`` step, ``pending`` until ``wait_until`` (epoch
+      ms) or until ``crossbank retry`` ends it;
     - ``compensating_since``: epoch seconds when the saga began reversing the
       debit (None if it never did);
     - ``needs_attention``: the transfer is still unfinished and has been
@@ -272,7 +278,8 @@ async def transfer_record(
         "transfer_id": transfer_id,
         "state": root.state,
         "status": _status(root.state, result, values),
-        "request": _request_of(root),
+        "request": request_of(root),
+        "saga_version": saga_version_of(root),
         "result": result,
         "error": _error_message(root) if root.state.startswith("rejected") else None,
         "steps": steps,
@@ -304,7 +311,14 @@ async def _get(resonate: Resonate, promise_id: str) -> PromiseRecord | None:
         raise
 
 
-def _request_of(record: PromiseRecord) -> dict[str, Any] | None:
+def saga_version_of(root: PromiseRecord) -> int:
+    """The saga version a transfer runs on, from its task data (1 before versions existed)."""
+    data = root.param.data
+    version = data.get("version") if isinstance(data, dict) else None
+    return version if isinstance(version, int) and not isinstance(version, bool) else 1
+
+
+def request_of(record: PromiseRecord) -> dict[str, Any] | None:
     """The transfer parameters inside a root promise's task data (``args[0]``)."""
     data = record.param.data
     if isinstance(data, dict):
@@ -316,11 +330,14 @@ def _request_of(record: PromiseRecord) -> dict[str, Any] | None:
 
 def _step_view(record: PromiseRecord) -> dict[str, Any]:
     settled_ok = record.state == "resolved"
+    timer = record.tags.get("resonate:timer") == "true"
     return {
         "id": record.id,
         "state": record.state,
         "value": record.value.data if settled_ok else None,
         "error": _error_message(record) if record.state.startswith("rejected") else None,
+        "timer": timer,
+        "wait_until": record.timeout_at if timer else None,
     }
 
 

@@ -40,7 +40,8 @@ from envsettings import SettingsError, number, optional_path
 from envsettings.logs import configure_logging as configure_log_output
 from orchestrator.health_file import replace_json
 from orchestrator.metrics import WorkerMetrics, metrics_address
-from orchestrator.runtime import close_resonate, open_resonate
+from orchestrator.runtime import close_resonate, open_workers
+from orchestrator.saga_versions import carried, group_for
 from orchestrator.settings import Settings
 from orchestrator.tracing import StepLogContext
 
@@ -87,12 +88,12 @@ def running_transfers(resonate: Resonate) -> list[str]:
     return sorted(task_id for task_id in active if ":" not in task_id)
 
 
-async def _keep_status(resonate: Resonate, path: Path, every: float) -> None:
+async def _keep_status(resonates: list[Resonate], path: Path, every: float) -> None:
     """Rewrite ``path`` whenever the running transfers change (and now and then anyway)."""
     last: list[str] | None = None
     written = 0.0
     while True:
-        running = running_transfers(resonate)
+        running = sorted(t for resonate in resonates for t in running_transfers(resonate))
         if running != last or time.monotonic() - written > STATUS_REFRESH_SECONDS:
             try:
                 replace_json(path, {"pid": os.getpid(), "running": running, "at": time.time()})
@@ -109,21 +110,23 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     if settings.resonate_pg_dsn is not None:
         await _check_database(settings.resonate_pg_dsn, settings.bank_timeout)
     metrics = WorkerMetrics(attention_after=settings.attention_after)
-    resonate = open_resonate(settings, role="worker", metrics=metrics)
-    metrics.running = lambda: len(running_transfers(resonate))
+    resonates = open_workers(settings, metrics)
+    metrics.running = lambda: sum(len(running_transfers(r)) for r in resonates)
     address = metrics_address()
     if address is not None:
         metrics.serve(address)
     keeper = (
-        asyncio.create_task(_keep_status(resonate, status_file, status_every))
+        asyncio.create_task(_keep_status(resonates, status_file, status_every))
         if status_file is not None
         else None
     )
     where = settings.store_name()
+    versions = list(carried(settings))
     logger.info(
-        "worker %d ready: group=%s store=%s source=%s target=%s lease=%ss",
+        "worker %d ready: saga versions %s (groups %s) store=%s source=%s target=%s lease=%ss",
         os.getpid(),
-        settings.group,
+        ", ".join(map(str, versions)),
+        ", ".join(group_for(settings.group, v) for v in versions),
         where,
         settings.source_bank_url,
         settings.target_bank_url,
@@ -139,7 +142,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         with contextlib.suppress(OSError):
             status_file.unlink()
     try:
-        await asyncio.wait_for(close_resonate(resonate), timeout=settings.lease_ttl)
+        await asyncio.wait_for(
+            asyncio.gather(*(close_resonate(r) for r in resonates)), timeout=settings.lease_ttl
+        )
     except TimeoutError:
         logger.warning(
             "worker %d: transfers still running after %ss; their leases will lapse "

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from orchestrator import audit, connection_errors, money
+from orchestrator import audit, connection_errors, money, operator_log
 from orchestrator.accounts import Account
 from orchestrator.bank_client import (
     BANK_URL_VARIABLE,
@@ -219,7 +219,9 @@ async def transfer_command(
     wait: bool,
 ) -> Reply:
     from orchestrator import transfers
+    from orchestrator.saga_versions import starting_version
 
+    starting_version(settings)  # a SAGA_VERSION this code lacks is refused before anything
     cents = money.parse_amount(amount)
     if source == target:
         raise CliError(f"source and target are the same account ({source!r})")
@@ -312,7 +314,8 @@ async def transfer_view(
 
     The store's record (:func:`orchestrator.transfers.transfer_record`) with its
     ``timeline`` (when each promise began and settled), ``ledger`` (each op id
-    as its bank has it) and ``status`` in words. Shared with the console.
+    as its bank has it), ``status`` in words and ``operator_actions`` (the
+    operator record, :mod:`orchestrator.operator_log`). Shared with the console.
     """
     from orchestrator import transfers
 
@@ -329,7 +332,13 @@ async def transfer_view(
     for kind, client in steps:
         async with reaching(client):
             ledger[kind] = await client.get_entry(op_id(transfer_id, kind))
-    return {**record, "ledger": ledger, "status": status_word(record)}
+    actions = [a.to_json() for a in await operator_log.actions_on(resonate, transfer_id)]
+    return {
+        **record,
+        "ledger": ledger,
+        "status": status_word(record),
+        "operator_actions": actions,
+    }
 
 
 def kept_in(settings: Settings) -> str:

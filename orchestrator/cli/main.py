@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TextIO
 
 from envsettings import SettingsError
+from orchestrator.cli import operate
 from orchestrator.cli.commands import (
     OK,
     REFUSED,
@@ -105,8 +106,54 @@ def build_parser() -> argparse.ArgumentParser:
         "seed", parents=[common], help="open a default set of demo accounts on both banks"
     )
 
-    commands.add_parser(
+    audit = commands.add_parser(
         "audit", parents=[common], help="check both ledgers against the invariants (exit 1 if not)"
+    )
+    audit.add_argument(
+        "--actions",
+        action="store_true",
+        help="list the operator record (cancels, retries, kills, holds) instead, newest first",
+    )
+    audit.add_argument(
+        "--limit", type=_limit, default=50, help="with --actions: at most this many (default 50)"
+    )
+
+    listing = commands.add_parser(
+        "transfers", parents=[common], help="list transfers, newest first, from the store's search"
+    )
+    listing.add_argument(
+        "--status",
+        metavar="STATUS",
+        help="only these: in_progress, compensating, needs-attention, committed, compensated, "
+        "failed",
+    )
+    listing.add_argument(
+        "--since", metavar="WHEN", help="started at or after: 2026-12-06, 2026-12-06T14:30, 90m, 2h"
+    )
+    listing.add_argument(
+        "--limit", type=_limit, default=50, help="at most this many (default 50, at most 1000)"
+    )
+    listing.add_argument("--cursor", help="the next page: the cursor the previous page printed")
+
+    cancel = commands.add_parser(
+        "cancel",
+        parents=[common],
+        help="cancel a transfer unless its credit applied (exit 1 if too late)",
+    )
+    cancel.add_argument("transfer_id", metavar="ID")
+    cancel.add_argument("--reason", required=True, help="why, kept with the cancel")
+    cancel.add_argument("--by", help="who cancels (default: CROSSBANK_OPERATOR, else user@host)")
+
+    retry = commands.add_parser(
+        "retry", parents=[common], help="make a transfer waiting between attempts try again now"
+    )
+    retry.add_argument("transfer_id", metavar="ID")
+    retry.add_argument("--by", help="who asks (default: CROSSBANK_OPERATOR, else user@host)")
+
+    commands.add_parser(
+        "versions",
+        parents=[common],
+        help="the saga versions, and how many unfinished transfers each still runs",
     )
     commands.add_parser("worker", parents=[common], help="run a worker until SIGTERM or Ctrl-C")
 
@@ -158,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=_port, help="port on CONSOLE_HOST (default: CONSOLE_PORT, else 8090)"
     )
     return parser
+
+
+def _limit(text: str) -> int:
+    """A page size from 1 to 1000, or argparse's one-line refusal."""
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"invalid limit {text!r}: a number from 1 to 1000")
+    return int(text)
 
 
 def _port(text: str) -> int:
@@ -239,7 +293,25 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> Reply:
                 settings, args.account_id, bank=args.bank, action=args.action, opening=opening
             )
         case "audit":
+            if args.actions:
+                return await operate.actions_command(settings, limit=args.limit)
             return await audit_command(settings)
+        case "transfers":
+            return await operate.transfers_command(
+                settings,
+                status=args.status,
+                since=args.since,
+                limit=args.limit,
+                cursor=args.cursor,
+            )
+        case "cancel":
+            return await operate.cancel_command(
+                settings, args.transfer_id, reason=args.reason, by=args.by
+            )
+        case "retry":
+            return await operate.retry_command(settings, args.transfer_id, by=args.by)
+        case "versions":
+            return await operate.versions_command(settings)
     raise CliError(f"unknown command {args.command!r}")
 
 

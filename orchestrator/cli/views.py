@@ -55,9 +55,16 @@ def describe_status(view: dict[str, Any], *, kept_in: str = "promise store") -> 
             f"  {money.format_cents(request['amount'])} from {request['source_account']} "
             f"(source bank) to {request['target_account']} (target bank)"
         )
+    if view.get("saga_version") is not None:
+        lines.append(f"  saga version {view['saga_version']}")
     result = view.get("result")
     if isinstance(result, dict) and result.get("reason"):
         lines.append(f"  reason: {result['reason']}")
+    if isinstance(result, dict) and isinstance(cancelled := result.get("cancelled"), dict):
+        lines.append(
+            f"  cancelled by {cancelled.get('by')} at {cancelled.get('at')}: "
+            f"{cancelled.get('reason')}"
+        )
     if view.get("error"):
         lines.append(f"  error: {view['error']}")
     lines.append(f"  timeline ({kept_in}):")
@@ -67,6 +74,47 @@ def describe_status(view: dict[str, Any], *, kept_in: str = "promise store") -> 
     lines.append("  ledgers:")
     for row in ledger_rows(view):
         lines.append(f"    {row['bank']:<7} {row['kind']:<9} {row['text']}")
+    if view.get("operator_actions"):
+        lines.append("  operator actions:")
+        lines.extend(f"    {describe_action(action)}" for action in view["operator_actions"])
+    return "\n".join(lines)
+
+
+def describe_action(action: dict[str, Any]) -> str:
+    """One operator action: when, what, by whom, why and what came of it."""
+    at = datetime.fromtimestamp(float(action["at"]), UTC).strftime("%Y-%m-%d %H:%M:%S")
+    why = f" ({action['reason']})" if action.get("reason") else ""
+    return (
+        f"{at}  {action['action']} {action['transfer_id']} by {action['by']}{why}: "
+        f"{action['outcome']}"
+    )
+
+
+def describe_transfers(page: dict[str, Any], *, next_command: str) -> str:
+    """``crossbank transfers``: one line per transfer, newest first, and how to see more."""
+    rows = page["transfers"]
+    if not rows:
+        return "no transfers"
+    lines = [f"{'started (UTC)':<19}  {'transfer':<24} {'status':<14} {'amount':>12}  v  accounts"]
+    for row in rows:
+        request = row.get("request") or {}
+        started = (
+            datetime.fromtimestamp(row["created_at"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            if row.get("created_at")
+            else "?"
+        )
+        status = status_word(row) + (" !" if row.get("needs_attention") else "")
+        amount = money.format_cents(request["amount"]) if "amount" in request else "?"
+        lines.append(
+            f"{started:<19}  {row['transfer_id']:<24} {status:<14} {amount:>12}  "
+            f"{row['saga_version']}  {request.get('source_account', '?')} -> "
+            f"{request.get('target_account', '?')}"
+            + (f"  ({row['reason']})" if row.get("reason") else "")
+        )
+    if any(row.get("needs_attention") for row in rows):
+        lines.append("! needs attention: compensating for longer than ATTENTION_AFTER")
+    if page.get("cursor"):
+        lines.append(f"more: {next_command} --cursor {page['cursor']}")
     return "\n".join(lines)
 
 
@@ -111,6 +159,13 @@ def ms_clock(epoch_ms: int | None) -> str:
 
 def _describe_step(step: dict[str, Any]) -> str:
     value = step.get("value")
+    if step.get("timer"):
+        if step["state"] == "pending":
+            return (
+                f"waiting until {_ms_clock(step.get('wait_until'))} before the next attempt "
+                "(crossbank retry makes it now)"
+            )
+        return "waited"
     if step["state"] == "pending":
         return "running"
     if step["state"] != "resolved" or not isinstance(value, dict):

@@ -24,7 +24,8 @@ from orchestrator.bank_client import (
     EntryOutcome,
     VoidOutcome,
 )
-from orchestrator.saga import SAGA_NAME, SagaDeps, transfer
+from orchestrator.saga import SAGA_NAME, SagaDeps
+from orchestrator.saga_versions import SAGAS
 from orchestrator.settings import Settings
 from promise_store.embedded import EmbeddedStore
 
@@ -80,7 +81,8 @@ async def saga_runtime(
     pid = uuid.uuid4().hex
     store = EmbeddedStore(store_path, pid=pid, group="saga-table")
     resonate = Resonate(network=store, pid=pid, group="saga-table", ttl=timedelta(seconds=30))
-    resonate.register(transfer, name=SAGA_NAME)
+    for version, body in SAGAS.items():
+        resonate.register(body, name=SAGA_NAME, version=version)
     resonate.with_dependency(
         SagaDeps(
             source=cast(BankClient, source), target=cast(BankClient, target), settings=settings

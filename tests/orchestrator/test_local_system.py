@@ -62,6 +62,9 @@ EVERY_FIELD_BUT_TLS_CHANGED = Settings(
     worker_health_file=Path("/somewhere/worker.health"),
     pg_warn_every=2.5,
     store_request_timeout=7.5,
+    saga_versions=(1, 2),
+    saga_version=1,
+    operator="someone@somewhere",
 )
 
 

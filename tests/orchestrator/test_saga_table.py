@@ -11,6 +11,7 @@ The cluster tests break the same paths with real banks and real kills.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ import pytest
 
 from orchestrator.bank_client import EntryKind
 from orchestrator.records import TransferResult, decide
-from orchestrator.saga import transfer
+from orchestrator.saga import SAGA_NAME
+from orchestrator.saga_versions import NEWEST, SAGAS
 from tests.orchestrator.scripted_bank import FAST_SETTINGS, Post, ScriptedBank, saga_runtime
 
 pytestmark = pytest.mark.anyio
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.anyio
 SETTINGS = FAST_SETTINGS
 UNKNOWN_UNTIL_FENCED: list[Post] = ["unknown"] * SETTINGS.step_attempts
 #: What every step of a result carries (orchestrator/README.md documents them).
-STEP_KEYS = {"step", "op_id", "status", "settled_by", "entry", "code", "message"}
+STEP_KEYS = {"step", "op_id", "status", "settled_by", "entry", "code", "message", "cancelled"}
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,9 @@ TABLE = [
 ]
 
 
-async def run_saga(store_path: Path, source: ScriptedBank, target: ScriptedBank) -> dict[str, Any]:
+async def run_saga(
+    store_path: Path, source: ScriptedBank, target: ScriptedBank, version: int = NEWEST
+) -> dict[str, Any]:
     async with saga_runtime(store_path, source, target, SETTINGS) as resonate:
         request = {
             "transfer_id": "t",
@@ -189,7 +193,7 @@ async def run_saga(store_path: Path, source: ScriptedBank, target: ScriptedBank)
             "target_account": "bob",
             "amount": 1250,
         }
-        handle = resonate.run("t", transfer, request)
+        handle = resonate.options(version=version).run("t", SAGA_NAME, request)
         return cast(dict[str, Any], await asyncio.wait_for(handle.result(), 30))
 
 
@@ -197,12 +201,15 @@ def settled(step: dict[str, Any] | None) -> str | None:
     return None if step is None else f"{step['status']} by {step['settled_by']}"
 
 
-@pytest.mark.parametrize("row", TABLE, ids=[row.name for row in TABLE])
+@pytest.mark.parametrize("version", SAGAS, ids=[f"v{version}" for version in SAGAS])
+@pytest.mark.parametrize("table_row", TABLE, ids=[row.name for row in TABLE])
 async def test_saga_decides_from_its_steps(
-    row: Row, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    table_row: Row, version: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Every version of the saga makes the same bank calls and decisions on every row."""
+    row = copy.deepcopy(table_row)  # its scripted banks record their calls
     with caplog.at_level(logging.INFO, logger="orchestrator.saga"):
-        result = await run_saga(tmp_path / "promises.db", row.source, row.target)
+        result = await run_saga(tmp_path / "promises.db", row.source, row.target, version)
 
     assert (result["status"], result["reason"]) == (row.status, row.reason)
     # The body is its own rule; decide() is the readers' rule. They must agree.
