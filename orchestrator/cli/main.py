@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("demo", "start everything locally and run transfers, then the crash demo"),
         ("crash-demo", "kill a worker mid-transfer and watch the transfer finish anyway"),
+        ("upgrade-demo", "change the saga while transfers run: each finishes on its version"),
     ):
         demo = commands.add_parser(name, parents=[common], help=text)
         demo.add_argument(
@@ -230,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "worker":
             return _run_worker()
-        if args.command in ("demo", "crash-demo"):
+        if args.command in ("demo", "crash-demo", "upgrade-demo"):
             return _run_demo(args)
         if args.command == "console":
             return _run_console(args)
@@ -323,10 +324,15 @@ def _run_worker() -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from orchestrator.local import crash_demo, demo
+    from orchestrator.local import crash_demo, demo, upgrade_demo
     from orchestrator.local.stage import DemoOptions
 
-    run: Callable[[DemoOptions], int] = demo.main if args.command == "demo" else crash_demo.main
+    demos: dict[str, Callable[[DemoOptions], int]] = {
+        "demo": demo.main,
+        "crash-demo": crash_demo.main,
+        "upgrade-demo": upgrade_demo.main,
+    }
+    run = demos[args.command]
     return run(
         DemoOptions(
             data_dir=args.data,

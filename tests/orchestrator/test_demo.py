@@ -124,3 +124,16 @@ def test_crash_demo_over_tls_on_every_link(tmp_path: Path) -> None:
     assert re.search(r"transfer crash-\d+: committed", out)
     assert "each op applied exactly once" in out
     assert out.rstrip().endswith("crash-demo: done: every outcome as expected")
+
+
+def test_upgrade_demo_finishes_each_transfer_on_its_version(tmp_path: Path) -> None:
+    """``crossbank upgrade-demo``: version-1 transfers held mid-credit finish on the old worker."""
+    out = run_demo(tmp_path, "upgrade-demo", "--data", str(tmp_path / "upgrade"))
+
+    assert "version 1: 2 unfinished transfer(s): keep workers that carry it" in out
+    assert "version 1: no unfinished transfer: workers may stop carrying it" in out
+    assert len(re.findall(r"v1-\d+-\d\s+ran on worker-2\n", out)) == 2
+    assert len(re.findall(r"v2-\d+-\d\s+ran on worker-3\n", out)) == 2
+    assert "unexpected" not in out
+    assert "audit: clean" in out
+    assert out.rstrip().endswith("upgrade-demo: done: every outcome as expected")
