@@ -78,6 +78,47 @@ class ChannelWatcher(Protocol):
     def disconnected(self, reason: str) -> None: ...
 
 
+class EveryChannel:
+    """Tells ``watchers`` a worker can receive work only while every one of its channels is open.
+
+    A worker that carries several saga versions has one push channel per
+    version's group (:func:`orchestrator.runtime.open_workers`); losing any of
+    them means a version's transfers no longer reach it, so its health file and
+    its ``push_channel_up`` gauge say so until that channel is back.
+    """
+
+    def __init__(self, watchers: Sequence[ChannelWatcher], count: int) -> None:
+        self._watchers = list(watchers)
+        self._open = [False] * count
+
+    def channel(self, index: int) -> ChannelWatcher:
+        """The watcher to hand channel ``index``."""
+        return _OneOf(self, index)
+
+    def _connected(self, index: int) -> None:
+        self._open[index] = True
+        if all(self._open):
+            for watcher in self._watchers:
+                watcher.connected()
+
+    def _disconnected(self, index: int, reason: str) -> None:
+        self._open[index] = False
+        for watcher in self._watchers:
+            watcher.disconnected(reason)
+
+
+@dataclass(frozen=True)
+class _OneOf:
+    every: EveryChannel
+    index: int
+
+    def connected(self) -> None:
+        self.every._connected(self.index)
+
+    def disconnected(self, reason: str) -> None:
+        self.every._disconnected(self.index, reason)
+
+
 class PushChannel:
     """``Source`` for a Resonate server at ``url``: one long-lived SSE stream, kept open."""
 

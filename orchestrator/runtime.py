@@ -48,7 +48,7 @@ from envsettings.tracing import start_tracing
 from orchestrator.bank_client import bank_clients
 from orchestrator.health_file import HealthFile
 from orchestrator.metrics import WorkerMetrics
-from orchestrator.push import ChannelWatcher, PushChannel, PushLimits
+from orchestrator.push import ChannelWatcher, EveryChannel, PushChannel, PushLimits
 from orchestrator.repeated_warnings import limit_repeated_warnings
 from orchestrator.saga import SAGA_NAME, SagaDeps
 from orchestrator.saga_versions import SagaBody, carried, group_for
@@ -97,10 +97,28 @@ def open_workers(settings: Settings, metrics: WorkerMetrics | None = None) -> li
     bodies = carried(settings)
     if not settings.served:
         return [_open(settings, "worker", settings.group, bodies, metrics)]
+    every = EveryChannel(channel_watchers(settings, metrics), len(bodies))
     return [
-        _open(settings, "worker", group_for(settings.group, version), {version: body}, metrics)
-        for version, body in bodies.items()
+        _open(
+            settings,
+            "worker",
+            group_for(settings.group, version),
+            {version: body},
+            metrics,
+            every.channel(index),
+        )
+        for index, (version, body) in enumerate(bodies.items())
     ]
+
+
+def channel_watchers(settings: Settings, metrics: WorkerMetrics) -> list[ChannelWatcher]:
+    """Who hears whether a worker's push channels are open: its metrics, and its health file."""
+    watchers: list[ChannelWatcher] = [metrics]
+    if settings.worker_health_file is not None:
+        watchers.append(
+            HealthFile(settings.worker_health_file, fresh_for=settings.push_idle_timeout)
+        )
+    return watchers
 
 
 def _open(
@@ -109,8 +127,10 @@ def _open(
     group: str,
     bodies: dict[int, SagaBody],
     metrics: WorkerMetrics | None,
+    watcher: ChannelWatcher | None = None,
 ) -> Resonate:
-    """One started Resonate in ``group`` (a worker's) that runs ``bodies``, by version."""
+    """One started Resonate in ``group`` (a worker's) that runs ``bodies``, by version;
+    a served worker's push channel reports to ``watcher``."""
     metrics = metrics or WorkerMetrics(attention_after=settings.attention_after)
     start_tracing(f"crossbank-{role}")  # when OTEL_* asks for it: envsettings.tracing
     ttl = timedelta(seconds=settings.lease_ttl)
@@ -134,11 +154,9 @@ def _open(
         resonate = Resonate(network=store, pid=pid, group=settings.group, ttl=ttl)
         first_beat_after_an_interval(resonate)
     elif role == "worker":
-        watchers: list[ChannelWatcher] = [metrics]
-        if settings.worker_health_file is not None:
-            health = HealthFile(settings.worker_health_file, fresh_for=settings.push_idle_timeout)
-            watchers.append(health)
-        resonate = _served(settings, group, ttl, watchers=watchers)
+        if watcher is None:
+            watcher = EveryChannel(channel_watchers(settings, metrics), 1).channel(0)
+        resonate = _served(settings, group, ttl, watchers=[watcher])
         first_beat_after_an_interval(resonate)
     else:
         return _served(settings, client_group(settings), ttl, refresh_secs=CLIENT_POLL_SECONDS)

@@ -123,6 +123,8 @@ class TransferHandle:
     handle: ResonateHandle[Any]
     resonate: Resonate
     settings: Settings
+    #: The saga version asked for (a transfer that existed already runs on its own).
+    version: int
 
     @property
     def transfer_id(self) -> str:
@@ -203,7 +205,7 @@ async def start_transfer(
         created = asyncio.ensure_future(handle.id())
         created.add_done_callback(_seen)  # a failure after the caller left is not "never retrieved"
         await asyncio.shield(created)
-    return TransferHandle(request, handle, resonate, settings)
+    return TransferHandle(request, handle, resonate, settings, version)
 
 
 def _seen(done: asyncio.Future[str]) -> None:

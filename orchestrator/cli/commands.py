@@ -38,6 +38,7 @@ from orchestrator.cli.views import (
 )
 from orchestrator.http_pool import ConnectionPool, Endpoint, ResponseLost
 from orchestrator.records import op_id
+from orchestrator.saga_versions import group_for
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
@@ -274,7 +275,8 @@ async def _wait_for_result(handle: TransferHandle, settings: Settings) -> dict[s
             result: dict[str, Any] = waiting.result()
             return result
         waited += PATIENCE_SECONDS
-        where = f"a worker in group {settings.group!r}" if settings.served else "the saga"
+        group = group_for(settings.group, handle.version)
+        where = f"a worker in group {group!r}" if settings.served else "the saga"
         print(
             f"crossbank: still waiting for transfer {handle.transfer_id} after {waited:.0f}s "
             f"(waiting on {where}; Ctrl-C stops waiting, the transfer is durable)",

@@ -144,3 +144,27 @@ async def test_worker_reconnects_after_store_restart_and_health_follows(
     await logged(worker, "push channel back")
     await health_becomes(worker, healthy=True)
     await assert_transfer_commits_once(cluster, "t-push-store-restart")
+
+
+def test_a_worker_with_several_channels_is_up_only_while_all_are() -> None:
+    """One channel per saga version: the health file and the gauge need every one of them."""
+    from orchestrator.push import EveryChannel
+
+    heard: list[str] = []
+
+    class Recorder:
+        def connected(self) -> None:
+            heard.append("up")
+
+        def disconnected(self, reason: str) -> None:
+            heard.append(f"down: {reason}")
+
+    every = EveryChannel([Recorder()], 2)
+    first, second = every.channel(0), every.channel(1)
+    first.connected()
+    assert heard == []  # the second version's transfers cannot reach it yet
+    second.connected()
+    first.connected()  # again while it stays open
+    second.disconnected("stream ended")
+    second.connected()
+    assert heard == ["up", "up", "down: stream ended", "up"]
