@@ -2,7 +2,8 @@
 
 ``python -m orchestrator.worker`` (or ``crossbank worker``) reads
 :class:`~orchestrator.settings.Settings` from the environment, joins the
-workers' group on the promise store and runs whatever transfers the store
+workers' group of each saga version it carries (``SAGA_VERSIONS``, default
+all; :mod:`orchestrator.saga_versions`) and runs whatever transfers the store
 hands it, many at once on one event loop. Any number of workers may share a
 group; when one dies, the store gives its transfers to another once their
 leases (``LEASE_TTL``) expire.
