@@ -17,6 +17,18 @@ def describe_result(result: dict[str, Any]) -> str:
     """One or two lines a person reads to know where the money is."""
     amount = money.format_cents(result["amount"])
     route = f"{amount} from {result['source_account']} to {result['target_account']}"
+    cancelled = result.get("cancelled")
+    if isinstance(cancelled, dict) and result["status"] in ("failed", "compensated"):
+        where = (
+            "nothing moved"
+            if result["status"] == "failed"
+            else f"the debit was reversed, so the {amount} is back in "
+            f"{result['source_account']}'s account"
+        )
+        return (
+            f"transfer {result['transfer_id']}: {result['status']} (cancelled)\n"
+            f"  cancelled by {cancelled.get('by')}: {cancelled.get('reason')}; {where}"
+        )
     match result["status"]:
         case "committed":
             return f"transfer {result['transfer_id']}: committed\n  moved {route}"

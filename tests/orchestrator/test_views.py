@@ -109,6 +109,15 @@ def test_results_say_where_the_money_ended_up() -> None:
     assert "the 5.00 is back in a's account" in compensated
     failed = views.describe_result({**base, "status": "failed", "reason": "insufficient_funds"})
     assert "nothing moved" in failed
+    note = {"by": "ops", "reason": "customer withdrew", "at": "2026-12-06T10:00:00Z"}
+    cancelled = views.describe_result(
+        {**base, "status": "compensated", "reason": "cancelled", "cancelled": note}
+    )
+    assert cancelled.splitlines() == [
+        "transfer t: compensated (cancelled)",
+        "  cancelled by ops: customer withdrew; the debit was reversed, so the 5.00 is back "
+        "in a's account",
+    ]
 
 
 def test_an_audit_lists_each_violation_with_its_entries() -> None:
