@@ -31,8 +31,9 @@ The saga records when compensation began so a reversal stuck for longer than
 The fence and the reversal may wait for a long time, so they wait durably
 (:func:`until_done`): each failed attempt is recorded, then the saga sleeps
 on a timer promise for the backoff. Nothing is held in a worker meanwhile,
-and ``crossbank retry`` settles that timer to make the next attempt now. An operator's cancel is a void with a note (the fence again),
-so the bank decides every race between a cancel and a step.
+and ``crossbank retry`` settles that timer to make the next attempt now.
+An operator's cancel is a void with a note (the fence again), so the bank
+decides every race between a cancel and a step.
 
 Versions: this body is version :data:`SAGA_VERSION`. A change that alters
 the sequence of durable steps, or what a step is called with, is a new
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -200,14 +202,17 @@ async def settled_step(
     return StepRecord.from_json(value, kind=kind)
 
 
-async def until_done(ctx: Context, step: Any, *args: Any) -> dict[str, Any]:
+async def until_done(
+    ctx: Context, step: Callable[..., Awaitable[dict[str, Any]]], *args: Any
+) -> dict[str, Any]:
     """Run ``step`` until it returns, waiting durably between attempts.
 
     Each attempt is one durable step, not retried by the SDK: its failure is
     recorded, and then the saga sleeps durably for the backoff
-    (:func:`wait_before_retry`). The sequence of durable
-    steps depends only on what was recorded, so a replay walks it again
-    whatever the backoff settings are now.
+    (:func:`wait_before_retry`). The sequence of durable steps depends only
+    on what was recorded, so a replay walks it again whatever the backoff
+    settings are now. No limit on attempts, on purpose: it is used for the
+    fence and the reversal, which must not give up.
     """
     settings = ctx.get_dependency(SagaDeps).settings
     attempt = 0
