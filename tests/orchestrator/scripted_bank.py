@@ -36,17 +36,23 @@ FAST_SETTINGS = Settings(step_attempts=3, step_backoff=0, step_backoff_max=0, le
 Post = Literal["applied", "unknown"] | tuple[Literal["rejected"], str]
 #: What the void fence finds.
 Fence = Literal["applied", "voided"]
+#: One scripted answer to ``POST /entries/{op_id}/void``: what the fence finds, or no answer.
+Void = Fence | Literal["unknown"]
 
 
 @dataclass
 class ScriptedBank:
     """A bank whose answers are a script per entry kind; it records every call it gets.
 
-    The last answer of a script repeats once the script runs out.
+    The last answer of a script repeats once the script runs out. A void of a
+    kind with a script in ``voids`` answers from it ("unknown" raises
+    :class:`BankUnavailable`, as a bank that did not answer); otherwise it
+    finds what ``fences`` says (default: voided).
     """
 
     posts: dict[EntryKind, list[Post]] = field(default_factory=dict)
     fences: dict[EntryKind, Fence] = field(default_factory=dict)
+    voids: dict[EntryKind, list[Void]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
 
     async def post_entry(
@@ -64,7 +70,11 @@ class ScriptedBank:
     async def void(self, op_id: str) -> VoidOutcome:
         self.calls.append(f"void {op_id}")
         kind = cast(EntryKind, op_id.rsplit("-", 1)[1])
-        if self.fences.get(kind, "voided") == "applied":
+        script: list[Void] = self.voids.get(kind) or [self.fences.get(kind, "voided")]
+        answer = script.pop(0) if len(script) > 1 else script[0]
+        if answer == "unknown":
+            raise BankUnavailable(f"scripted: no answer to the void of {op_id}")
+        if answer == "applied":
             return VoidOutcome("applied", entry=_entry(op_id, "?", 0, kind))
         return VoidOutcome("voided")
 
