@@ -18,10 +18,11 @@ next attempt starts now. It changes nothing about what that attempt may do.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from resonate.error import ServerError
+from resonate.error import ResonateError, ServerError
 from resonate.resonate import Resonate
 from resonate.types import Value
 
@@ -102,7 +103,10 @@ async def cancel_transfer(
                 took_effect=False,
             )
     if done.took_effect:
-        await wake(resonate, transfer_id)  # a transfer sleeping between attempts learns now
+        # A transfer sleeping between attempts learns now; one that cannot be woken
+        # (the store did not answer) learns at its next attempt: the void is what counts.
+        with contextlib.suppress(ResonateError):
+            await wake(resonate, transfer_id)
     return await _recorded(resonate, "cancel", by, reason, done)
 
 
@@ -205,7 +209,7 @@ async def _recorded(
     )
     try:
         await operator_log.record(resonate, entry)
-    except ServerError as exc:
+    except ResonateError as exc:  # the action stands; the command says it went unrecorded
         return Done(
             done.transfer_id, done.outcome, done.message, done.took_effect, record_error=str(exc)
         )

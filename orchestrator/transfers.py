@@ -50,6 +50,16 @@ class InvalidTransferRequest(ValueError):
     """A transfer's ids or amount are not ones a transfer can have (the caller's input)."""
 
 
+def check_transfer_id(transfer_id: object) -> str:
+    """``transfer_id`` if it is one a transfer can have, else :class:`InvalidTransferRequest`."""
+    if not isinstance(transfer_id, str) or not _ID_PATTERN.fullmatch(transfer_id):
+        raise InvalidTransferRequest(
+            f"transfer id {str(transfer_id)[:120]!r} must be 1-100 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
+    return transfer_id
+
+
 class TransferConflict(ValueError):
     """The transfer id exists already with different accounts or amount."""
 
@@ -64,11 +74,7 @@ class TransferRequest:
     amount: int
 
     def __post_init__(self) -> None:
-        if not _ID_PATTERN.fullmatch(self.transfer_id):
-            raise InvalidTransferRequest(
-                f"transfer id {self.transfer_id!r} must be 1-100 letters, digits, '.', '_' "
-                "or '-', starting with a letter or digit"
-            )
+        check_transfer_id(self.transfer_id)
         for role, account in (("source", self.source_account), ("target", self.target_account)):
             if not isinstance(account, str) or not _ACCOUNT_PATTERN.fullmatch(account):
                 raise InvalidTransferRequest(

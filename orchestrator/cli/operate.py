@@ -27,6 +27,7 @@ from orchestrator.cli.commands import (
 from orchestrator.cli.views import describe_action, describe_transfers
 from orchestrator.saga_versions import NEWEST, SAGAS, group_for
 from orchestrator.settings import Settings
+from orchestrator.transfers import InvalidTransferRequest, check_transfer_id
 
 #: ``--since 90m``: a number and a unit, back from now.
 _AGO = re.compile(r"(\d+)\s*([smhd])")
@@ -88,6 +89,7 @@ async def transfers_command(
 async def cancel_command(
     settings: Settings, transfer_id: str, *, reason: str, by: str | None
 ) -> Reply:
+    _check_id(transfer_id)
     reason, by = _note_text("--reason", reason), _note_text("--by", by or settings.operator)
     async with promise_store(settings) as resonate, open_banks(settings) as (source, target):
         try:
@@ -100,6 +102,7 @@ async def cancel_command(
 
 
 async def retry_command(settings: Settings, transfer_id: str, *, by: str | None) -> Reply:
+    _check_id(transfer_id)
     by = _note_text("--by", by or settings.operator)
     async with promise_store(settings) as resonate:
         done = await operations.retry_transfer(resonate, transfer_id, by=by)
@@ -150,6 +153,13 @@ def _done_reply(done: operations.Done) -> Reply:
     if done.record_error is not None:
         text += f"\nwarning: the operator record could not be written: {done.record_error}"
     return Reply(OK if done.took_effect else NOT_OK, done.to_json(), text)
+
+
+def _check_id(transfer_id: str) -> None:
+    try:
+        check_transfer_id(transfer_id)
+    except InvalidTransferRequest as exc:
+        raise CliError(str(exc)) from None
 
 
 def _note_text(flag: str, text: str) -> str:

@@ -6,4 +6,7 @@ over server-sent events. It keeps no money state of its own: every figure on
 the page is a bank's or the store's answer, and the page says whose. In the
 local demo it also acts on the processes the demo started (kill a worker,
 start one, hold a credit), through :class:`orchestrator.console.local.LocalControl`.
+Any console that is not read-only can cancel a transfer or make it retry now
+(:mod:`orchestrator.operations`, as ``crossbank cancel`` and ``crossbank retry``),
+and every action it takes leaves an operator record (:mod:`orchestrator.operator_log`).
 """

@@ -36,6 +36,29 @@ DEFAULT_LIMITS = Limits(
 )
 
 
+#: How the console marks its operator's name in the operator records it writes.
+CONSOLE_MARK = " (console)"
+#: The longest name a bank keeps with a cancel (bank_client.CancelNote).
+MAX_OPERATOR = 200
+
+
+def console_operator(operator: str) -> str:
+    """Who the console's operator records name: ``Settings.operator`` (``CROSSBANK_OPERATOR``,
+    else ``user@host``) marked as from the console, ``alice@host (console)``.
+
+    The console cannot tell one holder of its token from another, so the name is the
+    console's, never one a page gives.
+    """
+    by = operator + CONSOLE_MARK
+    if not operator.strip() or len(by) > MAX_OPERATOR or not by.isprintable():
+        raise SettingsError(
+            "CROSSBANK_OPERATOR",
+            f"must be 1 to {MAX_OPERATOR - len(CONSOLE_MARK)} printable characters "
+            f"(the console's records name it); got {operator!r}",
+        )
+    return by
+
+
 @dataclass(frozen=True)
 class ConsoleSettings:
     """Where the console listens and the limits on what it reads and serves.

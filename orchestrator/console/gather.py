@@ -22,13 +22,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import audit, money
 from orchestrator.bank_client import BANK_URL_VARIABLE, BankClient, BankError
 from orchestrator.cli import commands, views
 from orchestrator.console import charts
-from orchestrator.console.config import ConsoleSettings
+from orchestrator.console.config import ConsoleSettings, console_operator
 from orchestrator.settings import Settings, redact_dsn
 
 if TYPE_CHECKING:
@@ -169,6 +170,8 @@ class Reader:
         return {
             "store": {**store, "up": self.store_error is None, "error": self.store_error},
             "group": settings.group,
+            # Who the records of this console's actions name.
+            "operator": console_operator(settings.operator),
             "read_only": self.console.read_only,
             "local": self.local,
             "attention_after": settings.attention_after,
@@ -313,13 +316,20 @@ class Reader:
         if view is None:
             return None
         request = view.get("request") or {}
+        result = view.get("result") if isinstance(view.get("result"), dict) else {}
         return {
             "transfer_id": transfer_id,
             "status": view["status"],
             "needs_attention": view["needs_attention"],
-            "reason": (view.get("result") or {}).get("reason")
-            if isinstance(view.get("result"), dict)
-            else None,
+            "reason": (result or {}).get("reason"),
+            # Who cancelled it, when and why (the bank's note on the void), if an operator did.
+            "cancelled": (result or {}).get("cancelled"),
+            # Its root promise is settled: no cancel or retry can change it now.
+            "finished": view["state"] != "pending",
+            # It sleeps between two attempts now: ``crossbank retry`` makes the next one now.
+            "waiting": any(
+                step.get("timer") and step["state"] == "pending" for step in view["steps"]
+            ),
             "route": (
                 f"{money.format_cents(request['amount'])} from {request['source_account']} "
                 f"(source bank) to {request['target_account']} (target bank)"
@@ -330,9 +340,19 @@ class Reader:
                 {**row, "at_text": views.ms_clock(row["at"])} for row in views.timeline_rows(view)
             ],
             "ledger": views.ledger_rows(view),
+            # The operator record (cancel, retry, kill, hold, release), oldest first.
+            "operator_actions": [
+                {**action, "at_text": _seconds_clock(action["at"])}
+                for action in view.get("operator_actions") or []
+            ],
             "kept_in": self._kept_in(),
             "text": views.describe_status(view, kept_in=self._kept_in()),
         }
+
+
+def _seconds_clock(epoch: float) -> str:
+    """Epoch seconds as UTC ``YYYY-MM-DD HH:MM:SS``, as ``crossbank status`` lists actions."""
+    return datetime.fromtimestamp(float(epoch), UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _in_order(ops: set[str]) -> list[str]:

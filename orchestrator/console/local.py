@@ -15,9 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.local.system import TARGET, LocalSystem
+from orchestrator.records import op_id
 
 #: The rule the crash demo sets: the target bank parks the next credit before applying it.
 HOLD_NEXT_CREDIT: dict[str, Any] = {"action": "hold_before", "kind": "credit", "times": 1}
+
+
+def hold_credit_rule(transfer_id: str | None = None) -> dict[str, Any]:
+    """The target bank parks the next credit, or only ``transfer_id``'s credit, before applying it.
+
+    A rule with a kind never matches a void (bank/faults.py), so a held credit's op id can
+    still be voided (``crossbank cancel``) while the credit waits.
+    """
+    if transfer_id is None:
+        return dict(HOLD_NEXT_CREDIT)
+    return {**HOLD_NEXT_CREDIT, "op_id": op_id(transfer_id, "credit")}
 
 
 class ActionRefused(Exception):
@@ -57,17 +69,24 @@ class LocalControl:
         worker = await asyncio.to_thread(self.system.start_worker)
         return {"worker": worker.name, "pid": worker.pid}
 
-    async def hold_next_credit(self) -> dict[str, Any]:
-        """The target bank parks the next credit it receives until released (or 120 s)."""
+    async def hold_next_credit(self, transfer_id: str | None = None) -> dict[str, Any]:
+        """The target bank parks the next credit it receives (only ``transfer_id``'s, if
+        given) until released (or 120 s)."""
+        rule = hold_credit_rule(transfer_id)
         async with self.system.bank(TARGET) as target:
-            await target.set_faults([HOLD_NEXT_CREDIT])
-        return {"faults": [HOLD_NEXT_CREDIT]}
+            await target.set_faults([rule])
+        return {"faults": [rule]}
 
     async def release_holds(self) -> dict[str, Any]:
-        """Drop the target bank's fault rules and let every held request go on."""
+        """Drop the target bank's fault rules and let every held request go on.
+
+        ``released`` names the op ids the bank held just before (a request parked in
+        between is released too, unnamed).
+        """
         async with self.system.bank(TARGET) as target:
+            held = await target.holds()
             await target.clear_faults()
-        return {"faults": []}
+        return {"faults": [], "released": [str(hold["op_id"]) for hold in held]}
 
 
 #: A status file older than this says its worker is gone (workers rewrite theirs every 5 s).

@@ -23,9 +23,34 @@ opens it or when the feed says that transfer changed.
 | ``GET /api/events`` | the live feed (``text/event-stream``) |
 | ``GET /api/transfers/{id}`` | one transfer as ``crossbank status`` has it |
 | ``POST /api/transfers`` ``{"from", "to", "amount", "id"?}`` | starts a transfer (``crossbank transfer ... --no-wait``) |
+| ``POST /api/transfers/{id}/cancel`` ``{"reason"}`` | cancels it unless its credit applied (``crossbank cancel ID --reason ...``) |
+| ``POST /api/transfers/{id}/retry`` | its next attempt now, if it waits between two (``crossbank retry ID``) |
 | ``POST /api/accounts`` ``{"bank", "account", "action": "open"|"close"}`` | local demo only |
-| ``POST /api/workers/kill`` ``{"transfer_id"}``, ``POST /api/workers/start`` | local demo only |
-| ``POST /api/faults/hold-credit``, ``POST /api/faults/release`` | local demo only |
+| ``POST /api/workers/kill`` ``{"transfer_id", "reason"?}``, ``POST /api/workers/start`` | local demo only |
+| ``POST /api/faults/hold-credit`` ``{"transfer_id"?, "reason"?}``, ``POST /api/faults/release`` | local demo only |
+
+Cancel and retry answer 200 with what came of them, as ``crossbank cancel``
+and ``crossbank retry`` print it (:class:`orchestrator.operations.Done`:
+``outcome``, ``message``, ``took_effect``, ``record_error``), with ``by`` and
+``cli``; ``took_effect`` false is an answer too (too late, finished, not
+waiting), not an error. Input they cannot take (an id no transfer can have, a
+reason that is empty, longer than 200 characters or not printable, a body
+that is not a JSON object) is a 400 that changes nothing. A bank or the store
+that fails mid-way is a 503 "not confirmed" (a void whose answer was lost may
+have applied): sending the same cancel again is safe, and says.
+
+Each operator action (cancel, retry, and the demo's kill, hold and release)
+leaves a record (:mod:`orchestrator.operator_log`) that ``crossbank status ID``
+and ``crossbank audit --actions`` show. Its ``by`` is the console's operator,
+:attr:`Settings.operator` (``CROSSBANK_OPERATOR``, else ``user@host`` of the
+console's process) followed by `` (console)``: the console cannot tell one
+holder of its token from another, so a page never names who it is. A record is
+written once the action is done; if it cannot be, the answer's ``record_error``
+says why beside the action's own outcome. A kill the console refused (no live
+worker runs the transfer) did nothing and leaves no record. A hold of
+"the next credit" names no transfer (the record says ``(target bank)``); a
+hold of one transfer's credit, and a release of a held credit, name that
+transfer.
 
 No page on another site can act through a browser: every request must be
 addressed to a name the console serves (``Host``, ``CONSOLE_ALLOWED_HOSTS``),
@@ -46,18 +71,23 @@ import json
 import logging
 import re
 import secrets
+import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from http.cookies import CookieError, SimpleCookie
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
+
+from resonate.error import ResonateError, ServerError
 
 from envsettings import SettingsError
 from envsettings.tls import server_context
+from orchestrator import audit, operations, operator_log
 from orchestrator.bank_client import BankError, bank_clients
 from orchestrator.cli import commands
-from orchestrator.console.config import ConsoleSettings
+from orchestrator.cli.operate import MAX_REASON
+from orchestrator.console.config import ConsoleSettings, console_operator
 from orchestrator.console.feed import Feed
 from orchestrator.console.gather import Reader, WorkersProbe
 from orchestrator.console.local import ActionRefused, LocalControl, status_directory_workers
@@ -65,7 +95,11 @@ from orchestrator.console.throttle import LoginThrottle, retry_after
 from orchestrator.money import AmountError
 from orchestrator.runtime import resonate_session
 from orchestrator.settings import Settings
+from orchestrator.transfers import InvalidTransferRequest, check_transfer_id
 from promise_store.http import Request, Response, Server, Stream
+
+if TYPE_CHECKING:
+    from resonate.resonate import Resonate
 
 logger = logging.getLogger("orchestrator.console")
 
@@ -83,6 +117,10 @@ OPEN_PATHS = frozenset({"/health", "/api/session", "/api/login", "/login"})
 #: One-time login links kept at once (the oldest is forgotten first).
 MAX_LOGIN_CODES = 16
 _ACCOUNT = re.compile(r"[A-Za-z0-9._:@~+-]{1,128}")
+#: ``POST /api/transfers/{id}/{action}``: an operator's action on one transfer.
+_TRANSFER_ACTION = re.compile(r"/api/transfers/([^/]*)/([a-z]+)")
+#: What the record of a demo hold or release that names no transfer says instead.
+TARGET_BANK = "(target bank)"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -121,6 +159,8 @@ class Console:
     ) -> None:
         needs_served_store(settings)
         self.settings = settings
+        #: Who the records of this console's actions name (module docstring).
+        self.operator = console_operator(settings.operator)
         self.console = console
         self.local = local
         self.feed = Feed(
@@ -148,6 +188,11 @@ class Console:
             "/api/workers/start": self.start_worker,
             "/api/faults/hold-credit": self.hold_credit,
             "/api/faults/release": self.release,
+        }
+        #: ``POST /api/transfers/{id}/{action}``.
+        self._on_transfer: dict[str, Callable[[str, Request], Awaitable[Response]]] = {
+            "cancel": self.cancel,
+            "retry": self.retry,
         }
 
     # -- running ------------------------------------------------------------------------
@@ -300,6 +345,10 @@ class Console:
                 handler = self._get.get(request.path)
             elif request.method == "POST":
                 handler = self._post.get(request.path)
+                if handler is None and (found := _TRANSFER_ACTION.fullmatch(request.path)):
+                    action = self._on_transfer.get(found[2])
+                    if action is not None:
+                        return await action(found[1], request)
             else:
                 return json_error(405, "method_not_allowed", "use GET or POST")
             if handler is None:
@@ -468,9 +517,97 @@ class Console:
         self.wake()
         return json_response({"message": reply.human, "cli": cli})
 
+    async def cancel(self, transfer_id: str, request: Request) -> Response:
+        """``crossbank cancel ID --reason ...``: the saga's fence, with the operator's note."""
+        transfer_id = _transfer_id(transfer_id)
+        reason = _reason(_json_body(request), required=True)
+        assert reason is not None
+        cli = shlex.join(["crossbank", "cancel", transfer_id, "--reason", reason])
+        try:
+            async with commands.open_banks(self.settings) as (source, target):
+                done = await operations.cancel_transfer(
+                    self._resonate(), source, target, transfer_id, by=self.operator, reason=reason
+                )
+        except (BankError, ResonateError) as exc:
+            # A void whose answer was lost, or a store that failed after the void, may have
+            # cancelled it all the same: say so, never "not done". Sending it again is safe:
+            # the bank keeps the first note, and the same note answers as this one's.
+            why = str(exc) if isinstance(exc, BankError) else self._store(exc)
+            return json_error(
+                503,
+                "unavailable",
+                f"cancel not confirmed: {why}; sending it again is safe, and "
+                f"crossbank status {transfer_id} shows whether it took effect",
+                cli=cli,
+            )
+        return self._done(done, cli)
+
+    async def retry(self, transfer_id: str, request: Request) -> Response:
+        """``crossbank retry ID``: end the sleep between two attempts, if it sleeps."""
+        transfer_id = _transfer_id(transfer_id)
+        if request.body.strip():
+            _json_body(request)  # nothing to give, but what is given must be a JSON object
+        cli = shlex.join(["crossbank", "retry", transfer_id])
+        try:
+            done = await operations.retry_transfer(self._resonate(), transfer_id, by=self.operator)
+        except ResonateError as exc:
+            return json_error(
+                503, "unavailable", f"retry not confirmed: {self._store(exc)}", cli=cli
+            )
+        return self._done(done, cli)
+
+    def _done(self, done: operations.Done, cli: str) -> Response:
+        if done.took_effect:
+            assert self.reader is not None
+            self.reader.track(done.transfer_id)
+            self.wake()
+        message = done.message
+        if done.record_error is not None:
+            message += f" (warning: the operator record could not be written: {done.record_error})"
+        return json_response(
+            {**done.to_json(), "message": message, "by": self.operator, "cli": cli}
+        )
+
+    def _store(self, exc: ResonateError) -> str:
+        kept_in = commands.kept_in(self.settings)
+        if isinstance(exc, ServerError):
+            return f"the {kept_in} answered an error: {exc}"
+        return f"the {kept_in} could not be reached: {exc}"
+
+    def _resonate(self) -> Resonate:
+        assert self.reader is not None
+        return self.reader.resonate
+
+    async def keep(
+        self,
+        action: operator_log.Action,
+        transfer_id: str,
+        *,
+        reason: str | None,
+        outcome: str,
+    ) -> str | None:
+        """Write the operator record of an action that happened; why it could not be, if not.
+
+        The action is done whatever the store says now (the bank or the process decided
+        it): a record that cannot be written is reported beside it, never in its place.
+        """
+        entry = operator_log.now_action(
+            action, transfer_id, by=self.operator, reason=reason, outcome=outcome
+        )
+        try:
+            await operator_log.record(self._resonate(), entry)
+        except Exception as exc:
+            logger.warning(
+                "console: the record of %s %s was not written: %s", action, transfer_id, exc
+            )
+            return str(exc) or type(exc).__name__
+        return None
+
     async def kill_worker(self, request: Request) -> Response:
         local = self._need_local()
-        transfer_id = _text(_json_body(request), "transfer_id")
+        body = _json_body(request)
+        transfer_id = _text(body, "transfer_id")
+        reason = _reason(body, required=False)
         try:
             killed = await local.kill_worker_running(transfer_id)
         except ActionRefused as exc:
@@ -479,7 +616,16 @@ class Console:
         message = (
             f"SIGKILL {killed['worker']} (pid {killed['pid']}), which was running {transfer_id}"
         )
-        return json_response({**killed, "message": message, "cli": f"kill -9 {killed['pid']}"})
+        record_error = await self.keep("kill", transfer_id, reason=reason, outcome=message)
+        return json_response(
+            {
+                **killed,
+                "message": message,
+                "cli": f"kill -9 {killed['pid']}",
+                "by": self.operator,
+                "record_error": record_error,
+            }
+        )
 
     async def start_worker(self, request: Request) -> Response:
         local = self._need_local()
@@ -495,26 +641,64 @@ class Console:
 
     async def hold_credit(self, request: Request) -> Response:
         local = self._need_local()
-        done = await local.hold_next_credit()
+        body = _json_body(request)
+        transfer_id = body.get("transfer_id") or None
+        if transfer_id is not None:
+            transfer_id = _transfer_id(transfer_id)
+        reason = _reason(body, required=False)
+        done = await local.hold_next_credit(transfer_id)
         self.wake()
         rules = json.dumps({"faults": done["faults"]})
+        message = (
+            "the target bank will hold the next credit it receives"
+            if transfer_id is None
+            else f"the target bank will hold the credit of {transfer_id} when it comes"
+        )
+        record_error = await self.keep(
+            "hold", transfer_id or TARGET_BANK, reason=reason, outcome=message
+        )
         return json_response(
             {
-                "message": "the target bank will hold the next credit it receives",
+                "message": message,
                 "cli": f"curl -X PUT {self.settings.target_bank_url}/admin/faults "
                 f"-H 'Content-Type: application/json' -d '{rules}'",
+                "by": self.operator,
+                "record_error": record_error,
             }
         )
 
     async def release(self, request: Request) -> Response:
         local = self._need_local()
-        await local.release_holds()
+        done = await local.release_holds()
         self.wake()
+        released: list[str] = done["released"]
+        message = "the target bank's fault rules are cleared and its held requests go on"
+        if released:
+            message += f" ({', '.join(released)})"
+        held: dict[
+            str, list[str]
+        ] = {}  # the transfers whose requests it held, each recorded as released
+        for op in released:
+            parsed = audit.split_op_id(op)
+            if parsed is not None:
+                held.setdefault(parsed[0], []).append(op)
+        errors = [
+            await self.keep(
+                "release",
+                transfer_id,
+                reason=None,
+                outcome=f"released {', '.join(ops)}, held at the target bank",
+            )
+            for transfer_id, ops in held.items()
+        ] or [await self.keep("release", TARGET_BANK, reason=None, outcome=message)]
         return json_response(
             {
-                "message": "the target bank's fault rules are cleared and its held requests go on",
+                "message": message,
+                "released": released,
                 "cli": f"curl -X DELETE {self.settings.target_bank_url}/admin/faults "
                 "-H 'Content-Type: application/json'",
+                "by": self.operator,
+                "record_error": next((e for e in errors if e is not None), None),
             }
         )
 
@@ -553,6 +737,38 @@ def _text(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not value:
         raise Refused(400, "http_error", f"{name} is required (a string)")
+    return value
+
+
+def _transfer_id(value: object) -> str:
+    """A transfer id from a path or a body, or a 400 that names what an id may be."""
+    try:
+        return check_transfer_id(value)
+    except InvalidTransferRequest as exc:
+        raise Refused(400, "invalid_request", str(exc)) from None
+
+
+def _reason(body: dict[str, Any], *, required: bool) -> str | None:
+    """``reason``: what a bank keeps with a cancel, as ``crossbank cancel --reason`` takes it."""
+    value = body.get("reason")
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise Refused(
+            400, "invalid_request", f"reason is required: why, in 1 to {MAX_REASON} characters"
+        )
+    if len(value) > MAX_REASON:
+        raise Refused(
+            400,
+            "invalid_request",
+            f"reason is {len(value)} characters long; at most {MAX_REASON}",
+        )
+    if not value.isprintable():
+        raise Refused(
+            400,
+            "invalid_request",
+            "reason must be printable text on one line (no control characters)",
+        )
     return value
 
 

@@ -174,3 +174,12 @@ async def test_a_bad_reason_is_refused_and_changes_nothing(cluster: Cluster, rea
     assert "--reason must be 1 to 200 printable characters" in cli.stderr
     async with cluster.banks() as (source, _):
         assert await source.get_entry("cr-bad-debit") is None
+
+
+@pytest.mark.parametrize("command", ["cancel", "retry"])
+async def test_an_id_no_transfer_can_have_is_refused(cluster: Cluster, command: str) -> None:
+    extra = ["--reason", WHY] if command == "cancel" else []
+    cli = await asyncio.to_thread(run_cli, cluster, command, "../etc", *extra)
+
+    assert cli.returncode == 2
+    assert "transfer id '../etc' must be 1-100 letters" in cli.stderr

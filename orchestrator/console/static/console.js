@@ -60,11 +60,18 @@ async function post(path, body) {
   return answer;
 }
 
-function say(text, { error = false, cli = null } = {}) {
+function say(text, { error = false, cli = null, warn = false } = {}) {
   const box = $("message");
   box.replaceChildren(text);
   if (cli) box.append(el("span", { class: "equiv" }, " (", el("code", { text: cli }), ")"));
-  box.className = error ? "message error" : "message ok";
+  box.className = error ? "message error" : warn ? "message warn" : "message ok";
+}
+
+// A word for a shell, quoted as Python's shlex.quote does (the console's answers use it).
+function shellQuote(word) {
+  if (word === "") return "''";
+  if (!/[^\w@%+=:,./-]/.test(word)) return word;
+  return `'${word.replace(/'/g, `'"'"'`)}'`;
 }
 
 async function act(button, run) {
@@ -441,14 +448,22 @@ function select(transferId) {
 
 async function loadDetail(transferId) {
   const node = $("detail");
-  if (!node.querySelector(`[data-detail="${CSS.escape(transferId)}"]`)) {
-    node.replaceChildren(el("h2", { id: "detail-h", text: `Timeline of ${transferId}` }), el("p", { class: "loading", text: "loading…" }));
+  if (node.dataset.for !== transferId) {
+    // A new transfer: its frame, and its operator's actions, which stay while it is shown
+    // (a reason being typed survives the feed's updates of the timeline).
+    node.dataset.for = transferId;
+    node.replaceChildren(
+      el("h2", { id: "detail-h", text: `Timeline of ${transferId}` }),
+      el("div", { id: "detail-body" }, el("p", { class: "loading", text: "loading…" })),
+      operatorActions(transferId));
   }
   let detail;
   try {
     detail = await getJSON(`/api/transfers/${encodeURIComponent(transferId)}`);
   } catch (error) {
-    node.replaceChildren(el("h2", { id: "detail-h", text: `Timeline of ${transferId}` }), el("p", { class: "error", role: "alert", text: error.message }));
+    if (view.selected !== transferId) return;
+    $("detail-body").replaceChildren(el("p", { class: "error", role: "alert", text: error.message }));
+    $("operator").hidden = true;
     return;
   }
   if (view.selected !== transferId) return;
@@ -459,25 +474,117 @@ async function loadDetail(transferId) {
     el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "bank" }), el("th", { scope: "col", text: "op" }), el("th", { scope: "col", text: "as the bank has it" }))),
     el("tbody", {}, ...detail.ledger.map((row) => el("tr", { "data-op": row.kind }, el("td", { text: row.bank }), el("td", { text: `${transferId}-${row.kind}` }), el("td", { text: row.text })))));
   const status = detail.needs_attention ? `${detail.status} · NEEDS ATTENTION` : detail.status;
+  const cancelled = detail.cancelled;
   const children = [
-    el("h2", { id: "detail-h", text: `Timeline of ${transferId}` }),
     el("p", { "data-detail": transferId }, el("span", { class: `badge ${STATUS_CLASS[detail.status] || ""}`, id: "detail-status", text: status }), ` ${detail.route}`, detail.reason ? ` · reason: ${detail.reason}` : ""),
+    cancelled ? el("p", { id: "detail-cancelled" }, `cancelled by ${cancelled.by} at ${cancelled.at}: `, el("q", { text: cancelled.reason })) : null,
     el("h3", {}, "steps ", el("span", { class: "from-where", text: `(from the ${detail.kept_in}: each step is a promise)` })),
     el("div", { class: "scroll" }, timeline),
     el("h3", {}, "ledgers ", el("span", { class: "from-where", text: "(GET /entries/{op_id} on each bank)" })),
     el("div", { class: "scroll" }, ledger),
+    el("h3", {}, "operator record ", el("span", { class: "from-where", text: `(each action taken on it: cancel, retry, kill, hold, release; from the ${detail.kept_in})` })),
+    operatorRecord(detail.operator_actions || []),
     el("p", { class: "equiv" }, "same as ", el("code", { text: `crossbank status ${transferId}` })),
   ];
   const system = view.sections.system || {};
-  if (system.local && !system.read_only && !["committed", "compensated", "failed"].includes(detail.status)) {
+  if (system.local && !system.read_only && !detail.finished && !TERMINAL.includes(detail.status)) {
     const row = (view.sections.transfers || []).find((r) => r.transfer_id === transferId) || {};
     const kill = el("button", { type: "button", id: "kill-worker", class: "danger", disabled: !row.worker },
       row.worker ? `SIGKILL ${row.worker}, which runs this transfer` : "no live worker runs it now");
-    kill.addEventListener("click", () => act(kill, () => post("/api/workers/kill", { transfer_id: transferId })));
+    kill.addEventListener("click", async () => {
+      if (await act(kill, () => post("/api/workers/kill", { transfer_id: transferId }))) loadDetail(transferId);
+    });
     const pid = ((view.sections.workers || { workers: [] }).workers.find((w) => w.name === row.worker) || {}).pid;
     children.push(el("div", { class: "action" }, kill, el("p", { class: "equiv" }, "same as ", el("code", { text: `kill -9 ${pid ?? "PID"}` }))));
   }
-  node.replaceChildren(...children);
+  $("detail-body").replaceChildren(...children.filter(Boolean));
+  updateOperatorActions(detail);
+}
+
+const TERMINAL = ["committed", "compensated", "failed"];
+
+function operatorRecord(actions) {
+  if (!actions.length) return el("p", { id: "operator-record", class: "hint", text: "no operator action recorded" });
+  return el("div", { class: "scroll" }, el("table", { id: "operator-record", class: "record" },
+    el("thead", {}, el("tr", {}, ...["time (UTC)", "action", "by", "why", "what came of it"].map((name) => el("th", { scope: "col", text: name })))),
+    el("tbody", {}, ...actions.map((action) => el("tr", { "data-action": action.action },
+      el("td", { text: action.at_text }), el("td", { text: action.action }), el("td", { text: action.by }),
+      el("td", { text: action.reason || "" }), el("td", { text: action.outcome }))))));
+}
+
+// Cancel (with a reason) and retry now: built once per transfer shown, updated on each load.
+function operatorActions(transferId) {
+  const reason = el("input", { id: "cancel-reason", maxlength: 200, autocomplete: "off", placeholder: "why: kept with the cancel by both banks" });
+  const cancelCli = el("code", { id: "cancel-cli" });
+  const showCancel = () => {
+    const given = reason.value;
+    cancelCli.textContent = `crossbank cancel ${transferId} --reason ${given.trim() ? shellQuote(given) : '"..."'}`;
+  };
+  reason.addEventListener("input", showCancel);
+  showCancel();
+  const cancel = el("button", { type: "submit", id: "cancel-transfer", class: "danger", text: "Cancel this transfer" });
+  const form = el("form", { id: "cancel-form", class: "action" },
+    el("label", { id: "cancel-reason-label" }, "reason (required, at most 200 characters)", reason),
+    cancel,
+    el("p", { class: "equiv" }, "same as ", cancelCli));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!reason.value.trim()) {
+      say("a cancel needs a reason: say why, it is kept with the cancel", { error: true });
+      reason.focus();
+      return;
+    }
+    const answer = await operate(cancel, () => post(`/api/transfers/${encodeURIComponent(transferId)}/cancel`, { reason: reason.value }));
+    if (answer && answer.took_effect) reason.value = "";
+    showCancel();
+    if (answer && view.selected === transferId) loadDetail(transferId);
+  });
+  const retry = el("button", { type: "button", id: "retry-transfer", text: "Retry now" });
+  retry.addEventListener("click", async () => {
+    const answer = await operate(retry, () => post(`/api/transfers/${encodeURIComponent(transferId)}/retry`, {}));
+    if (answer && view.selected === transferId) loadDetail(transferId);
+  });
+  return el("div", { id: "operator", class: "operator", "data-transfer": transferId, hidden: true },
+    el("h3", {}, "operator actions ", el("span", { class: "from-where", id: "operator-by" })),
+    el("p", { id: "operator-read-only", class: "hint", hidden: true }),
+    form,
+    el("div", { class: "action", id: "retry-action" },
+      retry,
+      el("span", { id: "retry-hint", class: "hint" }),
+      el("p", { class: "equiv" }, "same as ", el("code", { id: "retry-cli", text: `crossbank retry ${transferId}` }))));
+}
+
+function updateOperatorActions(detail) {
+  const block = $("operator");
+  if (!block || block.dataset.transfer !== detail.transfer_id) return;
+  const system = view.sections.system || {};
+  block.hidden = Boolean(detail.finished);
+  if (detail.finished) return;
+  const readOnly = Boolean(system.read_only);
+  for (const id of ["cancel-transfer", "retry-transfer", "cancel-reason-label", "retry-hint"]) $(id).hidden = readOnly;
+  for (const id of ["cancel-transfer", "retry-transfer", "cancel-reason"]) $(id).disabled = readOnly;
+  const note = $("operator-read-only");
+  note.hidden = !readOnly;
+  note.textContent = readOnly ? "This console is read-only (CONSOLE_READ_ONLY): from a shell where crossbank runs, these commands do the same." : "";
+  $("operator-by").textContent = system.operator && !readOnly ? `(recorded as by ${system.operator})` : "";
+  $("retry-hint").textContent = detail.waiting
+    ? " it is waiting between two attempts now"
+    : " it is not waiting between attempts now (a retry changes nothing then)";
+}
+
+// An operator's action: its answer says what came of it, which may be nothing (too late).
+async function operate(button, run) {
+  button.disabled = true;
+  try {
+    const answer = await run();
+    say(answer.message, { cli: answer.cli, warn: !answer.took_effect });
+    return answer;
+  } catch (error) {
+    say(error.message, { error: true, cli: error.cli });
+    return null;
+  } finally {
+    button.disabled = false;
+  }
 }
 
 // -- the actions' command-line equivalents ----------------------------------------------
