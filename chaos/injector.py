@@ -12,7 +12,9 @@ time), disk faults fill a part's small filesystem and free it, clock faults
 step a process's clock and step it back; each is undone when it ends, and
 :meth:`Injector.recover` undoes whatever is left. A power cut takes every
 process's lock, kills them all, drops every unsynced byte, and starts them all
-again after its downtime.
+again after its downtime. An operator action (``cancel``, ``retry``) is handed
+to the campaign's :class:`~chaos.operator_actions.Operator`, and what it
+answered is kept with its record.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from chaos.checks import OperatorAct
 from chaos.cluster import Cluster, link_name
+from chaos.operator_actions import Operator
 from chaos.proxy import PASS
 from chaos.schedule import (
     BANK_RULE_KINDS,
@@ -40,6 +44,7 @@ from chaos.schedule import (
     KILL_TARGET_BANK,
     KILL_WORKER,
     LINK_KINDS,
+    OPERATOR_PICKS,
     PAUSE,
     POWER_CUT,
     SOURCE_BANK,
@@ -67,6 +72,8 @@ class FaultRecord:
     #: A power cut: how many ledger entries had been acknowledged (listed by a bank)
     #: before it. Each must still be there at the end.
     acknowledged: int | None = None
+    #: An operator action: the transfer it picked and what it answered.
+    act: OperatorAct | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +83,7 @@ class FaultRecord:
             "error": self.error,
             "restarted": self.restarted,
             "acknowledged": self.acknowledged,
+            "act": None if self.act is None else self.act.to_dict(),
         }
 
 
@@ -88,9 +96,12 @@ class Injector:
         *,
         log: Any = None,
         acknowledged: Callable[[], int] = lambda: 0,
+        operator: Operator | None = None,
     ) -> None:
-        """``acknowledged`` counts the ledger entries acknowledged so far (for power cuts)."""
+        """``acknowledged`` counts the ledger entries acknowledged so far (for power cuts);
+        ``operator`` carries out the operator actions (without one they are skipped)."""
         self.cluster = cluster
+        self.operator = operator
         self._acknowledged = acknowledged
         self.records: list[FaultRecord] = []
         self._locks = {name: asyncio.Lock() for name in cluster.processes}
@@ -150,6 +161,8 @@ class Injector:
                 await self._step_clock(record)
             elif fault.kind == POWER_CUT:
                 await self._cut_power(record)
+            elif fault.kind in OPERATOR_PICKS:
+                await self._operate(record)
             else:
                 raise ValueError(f"unknown fault kind {fault.kind!r}")
         except Exception as exc:
@@ -314,6 +327,21 @@ class Injector:
             await asyncio.to_thread(self.cluster.ensure_running)
             for bank in self._rules:
                 await self._push_rules(bank)
+
+    async def _operate(self, record: FaultRecord) -> None:
+        if self.operator is None:
+            record.error = "no operator: the campaign runs no client to send commands from"
+            return
+        number = next(i for i, r in enumerate(self.records) if r is record)
+        try:
+            record.act = await self.operator.act(
+                record.fault, number, sent=lambda: self._injected(record)
+            )
+        except LookupError as exc:  # nothing fitting turned up: nothing was sent
+            record.error = str(exc)
+            return
+        if record.act.done is None:
+            record.error = f"no answer in {record.act.attempts} attempts: its effect is unknown"
 
     async def recover(self) -> None:
         """The faults are over: links heal, disks have room, clocks are right, every process

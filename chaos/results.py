@@ -56,6 +56,28 @@ class Outcome:
             if r.fault.kind == POWER_CUT and r.injected and r.acknowledged is not None
         ]
 
+    def operator_actions(self) -> dict[str, dict[str, int]]:
+        """For each operator kind carried out, how many answered each outcome
+        (``no_answer``: every attempt's answer was lost)."""
+        counts: dict[str, Counter[str]] = {}
+        for record in self.fault_records:
+            if record.act is not None:
+                outcome = record.act.outcome or "no_answer"
+                counts.setdefault(record.act.kind, Counter())[outcome] += 1
+        return {kind: dict(sorted(counts[kind].items())) for kind in sorted(counts)}
+
+    def operator_took_effect(self) -> dict[str, int]:
+        """For each operator kind, how many actions said they took effect."""
+        return dict(
+            sorted(
+                Counter(
+                    r.act.kind
+                    for r in self.fault_records
+                    if r.act is not None and r.act.took_effect
+                ).items()
+            )
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "seed": self.campaign.params.seed,
@@ -69,6 +91,8 @@ class Outcome:
                 "faults_skipped_by_kind": self.skipped_by_kind(),
                 "restarted_after_disk_full": self.restarted_after_disk_full(),
                 "entries_acknowledged_before_each_power_cut": self.acknowledged_before_cuts(),
+                "operator_actions": self.operator_actions(),
+                "operator_actions_took_effect": self.operator_took_effect(),
                 "workload_seconds": self.workload_seconds,
                 "quiesce_seconds": self.quiesce_seconds,
                 "total_seconds": self.total_seconds,
@@ -106,6 +130,12 @@ class Outcome:
             lines.append(
                 "ledger entries acknowledged before each power cut (each must survive): "
                 + ", ".join(str(n) for n in self.acknowledged_before_cuts())
+            )
+        for kind, outcomes in self.operator_actions().items():
+            took = self.operator_took_effect().get(kind, 0)
+            lines.append(
+                f"operator {kind} answers ({sum(outcomes.values())}, {took} took effect): "
+                + _counts(outcomes)
             )
         if params.unsynced_bank:
             lines.append(

@@ -18,15 +18,23 @@ from pathlib import Path
 from resonate.resonate import Resonate
 
 from chaos import lifetimes
-from chaos.checks import check_seen_entries, check_transfers
+from chaos.checks import (
+    OperatorAct,
+    check_operator_actions,
+    check_operator_records,
+    check_seen_entries,
+    check_transfers,
+)
 from chaos.cluster import Cluster, ClusterConfig
 from chaos.injector import Injector
+from chaos.operator_actions import Operator
 from chaos.results import Outcome
 from chaos.schedule import Campaign, CampaignParams, plan
 from chaos.watcher import LedgerWatcher
 from chaos.workload import Workload
 from orchestrator import audit
 from orchestrator.accounts import open_accounts
+from orchestrator.audit import Violation
 from orchestrator.bank_client import BankClient
 from orchestrator.local.system import STORE_BACKEND
 from orchestrator.runtime import close_resonate, open_resonate
@@ -111,7 +119,6 @@ async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) 
         {"source": cluster.source_url, "target": cluster.target_url},
         token=cluster.config.bank_token,
     )
-    injector = Injector(cluster, log=log, acknowledged=lambda: len(watcher.seen))
     workload = Workload(
         resonate,
         settings,
@@ -120,6 +127,16 @@ async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) 
         rate=params.rate,
         log=log,
     )
+    operator = Operator(
+        resonate,
+        workload,
+        source_url=cluster.source_url,
+        target_url=cluster.target_url,
+        token=cluster.config.bank_token,
+        campaign=f"chaos campaign seed {params.seed}",
+        log=log,
+    )
+    injector = Injector(cluster, log=log, acknowledged=lambda: len(watcher.seen), operator=operator)
     notes: list[str] = []
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -163,6 +180,9 @@ async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) 
         violations = audit.check(ledgers, in_flight=unfinished)
         violations += check_transfers(campaign.transfers, results, ledgers)
         violations += check_seen_entries(watcher.seen, ledgers)
+        acts = [record.act for record in injector.records if record.act is not None]
+        violations += check_operator_actions(acts, results, ledgers, watcher.seen)
+        violations += await _check_records(operator, acts, notes)
         return Outcome(
             campaign=campaign,
             fault_records=injector.records,
@@ -180,6 +200,7 @@ async def _run_on(cluster: Cluster, campaign: Campaign, began: float, log: Log) 
             await _cancel(task)
         await close_quickly(resonate)
         await injector.aclose()
+        await operator.aclose()
         await watcher.aclose()
 
 
@@ -192,6 +213,22 @@ async def close_quickly(resonate: Resonate) -> None:
     """Stop the client, but not for longer than :data:`CLOSE_PATIENCE_S`."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(close_resonate(resonate), CLOSE_PATIENCE_S)
+
+
+async def _check_records(
+    operator: Operator, acts: list[OperatorAct], notes: list[str]
+) -> list[Violation]:
+    """The operator records kept for ``acts``, checked; a store that cannot be searched is a note."""
+    if not acts:
+        return []
+    try:
+        kept = await operator.read_records([act.transfer_id for act in acts])
+    except Exception as exc:
+        notes.append(
+            f"operator records not checked: reading them failed: {type(exc).__name__}: {exc}"
+        )
+        return []
+    return check_operator_records(acts, kept)
 
 
 async def _recover(injector: Injector) -> list[str]:

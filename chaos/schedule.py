@@ -35,6 +35,9 @@ DISK_FULL_STORE = "disk_full_store"
 CLOCK_STEP_STORE = "clock_step_store"
 CLOCK_STEP_WORKER = "clock_step_worker"
 POWER_CUT = "power_cut"
+#: Operator actions (:mod:`orchestrator.operations`), carried out by :mod:`chaos.operator_actions`.
+CANCEL = "cancel"
+RETRY = "retry"
 
 SOURCE_BANK = "source_bank"
 TARGET_BANK = "target_bank"
@@ -46,6 +49,19 @@ CLIENT = "client"
 MACHINE = "machine"
 #: The worker whose clock the clock steps move (it runs under libfaketime).
 CLOCK_WORKER = "worker-0"
+
+#: Which transfer an operator action picks, at the moment it strikes: one whose
+#: start the client has sent and whose end it has not heard, one a few places ahead in the
+#: queue that the client has not started yet (a cancel then leaves a tombstone),
+#: or one whose saga sleeps between two attempts of its fence or its reversal.
+IN_FLIGHT = "in_flight"
+NEXT_TO_START = "next_to_start"
+WAITING = "waiting"
+#: The picks each operator kind draws from.
+OPERATOR_PICKS: dict[str, tuple[str, ...]] = {
+    CANCEL: (IN_FLIGHT, NEXT_TO_START),
+    RETRY: (WAITING, IN_FLIGHT),
+}
 
 #: How a link fails (see :mod:`chaos.proxy`): cut both ways, answers lost, new
 #: connections hang, every connection reset.
@@ -100,12 +116,14 @@ FAULT_KINDS: tuple[str, ...] = (
     *DISK_KINDS,
     *CLOCK_KINDS,
     POWER_CUT,
+    *OPERATOR_PICKS,
 )
 
 #: Kinds drawn only when a campaign names them (``--kinds``): a power cut needs FUSE
-#: and restarts every process, and leaving it out of the default keeps the plans of
-#: earlier seeds as they were.
-DRAWN_WHEN_NAMED: frozenset[str] = frozenset({POWER_CUT})
+#: and restarts every process; operator actions are not faults of the system but
+#: commands to it. Leaving them out of the default keeps the plans of earlier seeds
+#: as they were.
+DRAWN_WHEN_NAMED: frozenset[str] = frozenset({POWER_CUT, CANCEL, RETRY})
 
 #: The kinds that need a part only one backend has: the promise store, or Postgres.
 _ONLY_ON: dict[str, str] = {
@@ -156,6 +174,8 @@ _KIND_WEIGHTS: dict[str, float] = {
     **dict.fromkeys(DISK_KINDS, 1),
     **dict.fromkeys(CLOCK_KINDS, 1),
     POWER_CUT: 1,
+    CANCEL: 2,
+    RETRY: 2,
 }
 
 #: Faults that become a fault-injection rule on a bank (its admin API).
@@ -270,7 +290,8 @@ class Fault:
     """One fault: at ``at`` seconds into the campaign, do ``kind`` to ``target``.
 
     ``duration`` is how long the fault lasts: a killed process's downtime, a
-    pause, the lifetime of a bank rule, or how long an account stays closed.
+    pause, the lifetime of a bank rule, how long an account stays closed, or how
+    long an operator action looks for a transfer to act on.
     ``op_kind``, ``times`` and ``latency_ms`` only matter for bank rules.
     """
 
@@ -283,6 +304,9 @@ class Fault:
     latency_ms: int = 0
     #: A clock fault's step in seconds (forward when positive), undone after ``duration``.
     clock_step: float = 0.0
+    #: An operator action's choice among the transfers that fit its ``target``
+    #: (:data:`OPERATOR_PICKS`) when it strikes: the ``pick``-th, modulo their number.
+    pick: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -311,6 +335,8 @@ class Fault:
                 extra += f" latency={self.latency_ms}ms"
         if self.kind in CLOCK_KINDS:
             extra = f" step={self.clock_step:+g}s"
+        if self.kind in OPERATOR_PICKS:
+            extra = f" pick={self.pick}"
         return f"t+{self.at:6.2f}s {self.kind} {self.target} for {self.duration:.2f}s{extra}"
 
 
@@ -465,6 +491,10 @@ def _fault(
     if kind in CLOCK_KINDS:
         step = _seconds(rng, 1.0, 30.0) * rng.choice((1, -1))
         return Fault(at, kind, CLOCK_KINDS[kind], _seconds(rng, 1.0, 8.0), clock_step=step)
+    if kind in OPERATOR_PICKS:
+        # ``duration``: how long the action may look for a transfer that fits.
+        target = rng.choice(OPERATOR_PICKS[kind])
+        return Fault(at, kind, target, _seconds(rng, 1.0, 8.0), pick=rng.randrange(1_000_000))
     if kind in BANK_RULE_KINDS:
         bank = rng.choice((SOURCE_BANK, TARGET_BANK))
         op_kind = rng.choice((*_BANK_OP_KINDS[bank], None))

@@ -152,8 +152,8 @@ async def retry_transfer(resonate: Resonate, transfer_id: str, *, by: str) -> Do
     """Make ``transfer_id``'s next attempt now, if it is sleeping between two."""
     record = await transfers.transfer_record(resonate, transfer_id)
     if record is None:
-        return Done(transfer_id, "unknown", f"no transfer {transfer_id}", took_effect=False)
-    if record["state"] != "pending":
+        done = Done(transfer_id, "unknown", f"no transfer {transfer_id}", took_effect=False)
+    elif record["state"] != "pending":
         done = Done(
             transfer_id,
             "finished",

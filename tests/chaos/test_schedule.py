@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 import pytest
 
 from chaos.schedule import (
+    CANCEL,
     CLOCK_KINDS,
     DISK_KINDS,
     FAULT_KINDS,
+    IN_FLIGHT,
     KILL_POSTGRES,
     KILL_STORE,
     LINK_KINDS,
     MACHINE,
+    NEXT_TO_START,
+    OPERATOR_PICKS,
     POSTGRES,
     POWER_CUT,
+    RETRY,
     SOURCE_BANK,
     STORE,
     TARGET_BANK,
+    WAITING,
     CampaignParams,
     Fault,
     campaign_to_dict,
@@ -212,3 +219,62 @@ def test_bad_pacing_is_refused_with_the_name(field: str, value: float) -> None:
     fields: dict[str, Any] = {field: value}
     with pytest.raises(ValueError, match=field):
         CampaignParams(seed=1, **fields)
+
+
+#: Fingerprints of the fault schedules of earlier seeds, as they were before the
+#: operator kinds existed: a new kind must not move them (see DRAWN_WHEN_NAMED).
+_PINNED_PLANS = [
+    (CampaignParams(seed=7, faults=25), "6694ab3a49903e49"),
+    (CampaignParams(seed=20261125, faults=40, duration=60.0), "dc86a207f85030ad"),
+    (CampaignParams(seed=7, faults=25, backend="postgres"), "bef7a67463c1c969"),
+    (
+        CampaignParams(
+            seed=25, faults=16, duration=90, kinds=(POWER_CUT, "kill_worker", "pause", "fail_after")
+        ),
+        "10b8fb71205c4737",
+    ),
+]
+_PINNED_FIELDS = (
+    "at",
+    "kind",
+    "target",
+    "duration",
+    "op_kind",
+    "times",
+    "latency_ms",
+    "clock_step",
+)
+
+
+@pytest.mark.parametrize(("params", "fingerprint"), _PINNED_PLANS)
+def test_earlier_seeds_keep_their_plans(params: CampaignParams, fingerprint: str) -> None:
+    faults = [[getattr(f, name) for name in _PINNED_FIELDS] for f in plan(params).faults]
+    assert hashlib.sha256(json.dumps(faults).encode()).hexdigest()[:16] == fingerprint
+
+
+def test_operator_actions_are_drawn_only_when_named() -> None:
+    for backend in BACKENDS:
+        assert {CANCEL, RETRY} <= set(kinds_for(backend))
+        assert not {CANCEL, RETRY} & set(default_kinds(backend))
+    unnamed = plan(CampaignParams(seed=5, faults=200)).faults
+    assert not {CANCEL, RETRY} & {f.kind for f in unnamed}
+    assert all(f.pick == 0 for f in unnamed)
+    named = plan(CampaignParams(seed=5, faults=60, kinds=(CANCEL, RETRY, "kill_worker"))).faults
+    actions = [f for f in named if f.kind in OPERATOR_PICKS]
+    assert {f.kind for f in actions} == {CANCEL, RETRY}
+    for fault in actions:
+        assert fault.target in OPERATOR_PICKS[fault.kind]
+        assert 1.0 <= fault.duration <= 8.0
+        assert fault.describe().endswith(f"pick={fault.pick}")
+    assert {f.target for f in actions if f.kind == CANCEL} == {IN_FLIGHT, NEXT_TO_START}
+    assert {f.target for f in actions if f.kind == RETRY} == {WAITING, IN_FLIGHT}
+    assert len({f.pick for f in actions}) > 1
+    assert all(f.pick == 0 for f in named if f.kind not in OPERATOR_PICKS)
+
+
+def test_an_operator_fault_survives_a_round_trip_and_old_results_still_load() -> None:
+    campaign = plan(CampaignParams(seed=9, faults=20, kinds=(CANCEL, RETRY)))
+    data = json.loads(json.dumps(campaign_to_dict(campaign)))
+    assert tuple(Fault.from_dict(f) for f in data["faults"]) == campaign.faults
+    old = {k: v for k, v in data["faults"][0].items() if k != "pick"}  # written before picks
+    assert Fault.from_dict(old).pick == 0

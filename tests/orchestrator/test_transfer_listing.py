@@ -26,7 +26,8 @@ def cli_json(cluster: Cluster, *args: str, expect: int = 0) -> Any:
 
 def every_page(cluster: Cluster, *args: str) -> list[list[str]]:
     """The transfer ids of each page, following the cursors to the end."""
-    pages, cursor = [], None
+    pages: list[list[str]] = []
+    cursor: str | None = None
     while True:
         more = ["--cursor", cursor] if cursor else []
         page = cli_json(cluster, "transfers", *args, *more)
