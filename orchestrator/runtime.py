@@ -309,8 +309,24 @@ def saga_deps(settings: Settings, metrics: WorkerMetrics) -> SagaDeps:
     return SagaDeps(source=source, target=target, settings=settings, metrics=metrics)
 
 
+#: How long a send-only client lets the SDK's work in flight finish before it stops.
+CLIENT_DRAIN_SECONDS = 1.0
+
+
 async def close_resonate(resonate: Resonate) -> None:
-    """Stop ``resonate`` (joining what it is running) and close the bank clients it used."""
+    """Stop ``resonate`` (joining what it is running) and close the bank clients it used.
+
+    A send-only client (no saga of its own to run) first lets the SDK's
+    background work finish, for up to :data:`CLIENT_DRAIN_SECONDS`: the SDK
+    stops its connections before it joins that work, so a start that returned
+    at once (``crossbank transfer --no-wait``) had its listener's registration
+    fail on a closed connection, with a warning about nothing. The SDK is
+    pinned; tests/promise_store/test_sdk_guard.py checks what this reads.
+    """
+    if resonate not in _opened:
+        in_flight = set(resonate._runtime.bg_tasks)
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=CLIENT_DRAIN_SECONDS)
     try:
         await resonate.stop()
     finally:

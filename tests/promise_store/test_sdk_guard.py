@@ -180,3 +180,12 @@ def test_a_client_can_ask_again_about_the_results_it_waits_for() -> None:
     source = inspect.getsource(Resonate._run_refresh)
     for used in ("self._runtime.subs.items()", "sub.settled()", "self._observe(id)"):
         assert used in source, used
+
+
+def test_a_client_can_let_its_background_work_finish_before_it_stops() -> None:
+    """``orchestrator.runtime.close_resonate`` waits on the tasks ``_spawn`` keeps, then stops."""
+    spawn = inspect.getsource(Resonate._spawn)
+    assert "self._runtime.bg_tasks" in spawn
+    stop = inspect.getsource(Resonate.stop)
+    assert "bg_tasks" in stop
+
