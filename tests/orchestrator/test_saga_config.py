@@ -122,3 +122,27 @@ def test_request_round_trips_through_json() -> None:
     request = TransferRequest("t-9", "alice", "bob", 1250)
 
     assert TransferRequest.from_json(request.to_json()) == request
+
+
+def test_saga_versions_are_read_and_checked() -> None:
+    from envsettings import SettingsError
+    from orchestrator.saga_versions import NEWEST, carried, group_for, starting_version
+
+    chosen = Settings.from_env({"SAGA_VERSIONS": "2, 1", "SAGA_VERSION": "1"})
+    assert (chosen.saga_versions, chosen.saga_version) == ((1, 2), 1)
+    unset = Settings.from_env({"SAGA_VERSIONS": "", "SAGA_VERSION": ""})
+    assert list(carried(unset)) == [1, 2]
+    assert starting_version(unset) == NEWEST == 2
+    assert (group_for("g", 1), group_for("g", 2)) == ("g", "g-v2")
+    for variable, value in [
+        ("SAGA_VERSIONS", "1,,2"),
+        ("SAGA_VERSIONS", "0"),
+        ("SAGA_VERSION", "1,2"),
+    ]:
+        with pytest.raises(SettingsError, match=variable):
+            Settings.from_env({variable: value})
+    with pytest.raises(SettingsError, match="SAGA_VERSIONS names saga version 7"):
+        carried(Settings(saga_versions=(1, 7)))
+    # With the embedded store the starting process runs the transfer: it must carry it.
+    with pytest.raises(SettingsError, match="does not carry"):
+        starting_version(Settings(saga_versions=(1,), saga_version=2))
