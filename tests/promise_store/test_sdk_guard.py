@@ -188,4 +188,3 @@ def test_a_client_can_let_its_background_work_finish_before_it_stops() -> None:
     assert "self._runtime.bg_tasks" in spawn
     stop = inspect.getsource(Resonate.stop)
     assert "bg_tasks" in stop
-
