@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.webdriver import Chrome
+from selenium.webdriver.common.by import By
 
 from orchestrator.cli import commands
+from orchestrator.console.browser import DESKTOP, chromium, wait_for
 from orchestrator.console.config import ConsoleSettings
 from orchestrator.console.local import LocalControl
 from orchestrator.console.running import ConsoleThread
@@ -111,3 +114,15 @@ def local_console(
         with ConsoleThread(system.settings, serving, LocalControl(system)) as running:
             assert running.address is not None
             yield LocalConsole(system, running.address)
+
+
+@contextlib.contextmanager
+def page_of(played: LocalConsole) -> Iterator[Chrome]:
+    """A headless browser on ``played``'s page, once the page has its first state."""
+    with chromium(DESKTOP) as driver:
+        driver.get(played.address)
+        wait_for(
+            lambda: driver.find_element(By.CSS_SELECTOR, "body[data-loaded]"),
+            what="the first state",
+        )
+        yield driver

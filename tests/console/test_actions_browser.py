@@ -20,7 +20,7 @@ from orchestrator.console.browser import DESKTOP, chromium, wait_for
 from orchestrator.console.config import ConsoleSettings
 from orchestrator.console.running import ConsoleThread
 from orchestrator.local.supervisor import free_port
-from tests.console.conftest import LocalConsole, local_console
+from tests.console.conftest import LocalConsole, local_console, page_of
 from tests.console.test_browser import click, row_status, shown, start_from_page, text
 
 
@@ -32,12 +32,7 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalConsole]:
 
 @pytest.fixture(scope="module")
 def browser(played: LocalConsole) -> Iterator[Chrome]:
-    with chromium(DESKTOP) as driver:
-        driver.get(played.address)
-        wait_for(
-            lambda: driver.find_element(By.CSS_SELECTOR, "body[data-loaded]"),
-            what="the first state",
-        )
+    with page_of(played) as driver:
         yield driver
 
 

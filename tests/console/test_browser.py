@@ -28,7 +28,7 @@ from orchestrator.console.config import ConsoleSettings
 from orchestrator.console.running import ConsoleThread
 from orchestrator.local.supervisor import free_port
 from orchestrator.local.system import STORE, TARGET
-from tests.console.conftest import LocalConsole, local_console
+from tests.console.conftest import LocalConsole, local_console, page_of
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +39,7 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalConsole]:
 
 @pytest.fixture(scope="module")
 def browser(played: LocalConsole) -> Iterator[Chrome]:
-    with chromium(DESKTOP) as driver:
-        driver.get(played.address)
-        wait_for(
-            lambda: driver.find_element(By.CSS_SELECTOR, "body[data-loaded]"),
-            what="the first state",
-        )
+    with page_of(played) as driver:
         yield driver
 
 

@@ -74,11 +74,12 @@ function shellQuote(word) {
   return `'${word.replace(/'/g, `'"'"'`)}'`;
 }
 
+// An action's answer says what came of it; an operator's may be nothing (too late), said so.
 async function act(button, run) {
   button.disabled = true;
   try {
     const answer = await run();
-    say(answer.message || "done", { cli: answer.cli });
+    say(answer.message || "done", { cli: answer.cli, warn: answer.took_effect === false });
     return answer;
   } catch (error) {
     say(error.message, { error: true, cli: error.cli });
@@ -534,14 +535,14 @@ function operatorActions(transferId) {
       reason.focus();
       return;
     }
-    const answer = await operate(cancel, () => post(`/api/transfers/${encodeURIComponent(transferId)}/cancel`, { reason: reason.value }));
+    const answer = await act(cancel, () => post(`/api/transfers/${encodeURIComponent(transferId)}/cancel`, { reason: reason.value }));
     if (answer && answer.took_effect) reason.value = "";
     showCancel();
     if (answer && view.selected === transferId) loadDetail(transferId);
   });
   const retry = el("button", { type: "button", id: "retry-transfer", text: "Retry now" });
   retry.addEventListener("click", async () => {
-    const answer = await operate(retry, () => post(`/api/transfers/${encodeURIComponent(transferId)}/retry`, {}));
+    const answer = await act(retry, () => post(`/api/transfers/${encodeURIComponent(transferId)}/retry`, {}));
     if (answer && view.selected === transferId) loadDetail(transferId);
   });
   return el("div", { id: "operator", class: "operator", "data-transfer": transferId, hidden: true },
@@ -570,21 +571,6 @@ function updateOperatorActions(detail) {
   $("retry-hint").textContent = detail.waiting
     ? " it is waiting between two attempts now"
     : " it is not waiting between attempts now (a retry changes nothing then)";
-}
-
-// An operator's action: its answer says what came of it, which may be nothing (too late).
-async function operate(button, run) {
-  button.disabled = true;
-  try {
-    const answer = await run();
-    say(answer.message, { cli: answer.cli, warn: !answer.took_effect });
-    return answer;
-  } catch (error) {
-    say(error.message, { error: true, cli: error.cli });
-    return null;
-  } finally {
-    button.disabled = false;
-  }
 }
 
 // -- the actions' command-line equivalents ----------------------------------------------
