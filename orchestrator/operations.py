@@ -106,7 +106,8 @@ async def cancel_transfer(
         # A transfer sleeping between attempts learns now; one that cannot be woken
         # (the store did not answer) learns at its next attempt: the void is what counts.
         with contextlib.suppress(ResonateError):
-            await wake(resonate, transfer_id)
+            now = await transfers.transfer_record(resonate, transfer_id)  # it may sleep by now
+            await wake(resonate, now["steps"] if now is not None else [])
     return await _recorded(resonate, "cancel", by, reason, done)
 
 
@@ -160,7 +161,7 @@ async def retry_transfer(resonate: Resonate, transfer_id: str, *, by: str) -> Do
             f"transfer {transfer_id} is finished ({record['status']}): nothing to retry",
             took_effect=False,
         )
-    elif await wake(resonate, transfer_id):
+    elif await wake(resonate, record["steps"]):
         done = Done(transfer_id, "retrying", f"transfer {transfer_id}: next attempt now", True)
     elif record["saga_version"] == 1:
         done = Done(
@@ -181,15 +182,11 @@ async def retry_transfer(resonate: Resonate, transfer_id: str, *, by: str) -> Do
     return await _recorded(resonate, "retry", by, None, done)
 
 
-async def wake(resonate: Resonate, transfer_id: str) -> bool:
-    """Settle the timer ``transfer_id`` sleeps on, if any: True when it was sleeping."""
-    record = await transfers.transfer_record(resonate, transfer_id)
-    steps = [] if record is None else record["steps"]
+async def wake(resonate: Resonate, steps: list[dict[str, Any]]) -> bool:
+    """Settle the timer a transfer sleeps on, if any, among its ``steps`` (as
+    :func:`orchestrator.transfers.transfer_record` lists them): True when it was sleeping."""
     for step in reversed(steps):
-        if step["state"] != "pending":
-            continue
-        promise = await resonate.promises.get(step["id"])
-        if promise.tags.get("resonate:timer") != "true":
+        if step["state"] != "pending" or not step["timer"]:
             continue
         try:
             await resonate.promises.resolve(step["id"], Value(headers=None, data=None))
